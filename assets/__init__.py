@@ -1,0 +1,1 @@
+"""Data package: the Utah teapot patch file (installed as `render.assets`)."""

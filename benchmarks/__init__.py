@@ -1,0 +1,1 @@
+"""Benchmarks: throughput measurements, frame baselines and the in-betweening benchmark suite."""
