@@ -1,0 +1,141 @@
+"""Benchmark metrics: MSE, PSNR, SSIM and the mask-based location metrics (defined in docs/benchmark.md)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from render.errors import UserError
+
+# PSNR of an exact prediction is infinite; report this finite cap instead so means stay finite.
+PSNR_CAP_DB = 100.0
+# A predicted pixel is object (not background) when its brightest channel exceeds this value.
+# The background is pure black (0, 0, 0); 0.1 (about 26/255) ignores faint blur and ringing.
+SILHOUETTE_THRESHOLD = 0.1
+# SSIM uses skimage's uniform window of this side, shrunk for small images (see ssim_window).
+SSIM_MAX_WINDOW = 7
+METRIC_NAMES = ("mse", "psnr", "ssim", "iou", "centroid_error")
+
+
+def _as_numpy(images, name: str) -> np.ndarray:
+    """(N, 3, H, W) float64 numpy from a numpy array or a torch tensor on any device."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().to("cpu", torch.float64).numpy()
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise UserError(f"{name} must have shape (N, 3, H, W), got {images.shape}; "
+                        "convert (H, W, 3) frames with .transpose(0, 3, 1, 2)")
+    return images
+
+
+def _check_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    pred, target = _as_numpy(pred, "pred"), _as_numpy(target, "target")
+    if pred.shape != target.shape:
+        raise UserError(f"pred {pred.shape} and target {target.shape} differ in shape; "
+                        "predict one frame per target")
+    return pred, target
+
+
+def mse(pred, target) -> np.ndarray:
+    """Per-image mean squared error over pixels and channels: (N, 3, H, W) x2 -> (N,)."""
+    pred, target = _check_pair(pred, target)
+    return ((pred - target) ** 2).mean(axis=(1, 2, 3))
+
+
+def psnr(pred, target, cap: float = PSNR_CAP_DB) -> np.ndarray:
+    """Per-image PSNR in dB for data range 1, 10*log10(1/MSE), capped at `cap` (exact -> cap)."""
+    err = mse(pred, target)
+    with np.errstate(divide="ignore"):
+        value = 10.0 * np.log10(1.0 / err)  # +inf where err == 0
+    return np.minimum(value, cap)
+
+
+def ssim_window(height: int, width: int) -> int:
+    """SSIM window side: the largest odd number <= min(7, min(H, W) // 2), at least 3.
+
+    skimage averages SSIM only over pixels at least (win-1)/2 from the border, so a 7-pixel
+    window on an 8x8 image would score just its central 2x2; 3 keeps the central 6x6.
+    """
+    side = min(height, width)
+    if side < 3:
+        raise UserError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}")
+    half = min(SSIM_MAX_WINDOW, side // 2)
+    return max(3, half if half % 2 == 1 else half - 1)
+
+
+def ssim(pred, target) -> np.ndarray:
+    """Per-image SSIM (skimage, uniform window, data_range 1, mean over RGB): -> (N,)."""
+    pred, target = _check_pair(pred, target)
+    win = ssim_window(*pred.shape[2:])
+    return np.array([
+        structural_similarity(p, t, win_size=win, data_range=1.0, channel_axis=0)
+        for p, t in zip(pred, target)
+    ], dtype=np.float64)
+
+
+def silhouette(images, threshold: float = SILHOUETTE_THRESHOLD) -> np.ndarray:
+    """Object pixels of images on a black background: (N, 3, H, W) -> (N, H, W) bool, max channel > threshold."""
+    return _as_numpy(images, "images").max(axis=1) > threshold
+
+
+def _foreground(masks, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks)
+    if masks.shape != (shape[0], *shape[2:]):
+        raise UserError(f"masks must have shape (N, H, W) = {(shape[0], *shape[2:])}, got {masks.shape}")
+    return masks > 0  # 0 = background, k = object k
+
+
+def foreground_iou(pred, masks, threshold: float = SILHOUETTE_THRESHOLD) -> np.ndarray:
+    """Per-image IoU of the predicted silhouette and the true foreground (mask > 0); 1 where both are empty."""
+    pred_fg = silhouette(pred, threshold)  # (N, H, W) bool
+    true_fg = _foreground(masks, _as_numpy(pred, "pred").shape)
+    inter = (pred_fg & true_fg).sum(axis=(1, 2))
+    union = (pred_fg | true_fg).sum(axis=(1, 2))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def _centroids(fg: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 2) mean (row, col) of the True pixels; NaN where there are none."""
+    rows = np.arange(fg.shape[1], dtype=np.float64)[None, :, None]
+    cols = np.arange(fg.shape[2], dtype=np.float64)[None, None, :]
+    count = fg.sum(axis=(1, 2)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (fg * rows).sum(axis=(1, 2)) / count
+        c = (fg * cols).sum(axis=(1, 2)) / count
+    return np.stack([r, c], axis=1)
+
+
+def centroid_error(pred, masks, threshold: float = SILHOUETTE_THRESHOLD) -> np.ndarray:
+    """Per-image distance in pixels between the predicted silhouette's and the true foreground's centroids.
+
+    0 where both are empty; the image diagonal (the largest possible distance) where exactly one is.
+    """
+    pred_fg = silhouette(pred, threshold)
+    true_fg = _foreground(masks, _as_numpy(pred, "pred").shape)
+    dist = np.linalg.norm(_centroids(pred_fg) - _centroids(true_fg), axis=1)  # NaN if either is empty
+    pred_empty, true_empty = ~pred_fg.any(axis=(1, 2)), ~true_fg.any(axis=(1, 2))
+    diagonal = math.hypot(*pred_fg.shape[1:])
+    dist = np.where(pred_empty != true_empty, diagonal, dist)
+    return np.where(pred_empty & true_empty, 0.0, dist)
+
+
+def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD) -> dict[str, np.ndarray]:
+    """Every metric per triplet: pred/target (N, 3, H, W) in [0, 1], masks (N, H, W) of the target -> name -> (N,)."""
+    pred, target = _check_pair(pred, target)
+    return {
+        "mse": mse(pred, target),
+        "psnr": psnr(pred, target),
+        "ssim": ssim(pred, target),
+        "iou": foreground_iou(pred, masks, threshold),
+        "centroid_error": centroid_error(pred, masks, threshold),
+    }
+
+
+def mean_metrics(per_triplet: dict[str, np.ndarray]) -> dict[str, float]:
+    """Average each metric over triplets (concatenate batches first): name -> (N,) to name -> float."""
+    return {name: float(np.mean(values)) for name, values in per_triplet.items()}
