@@ -57,3 +57,20 @@ def load_mesh(name: str) -> trimesh.Trimesh:
     """A fresh copy of object `name`, centred at the origin with bounding-sphere radius UNIT_RADIUS."""
     vertices, faces = _normalised(name)
     return trimesh.Trimesh(vertices.copy(), faces.copy(), process=False)
+
+
+def render_mesh(name: str) -> trimesh.Trimesh:
+    """The mesh as the renderer draws it: smooth-shaded, and closed by back faces where it is open.
+
+    The teapot is not watertight (the lid sits on the rim; spout and handle pierce the body), so
+    its inside can show through. pyrender's doubleSided flag is ignored by its segmentation pass
+    (which always culls back faces), so colour and mask would disagree there. Instead we add a
+    reversed copy of every face, with its own vertices and normals pointing the other way, and
+    keep back-face culling on in every pass.
+    """
+    mesh = load_mesh(name)
+    if not mesh.is_watertight:
+        back = trimesh.Trimesh(mesh.vertices.copy(), mesh.faces[:, ::-1].copy(), process=False)
+        mesh = trimesh.util.concatenate([mesh, back])
+    # smooth_shaded splits vertices along sharp edges (cube, caps) and smooths the rest.
+    return mesh.smooth_shaded

@@ -1,0 +1,188 @@
+"""The one module that talks to pyrender/OpenGL: platform choice, a reusable scene renderer, render workers.
+
+pyrender is imported lazily, inside functions, because PYOPENGL_PLATFORM must be set before the
+first OpenGL import and a process cannot switch platforms afterwards. Rendering therefore always
+happens in processes started by spawn: each picks the platform, imports pyrender and builds one
+renderer that it reuses for every sequence it is given.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
+
+import numpy as np
+
+from render.errors import UserError
+from render.objects import render_mesh
+from render.scene import CameraSpec, SceneSpec, camera_pose, light_pose
+
+PLATFORMS = ("egl", "osmesa")  # tried in this order unless PYOPENGL_PLATFORM is set
+INSTALL_HINT = ("install the Debian/Ubuntu packages libegl1 and libgl1-mesa-dri (EGL), "
+                "or libosmesa6 (the OSMesa fallback): sudo apt-get install libegl1 libgl1-mesa-dri libosmesa6")
+
+
+# ----------------------------------------------------------------------------- image maths (no GL)
+
+
+def box_downsample(image: np.ndarray, k: int) -> np.ndarray:
+    """Average k x k blocks: (kH, kW, C) uint8 -> (H, W, C) uint8, rounded to nearest."""
+    if k == 1:
+        return image
+    h, w, c = image.shape[0] // k, image.shape[1] // k, image.shape[2]
+    blocks = image.reshape(h, k, w, k, c).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def majority_downsample(labels: np.ndarray, k: int, n_objects: int) -> np.ndarray:
+    """Per k x k block, the label covering most subsamples (ties to the lower label): (kH, kW) -> (H, W)."""
+    if k == 1:
+        return labels.astype(np.uint8)
+    h, w = labels.shape[0] // k, labels.shape[1] // k
+    blocks = labels.reshape(h, k, w, k)
+    counts = np.stack([(blocks == lab).sum(axis=(1, 3)) for lab in range(n_objects + 1)])  # (K+1, H, W)
+    return counts.argmax(axis=0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- pyrender
+
+
+def _import_pyrender(platform: str):
+    """Set the GL platform, import pyrender and turn off its hard-coded 4x MSAA.
+
+    We anti-alias by supersampling instead; MSAA costs about 2-3x per frame on llvmpipe and
+    would blur masks against colours differently. pyrender creates its multisample
+    renderbuffers through this module-level name, so a 0-sample request gives plain buffers
+    (see docs/pyrender.md).
+    """
+    os.environ["PYOPENGL_PLATFORM"] = platform
+    import pyrender
+    import pyrender.renderer
+    from OpenGL import GL
+
+    def storage_without_msaa(target, _samples, internal_format, width, height):
+        GL.glRenderbufferStorageMultisample(target, 0, internal_format, width, height)
+
+    pyrender.renderer.glRenderbufferStorageMultisample = storage_without_msaa
+    return pyrender
+
+
+class SceneRenderer:
+    """One pyrender scene and offscreen renderer, reused for every frame; poses move the nodes."""
+
+    def __init__(self, spec: SceneSpec, size: int, supersample: int, platform: str):
+        pyrender = self._pyrender = _import_pyrender(platform)
+        self.size, self.k = size, supersample
+        self.scene = pyrender.Scene(bg_color=[*spec.background, 1.0], ambient_light=[spec.ambient] * 3)
+        self.nodes = []
+        for obj in spec.objects:
+            material = pyrender.MetallicRoughnessMaterial(
+                baseColorFactor=(*obj.colour, 1.0), metallicFactor=0.0, roughnessFactor=0.7)
+            mesh = pyrender.Mesh.from_trimesh(render_mesh(obj.name), material=material, smooth=True)
+            self.nodes.append(self.scene.add(mesh))
+        cam = spec.camera
+        if cam.kind == "perspective":
+            camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cam.yfov_deg), znear=0.1,
+                                                zfar=cam.distance + 3.0, aspectRatio=1.0)
+        else:
+            camera = pyrender.OrthographicCamera(xmag=cam.half_extent, ymag=cam.half_extent, znear=0.1,
+                                                 zfar=cam.distance + 3.0)
+        self.scene.add(camera, pose=camera_pose(cam))
+        light = pyrender.DirectionalLight(color=np.ones(3), intensity=spec.light_intensity)
+        self.scene.add(light, pose=light_pose(spec.light_direction))
+        self.renderer = pyrender.OffscreenRenderer(size * supersample, size * supersample)
+        # Segmentation colour (k, k, k) for object k, so the red channel is the mask label.
+        self.seg_map = {node: (k + 1,) * 3 for k, node in enumerate(self.nodes)}
+
+    def render(self, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Render one sequence: poses (T, K, 4, 4) -> frames (T, H, W, 3) uint8, masks (T, H, W) uint8."""
+        n_frames, n_objects = poses.shape[:2]
+        frames = np.empty((n_frames, self.size, self.size, 3), np.uint8)
+        masks = np.empty((n_frames, self.size, self.size), np.uint8)
+        seg_flag = self._pyrender.RenderFlags.SEG
+        for t in range(n_frames):
+            for node, pose in zip(self.nodes, poses[t]):
+                self.scene.set_pose(node, pose)
+            color, depth = self.renderer.render(self.scene)  # (kH, kW, 3) uint8, (kH, kW) float 0 = empty
+            if n_objects == 1:
+                labels = (depth > 0).astype(np.uint8)  # one object: coverage is the depth test, no second pass
+            else:
+                seg, _ = self.renderer.render(self.scene, seg_flag, seg_node_map=self.seg_map)
+                labels = seg[..., 0]  # occlusion resolved by the depth test
+            frames[t] = box_downsample(color, self.k)
+            masks[t] = majority_downsample(labels, self.k, n_objects)
+        return frames, masks
+
+    def renderer_info(self) -> dict[str, str]:
+        """GL platform and renderer strings plus the pyrender distribution in use."""
+        from OpenGL import GL
+
+        return {
+            "platform": os.environ["PYOPENGL_PLATFORM"],
+            "pyrender": _pyrender_distribution(),
+            "gl_renderer": GL.glGetString(GL.GL_RENDERER).decode(),
+            "gl_version": GL.glGetString(GL.GL_VERSION).decode(),
+        }
+
+
+def _pyrender_distribution() -> str:
+    for dist in ("pyrender2", "pyrender"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+# ----------------------------------------------------------------------------- processes
+
+# The renderer of this worker process (set by _init_worker). Module state is how a process pool
+# hands each worker a long-lived object; the main process never sets it.
+_WORKER: SceneRenderer | None = None
+
+
+def _init_worker(spec: SceneSpec, size: int, supersample: int, platform: str, lp_threads: int) -> None:
+    global _WORKER
+    if lp_threads:
+        os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
+    _WORKER = SceneRenderer(spec, size, supersample, platform)
+
+
+def render_task(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Render one sequence in a pool worker: poses (T, K, 4, 4) -> (frames, masks)."""
+    return _WORKER.render(poses)
+
+
+def _probe(platform: str) -> dict[str, str]:
+    spec = SceneSpec(objects=(), camera=CameraSpec("orthographic", distance=2.0))
+    renderer = SceneRenderer(spec, 8, 1, platform)
+    renderer.render(np.zeros((1, 0, 4, 4)))
+    return renderer.renderer_info()
+
+
+def probe_platform() -> dict[str, str]:
+    """Find a working headless GL platform in a throw-away spawned process; UserError if none works.
+
+    Honours PYOPENGL_PLATFORM when it is set; otherwise tries EGL, then OSMesa.
+    """
+    chosen = os.environ.get("PYOPENGL_PLATFORM")
+    candidates = (chosen,) if chosen else PLATFORMS
+    failures = []
+    for platform in candidates:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                return pool.submit(_probe, platform).result(timeout=120)
+            except Exception as exc:  # noqa: BLE001 - any failure means "this platform does not work"
+                failures.append(f"{platform}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+    raise UserError(f"no headless OpenGL platform works ({'; '.join(failures)}); {INSTALL_HINT}")
+
+
+def render_pool(spec: SceneSpec, size: int, supersample: int, platform: str, workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` spawned processes, each holding one SceneRenderer; map `render_task` over it."""
+    # With several workers on few cores, llvmpipe's own raster threads only contend with each other.
+    lp_threads = 1 if workers > 1 else 0
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(spec, size, supersample, platform, lp_threads))
+

@@ -1,0 +1,89 @@
+"""Look at a dataset file before training on it: summary, verification, contact sheet and GIF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from render import h5format
+from render.errors import UserError
+
+
+def summary(path: str | os.PathLike) -> str:
+    """A human-readable summary of a validated file: header, splits, factor ranges."""
+    lines = [f"{path}"]
+    with h5format.open_dataset(path) as f:
+        h = h5format.read_header(f)
+        lines.append(f"  format      {h['format']} v{h['format_version']}, preset {h['preset']} (dof {h['dof']})")
+        lines.append(f"  images      {h['image_size']}x{h['image_size']} RGB, seed {h['seed']}")
+        lines.append(f"  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h["objects"]))
+        lines.append(f"  generator   {h['generator']}; {h['renderer'].get('pyrender')} on "
+                     f"{h['renderer'].get('platform')} ({h['renderer'].get('gl_renderer')})")
+        for split in h5format.SPLITS:
+            s, t = f[split]["frames"].shape[:2]
+            lines.append(f"  {split:<5}       {s} sequences x {t} frames = {s * t} frames")
+            factors = f[split]["factors"][()]
+            for i, (name, unit) in enumerate(zip(h["factor_names"], h["factor_units"])):
+                col = factors[..., i]
+                lines.append(f"    {name:<18} {col.min():9.3f} .. {col.max():9.3f} {unit}")
+    return "\n".join(lines)
+
+
+def contact_sheet(path: str | os.PathLike, out: str | os.PathLike, split: str = "train",
+                  sequences: int = 8, frames: int = 12, scale: int = 2, with_masks: bool = True) -> Path:
+    """PNG grid: one row per sequence (first `sequences`), `frames` frames evenly spaced along it.
+
+    With `with_masks`, each row is followed by its masks, object k drawn in its colour.
+    """
+    with h5format.open_dataset(path) as f:
+        g = f[split]
+        n_seq, n_frames = g["frames"].shape[:2]
+        rows_idx = np.arange(min(sequences, n_seq))
+        cols_idx = np.unique(np.linspace(0, n_frames - 1, min(frames, n_frames)).round().astype(int))
+        imgs = g["frames"][rows_idx.tolist()][:, cols_idx]  # (R, C, H, W, 3)
+        masks = g["masks"][rows_idx.tolist()][:, cols_idx]  # (R, C, H, W)
+        colours = h5format.read_header(f)["objects"]
+    palette = np.zeros((256, 3), np.uint8)
+    for o in colours:
+        palette[o["index"]] = (np.clip(o["colour"], 0, 1) * 255).astype(np.uint8)
+    rows = []
+    for r in range(len(rows_idx)):
+        rows.append(np.concatenate(list(imgs[r]), axis=1))
+        if with_masks:
+            rows.append(np.concatenate(list(palette[masks[r]]), axis=1))
+    return _save_png(np.concatenate(rows, axis=0), out, scale)
+
+
+def sequence_gif(path: str | os.PathLike, out: str | os.PathLike, split: str = "train", sequence: int = 0,
+                 scale: int = 4, fps: int = 12) -> Path:
+    """Animated GIF of one sequence, upscaled by `scale` with nearest-neighbour."""
+    with h5format.open_dataset(path) as f:
+        n_seq = f[split]["frames"].shape[0]
+        if not 0 <= sequence < n_seq:
+            raise UserError(f"--sequence must be in 0..{n_seq - 1} for {split}")
+        frames = f[split]["frames"][sequence]  # (T, H, W, 3)
+    out = Path(out)
+    images = [Image.fromarray(fr).resize((fr.shape[1] * scale, fr.shape[0] * scale), Image.NEAREST) for fr in frames]
+    _writable(out)
+    images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return out
+
+
+def _save_png(array: np.ndarray, out: str | os.PathLike, scale: int) -> Path:
+    out = Path(out)
+    _writable(out)
+    img = Image.fromarray(array)
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
+    return out
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create folder {out.parent}: {exc.strerror}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"folder {out.parent} is not writable; choose another output path")

@@ -1,0 +1,94 @@
+"""Scene description (objects, camera, lights) and pose maths, kept apart from the GL backend (no pyrender import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object in the scene."""
+
+    name: str  # a name from render.objects.OBJECT_NAMES
+    colour: tuple[float, float, float]  # base colour, linear RGB in [0, 1]
+    scale: float  # world-space bounding-sphere radius (meshes are normalised to radius 1)
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """A fixed camera on the +z axis looking at the origin down -z, y up."""
+
+    kind: str  # "perspective" or "orthographic"
+    distance: float  # camera z position in world units
+    yfov_deg: float = 0.0  # perspective only: vertical field of view
+    half_extent: float = 1.0  # orthographic only: world half-width (and half-height) of the frame
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Everything the backend needs besides per-frame poses."""
+
+    objects: tuple[ObjectSpec, ...]
+    camera: CameraSpec
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # RGB in [0, 1]
+    ambient: float = 0.25  # ambient light intensity
+    light_intensity: float = 2.5  # directional light, shining from the camera's upper left
+    light_direction: tuple[float, float, float] = (-0.35, 0.45, 1.0)  # towards the light (world)
+
+
+def rotation_x(deg: np.ndarray) -> np.ndarray:
+    """Rotation matrices about x for angles in degrees: (...,) -> (..., 3, 3)."""
+    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
+
+
+def rotation_y(deg: np.ndarray) -> np.ndarray:
+    """Rotation matrices about y for angles in degrees: (...,) -> (..., 3, 3)."""
+    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
+
+
+def pose_matrix(rotation: np.ndarray, translation: np.ndarray, scale: float) -> np.ndarray:
+    """4x4 poses from rotations (..., 3, 3), translations (..., 3) and a uniform scale: (..., 4, 4)."""
+    rotation = np.asarray(rotation, dtype=np.float64)
+    out = np.zeros(rotation.shape[:-2] + (4, 4))
+    out[..., :3, :3] = rotation * scale
+    out[..., :3, 3] = translation
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fold unbounded straight-line positions x into [lo, hi] by reflecting off both ends.
+
+    A triangle wave of period 2(hi - lo): the closed form of a point bouncing between walls,
+    so the position at frame t needs no simulation of the frames before it.
+    """
+    span = hi - lo
+    y = np.mod(np.asarray(x, dtype=np.float64) - lo, 2.0 * span)
+    return lo + span - np.abs(span - y)
+
+
+def camera_pose(camera: CameraSpec) -> np.ndarray:
+    """The camera's 4x4 world pose (OpenGL convention: looks down its -z)."""
+    pose = np.eye(4)
+    pose[2, 3] = camera.distance
+    return pose
+
+
+def light_pose(direction: tuple[float, float, float]) -> np.ndarray:
+    """A 4x4 pose whose -z axis points along the light's travel, i.e. away from `direction`."""
+    z = np.asarray(direction, dtype=np.float64)
+    z = z / np.linalg.norm(z)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([x, y, z], axis=1)
+    return pose

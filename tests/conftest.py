@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny datasets written without GL, and a tiny rendered one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from render.h5format import DatasetWriter, Header
+
+
+def write_tiny_dataset(path, n_seq=(2, 1), n_frames=8, size=8, n_factors=2, seed=0, dof=2):
+    """Write a random, GL-free v1 file; returns the arrays written per split."""
+    rng = np.random.default_rng(seed)
+    header = Header(dof=dof, preset="rotate-xy", image_size=size, seed=seed,
+                    factor_names=tuple(f"teapot.f{i}" for i in range(n_factors)),
+                    factor_units=("deg",) * n_factors,
+                    objects=[{"index": 1, "name": "teapot", "colour": [1, 0, 0], "scale": 1.0}],
+                    config={"dof": dof}, generator="test", renderer={"platform": "none"})
+    shapes = {"train": (n_seq[0], n_frames), "test": (n_seq[1], n_frames)}
+    written = {}
+    with DatasetWriter(path, header, shapes, card="# test\n") as w:
+        for split, (s, t) in shapes.items():
+            frames = rng.integers(0, 256, (s, t, size, size, 3), dtype=np.uint8)
+            factors = rng.normal(size=(s, t, n_factors)).astype(np.float32)
+            masks = rng.integers(0, 2, (s, t, size, size), dtype=np.uint8)
+            for i in range(s):
+                w.write_sequence(split, i, frames[i], factors[i], masks[i])
+            written[split] = (frames, factors, masks)
+    return written
+
+
+@pytest.fixture
+def tiny_h5(tmp_path):
+    path = tmp_path / "tiny.h5"
+    return path, write_tiny_dataset(path)
