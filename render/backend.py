@@ -49,8 +49,8 @@ def majority_downsample(labels: np.ndarray, k: int, n_objects: int) -> np.ndarra
 # ----------------------------------------------------------------------------- pyrender
 
 
-def _import_pyrender(platform: str):
-    """Set the GL platform, import pyrender and turn off its hard-coded 4x MSAA.
+def _import_pyrender(platform: str, msaa: bool = False):
+    """Set the GL platform, import pyrender and (unless `msaa`) turn off its hard-coded 4x MSAA.
 
     We anti-alias by supersampling instead; MSAA costs about 2-3x per frame on llvmpipe and
     would blur masks against colours differently. pyrender creates its multisample
@@ -62,6 +62,9 @@ def _import_pyrender(platform: str):
     import pyrender.renderer
     from OpenGL import GL
 
+    if msaa:
+        return pyrender
+
     def storage_without_msaa(target, _samples, internal_format, width, height):
         GL.glRenderbufferStorageMultisample(target, 0, internal_format, width, height)
 
@@ -72,8 +75,10 @@ def _import_pyrender(platform: str):
 class SceneRenderer:
     """One pyrender scene and offscreen renderer, reused for every frame; poses move the nodes."""
 
-    def __init__(self, spec: SceneSpec, size: int, supersample: int, platform: str):
-        pyrender = self._pyrender = _import_pyrender(platform)
+    def __init__(self, spec: SceneSpec, size: int, supersample: int, platform: str, msaa: bool = False):
+        # msaa=True keeps pyrender's stock 4x MSAA for the whole process (benchmarks/render_speed.py's
+        # naive loop); datasets never use it.
+        pyrender = self._pyrender = _import_pyrender(platform, msaa)
         self.size, self.k = size, supersample
         self.scene = pyrender.Scene(bg_color=[*spec.background, 1.0], ambient_light=[spec.ambient] * 3)
         self.nodes = []
