@@ -1,0 +1,236 @@
+"""Known answers for the frame baselines: pixel average, optical flow and the frame CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import frame_cnn as fc
+from benchmarks import metrics as M
+from benchmarks import optical_flow as of
+from benchmarks import pixel_average as pa
+from render.errors import UserError
+
+
+def square_triplet(size: int, side: int, top: int, left: int, dy: int, dx: int,
+                   colour=(0.9, 0.5, 0.2)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """A square at (top, left) in x1 that moves by (dy, dx) per frame: x0, x1, x2 (1, 3, H, W), mask (1, H, W)."""
+    frames = []
+    for t in (-1, 0, 1):
+        img = torch.zeros(1, 3, size, size)
+        r, c = top + t * dy, left + t * dx
+        img[0, :, r:r + side, c:c + side] = torch.tensor(colour)[:, None, None]
+        frames.append(img)
+    mask = np.zeros((1, size, size), np.uint8)
+    mask[0, top:top + side, left:left + side] = 1
+    return (*frames, mask)
+
+
+def moving_squares(n: int, rng: np.random.Generator, size: int = 8, side: int = 3) -> np.ndarray:
+    """n triplets of a random-colour square moving one pixel per frame along an axis: (3, n, 3, H, W)."""
+    out = np.zeros((3, n, 3, size, size), np.float32)
+    for i in range(n):
+        colour = rng.uniform(0.3, 1.0, 3)
+        dy, dx = [(0, 1), (1, 0), (0, -1), (-1, 0)][rng.integers(4)]
+        top, left = rng.integers(1, size - side, 2)  # x1's corner, one pixel clear of every edge
+        for t in range(3):
+            r, c = top + (t - 1) * dy, left + (t - 1) * dx
+            out[t, i, :, r:r + side, c:c + side] = colour[:, None, None]
+    return out
+
+
+# ----------------------------------------------------------------------------- pixel average
+
+
+def test_pixel_average_is_the_mean():
+    x0, x2 = torch.full((2, 3, 8, 8), 0.2), torch.full((2, 3, 8, 8), 0.6)
+    x1 = torch.full((2, 3, 8, 8), 0.4)  # a linear fade: the average is exact
+    pred = pa.predict(x0, x2)
+    assert torch.allclose(pred, x1, atol=1e-7)
+    assert M.mse(pred, x1).max() < 1e-14
+
+
+def test_pixel_average_ghosts_a_moving_square():
+    x0, x1, x2, mask = square_triplet(8, 2, 3, 3, 0, 2)
+    pred = pa.predict(x0, x2)
+    # Two half-bright ghosts at columns 1-2 and 5-6; the true square (columns 3-4) is black.
+    assert torch.allclose(pred[0, :, 3:5, 1:3], x0[0, :, 3:5, 1:3] / 2)
+    assert pred[0, :, 3:5, 3:5].abs().max() == 0
+    assert M.foreground_iou(pred, mask)[0] == 0.0
+
+
+# ----------------------------------------------------------------------------- optical flow
+
+
+def test_backward_warp_direction():
+    # out(p) = in(p + flow(p)): a flow of +1 in x reads the pixel to the right, shifting content left.
+    img = np.zeros((8, 8, 3), np.float32)
+    img[4, 5] = 1.0
+    flow = np.zeros((8, 8, 2), np.float32)
+    flow[..., 0] = 1.0
+    out = of.backward_warp(img, flow)
+    assert out[4, 4].tolist() == [1.0, 1.0, 1.0]
+    assert out.sum() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("algorithm", of.ALGORITHMS)
+def test_estimated_flow_points_from_a_to_b(algorithm):
+    x0, _, x2, _ = square_triplet(32, 8, 12, 12, 1, 2)  # moves (+2, +4) pixels from x0 to x2
+    a = of.to_gray(x0[0].permute(1, 2, 0).numpy())
+    b = of.to_gray(x2[0].permute(1, 2, 0).numpy())
+    flow = of.estimate_flow(a, b, of.FlowConfig(algorithm=algorithm))
+    inside = a > 0
+    dx, dy = flow[inside].mean(axis=0)
+    assert dx == pytest.approx(4.0, abs=0.5) and dy == pytest.approx(2.0, abs=0.5)
+
+
+@pytest.mark.parametrize("dy, dx", [(0, 2), (0, -2), (2, 0), (-2, 0), (1, 1), (2, -2)])
+def test_flow_is_nearly_exact_on_a_translating_square(dy, dx):
+    # A 32x32 frame, an 8x8 square moving 2k = 2*|d| pixels between the ends (k = 2 frames apart).
+    x0, x1, x2, mask = square_triplet(32, 8, 12, 12, dy, dx)
+    flow_pred, avg_pred = of.predict(x0, x2), pa.predict(x0, x2)
+    flow_mse, avg_mse = M.mse(flow_pred, x1)[0], M.mse(avg_pred, x1)[0]
+    assert flow_mse < avg_mse / 20, (flow_mse, avg_mse)
+    assert M.foreground_iou(flow_pred, mask)[0] > 0.9
+    assert M.centroid_error(flow_pred, mask)[0] < 0.25
+
+
+@pytest.mark.parametrize("algorithm", of.ALGORITHMS)
+def test_flow_beats_average_on_small_images(algorithm):
+    # The test-suite size: 8x8 frames, a 3x3 square shifted by 2 pixels between the ends.
+    config = of.FlowConfig(algorithm=algorithm)
+    for dy, dx in [(0, 1), (1, 0), (0, -1), (-1, 0)]:
+        x0, x1, x2, mask = square_triplet(8, 3, 2, 2, dy, dx)
+        flow_mse = M.mse(of.predict(x0, x2, config), x1)[0]
+        avg_mse = M.mse(pa.predict(x0, x2), x1)[0]
+        assert flow_mse < avg_mse / 4, (algorithm, dy, dx, flow_mse, avg_mse)
+
+
+def test_flow_predict_keeps_dtype_device_and_range():
+    x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
+    pred = of.predict(x0.double(), x2.double())
+    assert pred.dtype == torch.float64 and pred.device == x0.device and pred.shape == x0.shape
+    assert pred.min() >= 0 and pred.max() <= 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(algorithm="lucas-kanade"), dict(dis_preset="slow"), dict(pad=-1),
+    dict(farneback_levels=-1), dict(farneback_window=4), dict(farneback_window=1),
+])
+def test_bad_flow_config_raises(kwargs):
+    with pytest.raises(UserError):
+        of.FlowConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- frame CNN
+
+TINY = dict(channels=8, steps=20, batch_size=8, lr=3e-3, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # 8x8 convolutions gain nothing from intra-op threads, and on a busy 2-core machine the
+    # threads' barriers made training ~50x slower than one thread; restore the setting after.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def squares():
+    rng = np.random.default_rng(0)
+    return moving_squares(512, rng), moving_squares(128, rng)  # train, held-out test
+
+
+def test_untrained_cnn_is_the_pixel_average():
+    model = fc.FrameCNN(fc.FrameCNNConfig(**TINY))
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
+    assert torch.allclose(model.predict(x0, x2), pa.predict(x0, x2))
+
+
+def test_cnn_learns_translation_and_beats_the_average(squares):
+    train, test = squares
+    config = fc.FrameCNNConfig(channels=16, steps=150, batch_size=16, lr=3e-3, seed=0, device="cpu")
+    model = fc.fit(config, *train, progress=False)
+    x0, x1, x2 = (torch.from_numpy(a) for a in test)
+    cnn_mse = M.mse(model.predict(x0, x2), x1).mean()
+    avg_mse = M.mse(pa.predict(x0, x2), x1).mean()
+    assert cnn_mse < avg_mse / 3, (cnn_mse, avg_mse)
+
+
+def test_cnn_training_is_deterministic_from_the_seed(squares):
+    train, _ = squares
+    a = fc.fit(fc.FrameCNNConfig(**TINY, seed=7), *train, progress=False).state_dict()
+    b = fc.fit(fc.FrameCNNConfig(**TINY, seed=7), *train, progress=False).state_dict()
+    c = fc.fit(fc.FrameCNNConfig(**TINY, seed=8), *train, progress=False).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cnn_accepts_uint8_frames(squares):
+    train, _ = squares
+    as_uint8 = np.rint(train * 255).astype(np.uint8)
+    a = fc.fit(fc.FrameCNNConfig(**TINY), *(x.astype(np.float32) / 255 for x in as_uint8), progress=False)
+    b = fc.fit(fc.FrameCNNConfig(**TINY), *(torch.from_numpy(x) for x in as_uint8), progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cnn_handles_sizes_the_pooling_does_not_divide():
+    model = fc.FrameCNN(fc.FrameCNNConfig(**TINY))
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 7, 10, generator=torch.Generator().manual_seed(1))
+    assert model.predict(x, x).shape == (2, 3, 7, 10)
+
+
+def test_checkpoint_round_trip(tmp_path, squares):
+    train, _ = squares
+    model = fc.fit(fc.FrameCNNConfig(**TINY, seed=3), *train, progress=False)
+    path = fc.save_checkpoint(model, tmp_path / "sub" / "frame_cnn.pt")
+    assert [p.name for p in path.parent.iterdir()] == ["frame_cnn.pt"]  # no temporary file left
+    loaded = fc.load_checkpoint(path, device="cpu")
+    assert loaded.config == model.config and not loaded.training
+    x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
+    assert torch.equal(loaded.predict(x0, x2), model.predict(x0, x2))
+
+
+def test_bad_checkpoints_raise(tmp_path):
+    with pytest.raises(UserError):
+        fc.load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError):
+        fc.load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError):
+        fc.load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("channels", 0), ("steps", -1), ("batch_size", 1.5), ("batch_size", True), ("lr", 0.0),
+    ("lr", float("nan")), ("loss", "huber"), ("seed", -1), ("device", "tpu"), ("device", "cuda:x"),
+])
+def test_bad_cnn_config_raises(field, value):
+    with pytest.raises(UserError):
+        fc.FrameCNNConfig(**{field: value})
+
+
+def test_bad_training_data_raises():
+    config = fc.FrameCNNConfig(**TINY)
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    with pytest.raises(UserError):
+        fc.fit(config, x, x, x[:3], progress=False)
+    with pytest.raises(UserError):
+        fc.fit(config, x[:0], x[:0], x[:0], progress=False)
+    with pytest.raises(UserError):
+        fc.fit(config, x.transpose(0, 2, 3, 1), x, x, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_cuda_without_cuda_is_a_user_error():
+    with pytest.raises(UserError):
+        fc.resolve_device("cuda")
