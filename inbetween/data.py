@@ -1,0 +1,123 @@
+"""Triplets (x0, x1, x2) = frames (t-k, t, t+k) of the sequences in one split of an HDF5 v1 file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from render.errors import UserError
+from render.h5format import SPLITS, open_dataset, read_header, read_split
+
+# Splits whose frames take more bytes than this stay on disk and are read per item, with the
+# file opened lazily once per worker process; smaller ones (all the default files) load once.
+IN_MEMORY_MAX_BYTES = 2 << 30
+
+
+def normalize_gaps(gaps) -> tuple[int, ...]:
+    """One gap or a set of gaps -> a sorted tuple of distinct positive ints; UserError otherwise."""
+    seq = tuple(gaps) if isinstance(gaps, (tuple, list, set, frozenset, np.ndarray)) else (gaps,)
+    if not seq or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in seq):
+        raise UserError(f"gaps must be one positive integer or a set of them (e.g. 1 or 1,2,4), got {gaps!r}")
+    return tuple(sorted({int(k) for k in seq}))
+
+
+def triplet_index(n_seq: int, n_frames: int, gaps: tuple[int, ...]) -> np.ndarray:
+    """Every (sequence, t, k) with k <= t < T-k, as an (N, 3) int64 array ordered by k, then s, then t."""
+    rows = [np.array([(s, t, k) for s in range(n_seq) for t in range(k, n_frames - k)], dtype=np.int64)
+            .reshape(-1, 3) for k in gaps]
+    return np.concatenate(rows)
+
+
+class TripletDataset(Dataset):
+    """Triplets of one split; item i is a dict of x0, x1, x2 (3, H, W) float in [0, 1] and x1's mask and factors.
+
+    For training, `batch(indices)` gathers many triplets as uint8 in one numpy indexing step and
+    converts on the target device, which keeps loading far below the cost of a training step.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str = "train", gaps=1,
+                 in_memory: bool | None = None):
+        self.path = Path(path)
+        self.split = split
+        self.gaps = normalize_gaps(gaps)
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        with open_dataset(self.path) as f:  # validates format, version and schema
+            self.header = read_header(f)
+            shape = f[split]["frames"].shape  # (S, T, H, W, 3)
+        self.n_seq, self.n_frames, self.image_size = shape[0], shape[1], shape[2]
+        self.factor_names = tuple(self.header["factor_names"])
+        if self.n_seq == 0:
+            raise UserError(f"{self.path}: the {split} split has no sequences; render a file with some")
+        too_large = [k for k in self.gaps if 2 * k + 1 > self.n_frames]
+        if too_large:
+            raise UserError(f"gap {too_large[0]} is too large for {self.path}: a triplet (t-k, t, t+k) needs "
+                            f"2k+1 = {2 * too_large[0] + 1} frames but sequences have T = {self.n_frames}; "
+                            f"use gaps <= {(self.n_frames - 1) // 2}")
+        self.index = triplet_index(self.n_seq, self.n_frames, self.gaps)  # (N, 3): s, t, k
+        if in_memory is None:
+            in_memory = int(np.prod(shape)) <= IN_MEMORY_MAX_BYTES
+        self.in_memory = in_memory
+        self._arrays = read_split(self.path, split) if in_memory else None
+        self._file, self._pid = None, None  # the lazily opened file of this process (on-disk mode)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        b = self.batch(np.array([i]))
+        return {name: value[0] for name, value in b.items()}
+
+    def _group(self):
+        # h5py handles do not survive fork: each DataLoader worker opens its own on first use.
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = open_dataset(self.path), os.getpid()
+        return self._file[self.split]
+
+    def _read(self, name: str, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Rows (s[i], t[i]) of array `name` of the split: (n, ...) in the stored dtype."""
+        if self._arrays is not None:
+            return getattr(self._arrays, name)[s, t]
+        ds = self._group()[name]
+        try:
+            return np.stack([ds[int(a), int(b)] for a, b in zip(s, t)])
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot read {self.split}/{name} ({exc}); the file is truncated "
+                            "or corrupt") from None
+
+    def batch_uint8(self, indices) -> dict[str, torch.Tensor]:
+        """Triplets `indices` as stored: x0, x1, x2 (n, 3, H, W) uint8, mask (n, H, W) uint8,
+        factors (n, F) float32 and gap (n,) int64, all on the CPU."""
+        s, t, k = self.index[np.asarray(indices, dtype=np.int64)].T
+        frames = [self._read("frames", s, t + d) for d in (-k, 0, k)]  # 3 x (n, H, W, 3)
+        out = {f"x{j}": torch.from_numpy(np.ascontiguousarray(fr)).permute(0, 3, 1, 2)
+               for j, fr in enumerate(frames)}  # (n, 3, H, W) views, no copy
+        out["mask"] = torch.from_numpy(np.ascontiguousarray(self._read("masks", s, t)))
+        out["factors"] = torch.from_numpy(np.ascontiguousarray(self._read("factors", s, t)))
+        out["gap"] = torch.from_numpy(k.copy())
+        return out
+
+    def batch(self, indices, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Like batch_uint8, with x0, x1, x2 moved to `device` as float32 in [0, 1].
+
+        The uint8 frames cross to the device before conversion: a quarter of the bytes of float32.
+        """
+        out = self.batch_uint8(indices)
+        for j in range(3):
+            out[f"x{j}"] = to_float(out[f"x{j}"], device)
+        out["mask"], out["factors"], out["gap"] = (out[n].to(device) for n in ("mask", "factors", "gap"))
+        return out
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None  # never ship an open h5py handle to a worker
+        return state
+
+
+def to_float(x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, 3, H, W) uint8 -> float32 in [0, 1] on `device`, contiguous."""
+    return x.to(device, non_blocking=True).float().div_(255.0).contiguous()

@@ -1,0 +1,340 @@
+"""Training the alpha-VAE: the config, the loop, the per-epoch CSV log and atomic, resumable checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inbetween.data import TripletDataset, normalize_gaps
+from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, LossTerms, VAEConfig, alpha_vae_loss
+from render.errors import UserError
+
+CHECKPOINT_FORMAT = "inbetween-alpha-vae-checkpoint"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.csv"
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
+# Fields that may change when a run resumes: they say how long and how loudly to train, not what.
+RESUMABLE_CHANGES = ("epochs", "steps", "resume", "progress", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded as JSON in every checkpoint."""
+
+    data: str  # path to an HDF5 v1 file written by render-dataset (train/ and test/ splits)
+    out_dir: str = "runs/alpha-vae"  # checkpoint.pt and log.csv are written here
+    gaps: tuple[int, ...] = (1,)  # frame gaps k of the triplets (t-k, t, t+k); several mix them in one run
+    alpha: float = 1.0  # weight of the in-between divergence D; 0 trains three plain VAEs
+    kl_form: str = "avg-gaussian"  # D: avg-gaussian, mixture or jensen (docs/method.md)
+    likelihood: str = "bernoulli"  # reconstruction likelihood: bernoulli (BCE) or gaussian (MSE, sigma 0.1)
+    mixture_samples: int = 1  # Monte Carlo draws per triplet for kl_form="mixture"
+    latent: int = 128  # latent size (128 = the paper-size model)
+    width: float = 1.0  # channel multiplier (1.0 = the paper, ~27.5 M parameters at 32x32)
+    epochs: int = 20  # passes over the training triplets (ignored when steps is set)
+    steps: int | None = None  # train exactly this many optimiser steps instead of whole epochs
+    batch_size: int = 64  # triplets per step (3x as many images go through the network)
+    lr: float = 3e-4  # Adam learning rate
+    seed: int = 0  # seeds the weights, the data order and the sampling noise
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda or cuda:N
+    dtype: str = "fp32"  # fp32, or bf16 autocast for the convolutions (heads and loss stay fp32)
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at the end of each epoch)
+    resume: bool = False  # continue from out_dir/checkpoint.pt instead of refusing to overwrite it
+    progress: bool = True  # show a tqdm progress bar with the running loss
+
+    def __post_init__(self):
+        def bad(msg):
+            raise UserError(msg)
+
+        if not isinstance(self.data, (str, os.PathLike)) or not str(self.data):
+            bad(f"data must be the path of an HDF5 dataset file, got {self.data!r}")
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out_dir", str(self.out_dir))
+        object.__setattr__(self, "gaps", normalize_gaps(self.gaps))
+        if not _finite(self.alpha) or self.alpha < 0:
+            bad(f"alpha must be a finite number >= 0 (0 = plain VAE), got {self.alpha!r}")
+        if self.kl_form not in KL_FORMS:
+            bad(f"unknown kl_form {self.kl_form!r}; choose one of {', '.join(KL_FORMS)}")
+        if self.likelihood not in LIKELIHOODS:
+            bad(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        for name in ("mixture_samples", "latent", "epochs", "batch_size"):
+            if not _posint(getattr(self, name)):
+                bad(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.steps is not None and not _posint(self.steps):
+            bad(f"steps must be a positive integer or None (then epochs count), got {self.steps!r}")
+        if not _finite(self.width) or self.width <= 0:
+            bad(f"width must be a positive number (1.0 = the paper), got {self.width!r}")
+        if not _finite(self.lr) or self.lr <= 0:
+            bad(f"lr must be a positive number (e.g. 3e-4), got {self.lr!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            bad(f"seed must be an integer >= 0, got {self.seed!r}")
+        dev = self.device
+        if not (isinstance(dev, str) and (dev in ("auto", "cpu", "cuda") or
+                                          (dev.startswith("cuda:") and dev[5:].isdigit()))):
+            bad(f"unknown device {dev!r}; choose auto, cpu, cuda or cuda:N")
+        if self.dtype not in DTYPES:
+            bad(f"unknown dtype {self.dtype!r}; choose {' or '.join(DTYPES)}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            bad(f"checkpoint_every must be an integer >= 0 (0 = end of each epoch), got {self.checkpoint_every!r}")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _posint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or inf; training stopped before the bad step changed any weight."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; UserError if cuda is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} was asked for but this torch build sees no CUDA GPU; use cpu or auto")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    return torch.device(name)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("inbetween-bench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def build_model(config: TrainConfig, image_size: int) -> AlphaVAE:
+    """A freshly initialised model on the CPU; its weights depend only on config.seed."""
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG
+        torch.manual_seed(config.seed)
+        return AlphaVAE(VAEConfig(image_size=image_size, latent=config.latent, width=config.width))
+
+
+def make_optimizer(model: AlphaVAE, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def compute_loss(model: AlphaVAE, batch: dict, config: TrainConfig, generator: torch.Generator,
+                 dtype: str | None = None) -> LossTerms:
+    """The alpha-VAE loss of one batch of triplets, under bf16 autocast when the dtype asks for it."""
+    amp = DTYPES[dtype or config.dtype]
+    with torch.autocast(device_type=batch["x0"].device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        return alpha_vae_loss(model, batch["x0"], batch["x1"], batch["x2"], alpha=config.alpha,
+                              kl_form=config.kl_form, likelihood=config.likelihood, generator=generator,
+                              mixture_samples=config.mixture_samples)
+
+
+@torch.no_grad()
+def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, device: torch.device) -> dict:
+    """Mean loss terms per triplet over a whole split, in fp32 with fixed noise (comparable across epochs)."""
+    gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    sums, n = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "d": 0.0}, 0
+    for start in range(0, len(dataset), config.batch_size):
+        idx = np.arange(start, min(start + config.batch_size, len(dataset)))
+        terms = compute_loss(model, dataset.batch(idx, device), config, gen, dtype="fp32")
+        for key in sums:
+            sums[key] += getattr(terms, key).item() * len(idx)
+        n += len(idx)
+    return {key: value / n for key, value in sums.items()}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig, step: int,
+                    generator: torch.Generator, epoch_sums: dict) -> None:
+    """Write everything needed to restore or resume atomically: a temp file, then os.replace."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": package_version(),
+        "config": json.dumps(asdict(config), sort_keys=True),
+        "model_config": asdict(model.config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "generator": generator.get_state(),
+        "epoch_sums": epoch_sums,
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """The raw checkpoint dict (validated), tensors mapped to `device`; UserError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such checkpoint: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or truncated files
+        raise UserError(f"{path} is not a readable alpha-VAE checkpoint ({type(exc).__name__}); "
+                        "give a checkpoint.pt written by inbetween.train") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not an alpha-VAE checkpoint; give a checkpoint.pt written by inbetween.train")
+    return state
+
+
+def checkpoint_config(path: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with."""
+    return TrainConfig(**_config_from_json(read_checkpoint(path)["config"]))
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> AlphaVAE:
+    """Rebuild the model of a checkpoint exactly, on `device`, in eval mode."""
+    state = read_checkpoint(path, device)
+    model = AlphaVAE(VAEConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _config_from_json(text: str) -> dict:
+    raw = json.loads(text)
+    raw["gaps"] = tuple(raw["gaps"])
+    return raw
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+LOG_COLUMNS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "train_d",
+               "test_loss", "test_recon", "test_kl", "test_d", "data_frac", "seconds")
+
+
+def train(config: TrainConfig) -> AlphaVAE:
+    """Train the alpha-VAE as `config` says and return the model (on config's device, eval mode).
+
+    Writes out_dir/checkpoint.pt at the end of each epoch (and every checkpoint_every steps) and
+    appends one row per epoch to out_dir/log.csv. Same config and seed -> the same weights.
+    """
+    device = resolve_device(config.device)
+    if config.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bf16; use dtype='fp32'")
+    train_set = TripletDataset(config.data, "train", config.gaps)
+    test_set = TripletDataset(config.data, "test", config.gaps)
+    out = Path(config.out_dir)
+    ckpt_path, log_path = out / CHECKPOINT_NAME, out / LOG_NAME
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create out_dir {out}: {exc.strerror}") from None
+
+    model = build_model(config, train_set.image_size).to(device)
+    optimizer = make_optimizer(model, config)
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # the sampling noise of training
+    step, epoch_sums = 0, _zero_sums()
+    if ckpt_path.exists() or log_path.exists():
+        if not config.resume:
+            raise UserError(f"{out} already holds a run; pass resume=True to continue it or choose another out_dir")
+        if ckpt_path.exists():
+            step, epoch_sums = _restore(ckpt_path, config, model, optimizer, gen, device)
+    if not log_path.exists():
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(LOG_COLUMNS)
+
+    n, bs = len(train_set), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
+    model.train()
+    bar = tqdm(total=total, initial=min(step, total), unit="step", desc="alpha-vae", disable=not config.progress)
+    t_epoch = time.perf_counter()
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        # The data order of an epoch depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = np.random.default_rng([config.seed, epoch]).permutation(n)
+        for i in range(offset, steps_per_epoch):
+            t0 = time.perf_counter()
+            batch = train_set.batch(order[i * bs:(i + 1) * bs], device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            t1 = time.perf_counter()
+            terms = compute_loss(model, batch, config, gen)
+            loss = terms.loss.item()
+            if not math.isfinite(loss):
+                bar.close()
+                raise NonFiniteLoss(_nonfinite_message(loss, step + 1, epoch + 1, ckpt_path))
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            optimizer.step()
+            step += 1
+            t2 = time.perf_counter()
+            _accumulate(epoch_sums, terms, t1 - t0, t2 - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{epoch_sums['loss'] / epoch_sums['n']:.2f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
+            if step == total:
+                break
+        # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint.
+        model.eval()
+        test = evaluate(model, test_set, config, device)
+        model.train()
+        s = epoch_sums
+        row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in ("loss", "recon", "kl", "d")] + \
+              [test[k] for k in ("loss", "recon", "kl", "d")] + \
+              [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
+        with open(log_path, "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+        epoch_sums, t_epoch = _zero_sums(), time.perf_counter()
+        save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
+    bar.close()
+    return model.eval()
+
+
+def _zero_sums() -> dict:
+    return {"loss": 0.0, "recon": 0.0, "kl": 0.0, "d": 0.0, "n": 0, "data_s": 0.0, "step_s": 0.0}
+
+
+def _accumulate(sums: dict, terms: LossTerms, data_s: float, step_s: float) -> None:
+    for key in ("loss", "recon", "kl", "d"):
+        sums[key] += getattr(terms, key).item()
+    sums["n"] += 1
+    sums["data_s"] += data_s
+    sums["step_s"] += step_s
+
+
+def _restore(path: Path, config: TrainConfig, model, optimizer, gen, device) -> tuple[int, dict]:
+    """Load a checkpoint into model, optimizer and generator; UserError if it is another run's."""
+    state = read_checkpoint(path, device)
+    saved = _config_from_json(state["config"])
+    ours = asdict(config)
+    changed = [f.name for f in fields(TrainConfig)
+               if f.name not in RESUMABLE_CHANGES and saved.get(f.name) != ours[f.name]]
+    if changed:
+        raise UserError(f"cannot resume {path}: it was trained with a different {', '.join(changed)}; "
+                        "use the same settings or another out_dir")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu())
+    return state["step"], state["epoch_sums"]
+
+
+def _nonfinite_message(loss: float, step: int, epoch: int, ckpt_path: Path) -> str:
+    if ckpt_path.exists():
+        saved = read_checkpoint(ckpt_path)["step"]
+        last = f"the last good checkpoint {ckpt_path} (step {saved}) is kept; resume from it"
+    else:
+        last = "no checkpoint had been written yet"
+    return (f"loss became {loss} at step {step} (epoch {epoch}); training stopped before that update, "
+            f"{last} with a lower lr or dtype='fp32'")
