@@ -134,6 +134,12 @@ def test_all_metrics_and_mean():
     mean = M.mean_metrics(per)
     assert mean["iou"] == pytest.approx(0.75) and mean["centroid_error"] == pytest.approx(0.5)
     assert all(isinstance(v, float) for v in mean.values())
+    # Batches are pooled by triplet, not averaged per batch.
+    first = {k: v[:1] for k, v in per.items()}
+    second = {k: np.concatenate([v[1:]] * 3) for k, v in per.items()}
+    assert M.mean_metrics([first, second])["iou"] == pytest.approx((1 + 3 * 0.5) / 4)
+    with pytest.raises(UserError):
+        M.mean_metrics([])
 
 
 def test_shape_errors_are_user_errors():
