@@ -73,7 +73,9 @@ def render_dataset(dof, size, frames, train_sequences, test_sequences, seed, obj
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Split shown in the sheet and GIF.")
 @click.option("--sequence", type=int, default=0, show_default=True, help="Sequence index for the GIF.")
-def inspect_dataset(file, verify, sheet, gif, split, sequence):
+@click.option("--rows", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Sequences in the contact sheet (each a row of frames and a row of masks).")
+def inspect_dataset(file, verify, sheet, gif, split, sequence, rows):
     """Print the summary of a dataset FILE, verify its schema and checksums, and draw it."""
     from render import h5format
     from render.inspect import contact_sheet, sequence_gif, summary
@@ -84,6 +86,6 @@ def inspect_dataset(file, verify, sheet, gif, split, sequence):
             result = h5format.verify(file)
             click.echo(f"  verified    schema ok; {len(result.arrays)} array hashes ok; sha256 manifest {result.manifest}")
         if sheet is not None:
-            click.echo(f"  sheet       {contact_sheet(file, sheet, split=split)}")
+            click.echo(f"  sheet       {contact_sheet(file, sheet, split=split, sequences=rows)}")
         if gif is not None:
             click.echo(f"  gif         {sequence_gif(file, gif, split=split, sequence=sequence)}")
