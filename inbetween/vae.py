@@ -173,8 +173,8 @@ def kl_standard_normal(mu, logvar) -> torch.Tensor:
 
 
 def log_normal(z, mu, logvar) -> torch.Tensor:
-    """log N(z; mu, exp(logvar)) summed over the latent: (N, L) -> (N,)."""
-    return -0.5 * (LOG2 + math.log(math.pi) + logvar + (z - mu) ** 2 / logvar.exp()).sum(1)
+    """log N(z; mu, exp(logvar)) summed over the latent: (..., L) -> (...)."""
+    return -0.5 * (LOG2 + math.log(math.pi) + logvar + (z - mu) ** 2 / logvar.exp()).sum(-1)
 
 
 def inbetween_divergence(mu0, logvar0, mu1, logvar1, mu2, logvar2, form: str = "avg-gaussian",
@@ -192,13 +192,10 @@ def inbetween_divergence(mu0, logvar0, mu1, logvar1, mu2, logvar2, form: str = "
     if form == "jensen":
         return 0.5 * (kl_normal(mu1, logvar1, mu0, logvar0) + kl_normal(mu1, logvar1, mu2, logvar2))
     if form == "mixture":
-        total = torch.zeros(mu1.shape[0], device=mu1.device, dtype=mu1.dtype)
-        for _ in range(samples):
-            eps = torch.randn(mu1.shape, generator=generator, device=mu1.device, dtype=mu1.dtype)
-            z = mu1 + torch.exp(0.5 * logvar1) * eps  # (B, L) ~ q1, differentiable in mu1, logvar1
-            log_mix = torch.logaddexp(log_normal(z, mu0, logvar0), log_normal(z, mu2, logvar2)) - LOG2
-            total = total + log_normal(z, mu1, logvar1) - log_mix
-        return total / samples
+        eps = torch.randn((samples, *mu1.shape), generator=generator, device=mu1.device, dtype=mu1.dtype)
+        z = mu1 + torch.exp(0.5 * logvar1) * eps  # (S, B, L) ~ q1, differentiable in mu1 and logvar1
+        log_mix = torch.logaddexp(log_normal(z, mu0, logvar0), log_normal(z, mu2, logvar2)) - LOG2  # (S, B)
+        return (log_normal(z, mu1, logvar1) - log_mix).mean(0)
     raise UserError(f"unknown KL form {form!r}; choose one of {', '.join(KL_FORMS)}")
 
 
