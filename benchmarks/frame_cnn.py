@@ -42,7 +42,8 @@ class FrameCNNConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"frame-cnn {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not math.isfinite(self.lr) \
+                or self.lr <= 0:
             raise UserError(f"frame-cnn lr must be a positive number, got {self.lr!r}")
         if self.loss not in LOSSES:
             raise UserError(f"unknown frame-cnn loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
@@ -191,7 +192,7 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True) -> FrameCN
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            if step % 50 == 0 or step == config.steps - 1:
+            if progress and (step % 50 == 0 or step == config.steps - 1):  # .item() waits for the device
                 bar.set_postfix(loss=f"{loss.item():.5f}")
     return model.eval()
 
@@ -229,7 +230,10 @@ def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:
     if payload.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"{path} is {CHECKPOINT_FORMAT} checkpoint version {payload.get('version')}, "
                         f"this release reads version {CHECKPOINT_VERSION}; re-train it")
-    config = FrameCNNConfig(**json.loads(payload["config"]))
+    try:
+        config = FrameCNNConfig(**json.loads(payload["config"]))
+    except (TypeError, ValueError) as exc:  # unknown or missing fields, broken JSON
+        raise UserError(f"{path} has an unreadable frame-cnn config ({exc}); re-train it") from None
     model = FrameCNN(config)
     model.load_state_dict(payload["state_dict"])
     return model.to(resolve_device(device)).eval()

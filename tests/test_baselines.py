@@ -208,10 +208,14 @@ def test_bad_checkpoints_raise(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(UserError):
         fc.load_checkpoint(foreign)
+    future = tmp_path / "future.pt"
+    torch.save({"format": "frame-cnn", "version": 1, "config": '{"depth": 5}', "state_dict": {}}, future)
+    with pytest.raises(UserError):
+        fc.load_checkpoint(future)
 
 
 @pytest.mark.parametrize("field, value", [
-    ("channels", 0), ("steps", -1), ("batch_size", 1.5), ("batch_size", True), ("lr", 0.0),
+    ("channels", 0), ("steps", -1), ("batch_size", 1.5), ("batch_size", True), ("lr", 0.0), ("lr", True),
     ("lr", float("nan")), ("loss", "huber"), ("seed", -1), ("device", "tpu"), ("device", "cuda:x"),
 ])
 def test_bad_cnn_config_raises(field, value):
@@ -234,3 +238,14 @@ def test_bad_training_data_raises():
 def test_cuda_without_cuda_is_a_user_error():
     with pytest.raises(UserError):
         fc.resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cnn_trains_on_cuda_and_predicts_for_cpu_inputs(squares):
+    train, test = squares
+    model = fc.fit(fc.FrameCNNConfig(**{**TINY, "device": "cuda"}), *train, progress=False)
+    assert model.device.type == "cuda"
+    x0, _, x2 = (torch.from_numpy(a[:4]) for a in test)
+    pred = model.predict(x0, x2)
+    assert pred.device.type == "cpu" and pred.shape == x0.shape
+    assert of.predict(x0.cuda(), x2.cuda()).device.type == "cuda"
