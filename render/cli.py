@@ -39,7 +39,7 @@ def user_errors():
               help="Object for dof 1/2, or the first of the three for dof 6: teapot, cube, sphere, cylinder, "
                    "cone, torus.")
 @click.option("--supersample", type=int, default=None,
-              help="Render at k x size and box-filter down, for anti-aliased edges. Default: 4 up to 64 px, "
+              help="Render at k x size and box-filter down, for anti-aliased edges. Default: 3 (9 samples per pixel) up to 85 px, "
                    "then fewer so the render stays within 256 px.")
 @click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True,
               help="Render processes (spawned, one GL context each). The output is identical for any count.")

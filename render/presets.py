@@ -40,7 +40,7 @@ class RenderConfig:
     test_sequences: int | None = None  # sequences in test/; None = preset default (dof 1: always 1)
     seed: int = 0  # the seed every random draw derives from
     object: str = "teapot"  # the object (dof 1, 2) or the first of three (dof 6)
-    supersample: int | None = None  # render at k x size and box-filter down; None = auto (4 up to 64 px)
+    supersample: int | None = None  # render at k x size and box-filter down; None = auto (3 up to 85 px: 9 samples per pixel)
     rot_speed_deg: tuple[float, float] = (1.0, 3.0)  # dof 2: |angular speed| per axis, degrees/frame
     move_speed: tuple[float, float] = (0.02, 0.06)  # dof 6: |speed| per axis, frame half-widths/frame
     objects: tuple[str, ...] = field(init=False, default=())  # derived: object names, mask index k = position + 1
@@ -61,7 +61,7 @@ class RenderConfig:
         fill("frames", frames if self.frames is None else self.frames)
         fill("train_sequences", n_train if self.train_sequences is None else self.train_sequences)
         fill("test_sequences", n_test if self.test_sequences is None else self.test_sequences)
-        fill("supersample", max(1, min(4, 256 // self.size)) if self.supersample is None else self.supersample)
+        fill("supersample", max(1, min(3, 256 // self.size)) if self.supersample is None else self.supersample)
         fill("rot_speed_deg", tuple(float(v) for v in self.rot_speed_deg))
         fill("move_speed", tuple(float(v) for v in self.move_speed))
         if self.frames < 3:

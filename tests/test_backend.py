@@ -40,7 +40,7 @@ def _render(config, split="train", index=0, frames=None):
 def renders():
     return {
         "dof2_k1": _render(RenderConfig(dof=2, size=16, supersample=1, frames=4)),
-        "dof2_k4": _render(RenderConfig(dof=2, size=8, frames=4)),
+        "dof2_ss": _render(RenderConfig(dof=2, size=8, frames=4)),
         "dof6_k1": _render(RenderConfig(dof=6, size=16, supersample=1, frames=40), frames=40),
     }
 
@@ -60,7 +60,7 @@ def test_mask_is_exactly_the_object_pixels_without_supersampling(renders):
 
 
 def test_supersampled_mask_marks_covered_pixels_only(renders):
-    frames, masks = renders["dof2_k4"]
+    frames, masks = renders["dof2_ss"]
     assert frames.shape == (4, 8, 8, 3)
     assert np.all(frames[masks > 0].any(axis=-1))  # a mask pixel is never pure background
     # Anti-aliasing: some edge pixels are partly covered (neither background nor fully lit).

@@ -107,7 +107,8 @@ def test_bad_configs_raise_user_errors(kwargs, message):
 
 def test_config_defaults_are_filled_and_json_round_trips():
     cfg = RenderConfig(dof=2)
-    assert (cfg.frames, cfg.train_sequences, cfg.test_sequences, cfg.supersample) == (50, 200, 50, 4)
+    assert (cfg.frames, cfg.train_sequences, cfg.test_sequences, cfg.supersample) == (50, 200, 50, 3)
+    assert RenderConfig(size=128).supersample == 2 and RenderConfig(size=512).supersample == 1
     js = cfg.to_json()
     assert js["objects"] == ["teapot"] and js["rot_speed_deg"] == [1.0, 3.0]
     rebuilt = RenderConfig(**{k: v for k, v in js.items() if k != "objects"})
