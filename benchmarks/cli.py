@@ -1,0 +1,88 @@
+"""Click command `run-benchmark`: parse, build the BenchmarkConfig, call benchmarks.suite.run_benchmark."""
+
+from __future__ import annotations
+
+import click
+
+from render.cli import user_errors
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+class MultiValueCommand(click.Command):
+    """Lets an option declared multiple=True take several values after one flag: `--alpha 0 100`.
+
+    Click options take one value per flag; this rewrites `--alpha 0 100` to `--alpha 0 --alpha 100`
+    before parsing. A value may be a negative number; any other token starting with '-' ends the list.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        multi = {o for p in self.params if isinstance(p, click.Option) and p.multiple for o in p.opts}
+        out: list[str] = []
+        current, count = None, 0
+        for token in args:
+            if token in multi:
+                current, count = token, 0
+                out.append(token)
+            elif current is not None and (not token.startswith("-") or _is_number(token)):
+                if count:
+                    out.append(current)
+                out.append(token)
+                count += 1
+            else:
+                current = None
+                out.append(token)
+        return super().parse_args(ctx, out)
+
+
+@click.command(cls=MultiValueCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--alpha", "alphas", type=float, multiple=True,
+              help="α values of the alpha-VAE, e.g. --alpha 0 100 (0 = plain VAE). Default: 0 and 100.")
+@click.option("--dof", "dofs", type=int, multiple=True, help="Presets to benchmark: 1, 2, 6 (default: all).")
+@click.option("--gap", "gaps", type=int, multiple=True,
+              help="Frame gaps k of the test triplets (t-k, t, t+k). Default: 2 5 10 20 (--quick: 1 3).")
+@click.option("--methods", "methods", multiple=True,
+              help="Methods: pixel-average, optical-flow, frame-cnn, alpha-vae (default: all).")
+@click.option("--kl", "kls", multiple=True,
+              help="alpha-VAE divergence forms: avg-gaussian, mixture, jensen (default: avg-gaussian).")
+@click.option("--data", "data", type=click.Path(), multiple=True,
+              help="Existing dataset files (HDF5 v1), one per DoF; otherwise the benchmark renders them into --cache.")
+@click.option("--epochs", type=int, default=None, help="Training epochs of the learned methods (default 5).")
+@click.option("--steps", type=int, default=None, help="Train exactly this many steps instead of --epochs.")
+@click.option("--width", type=float, default=None, help="alpha-VAE width multiplier (1.0 = the paper; default 0.25).")
+@click.option("--latent", type=int, default=None, help="alpha-VAE latent size (default 32).")
+@click.option("--seeds", type=int, default=None, help="Independent training seeds per learned method (default 1).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="alpha-VAE compute precision (bf16 = autocast).")
+@click.option("--threads", type=int, default=0, show_default=True, help="torch CPU threads (0 = torch default).")
+@click.option("--cache", default=".cache/inbetween-bench", show_default=True,
+              help="Folder of rendered datasets and trained models, reused across runs by config hash.")
+@click.option("--out", default="results/benchmark", show_default=True,
+              help="Output folder: results.json/csv/md, config.json and figures.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+@click.option("--quick", is_flag=True, help="Tiny CI profile: 16 px data, tiny models, gaps 1 3; under 3 minutes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run_benchmark(alphas, dofs, gaps, methods, kls, data, epochs, steps, width, latent, seeds, device, dtype,
+                  threads, cache, out, overwrite, quick, quiet):
+    """Train and evaluate every method on every DoF and gap, and write tables and figures to --out.
+
+    Example: run-benchmark --alpha 0 100 --seeds 3 --out results/mine
+    """
+    from benchmarks.suite import BenchmarkConfig, quick_config, run_benchmark as run
+
+    given = dict(alphas=alphas, dofs=dofs, gaps=gaps, methods=methods, kls=kls, data=data, epochs=epochs,
+                 steps=steps, width=width, latent=latent, seeds=seeds)
+    options = {k: v for k, v in given.items() if v not in (None, ())}
+    options |= dict(device=device, dtype=dtype, threads=threads, cache=cache, out=out, overwrite=overwrite,
+                    progress=not quiet)
+    with user_errors():
+        config = quick_config(**options) if quick else BenchmarkConfig(**options)
+        path = run(config)
+        click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")

@@ -1,0 +1,132 @@
+"""run-benchmark end to end (--quick, through CliRunner) and its bad inputs."""
+
+import csv
+import json
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.cli import run_benchmark
+from tests.conftest import write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    out, cache = root / "out", root / "cache"
+    args = ["--quick", "--alpha", "0", "100", "--seeds", "2", "--out", str(out), "--cache", str(cache), "--quiet",
+            "--threads", "1"]
+    result = CliRunner().invoke(run_benchmark, args)
+    assert result.exit_code == 0, result.output
+    return out, cache, args, result
+
+
+def test_quick_run_writes_every_output(quick_run):
+    out, _, _, result = quick_run
+    assert str(out) in result.output
+    expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "training-curves.png"}
+    expected |= {f"inbetween-dof{d}.png" for d in (1, 2, 6)} | {f"interpolation-dof{d}.png" for d in (1, 2, 6)}
+    assert expected <= {p.name for p in out.iterdir()}
+    for name in expected:
+        assert (out / name).stat().st_size > 100, name
+
+
+def test_results_json_has_one_record_per_combination(quick_run):
+    out = quick_run[0]
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["datasets"]) == {"1", "2", "6"}
+    assert all(len(v["sha256"]) == 64 for v in doc["datasets"].values())
+    recs = doc["records"]
+    keys = {(r["dof"], r["method"], r["alpha"], r["kl"], r["gap"], r["seed"]) for r in recs}
+    assert len(keys) == len(recs)  # one record per (dof, method, alpha, kl, gap, seed)
+    # 3 dofs x 2 gaps x (2 baselines + 2 seeds x (frame-cnn + alpha 0 + alpha 100)) = 6 x 8
+    assert len(recs) == 48
+    for r in recs:
+        if r["method"] in ("pixel-average", "optical-flow"):
+            assert r["alpha"] is None and r["kl"] is None and r["seed"] is None
+        if r["method"] == "alpha-vae":
+            assert r["alpha"] in (0.0, 100.0) and r["seed"] in (0, 1)
+            assert (r["kl"] is None) == (r["alpha"] == 0.0)
+        assert 0 <= r["mse"] <= 1 and 0 <= r["ssim"] <= 1 and 0 <= r["iou"] <= 1 and r["n_triplets"] > 0
+    with open(out / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 48
+
+
+def test_results_md_and_config(quick_run):
+    out = quick_run[0]
+    md = (out / "results.md").read_text()
+    for dof in (1, 2, 6):
+        assert f"## DoF {dof}" in md
+    assert "| pixel-average |" in md and "alpha-vae α=100 (avg-gaussian)" in md and " ± " in md
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["alphas"] == [0.0, 100.0] and cfg["quick"] is True and cfg["seeds"] == 2
+    assert cfg["versions"]["torch"] and cfg["versions"]["inbetween-bench"] == "0.1.0"
+
+
+def test_rerun_with_one_more_alpha_reuses_cached_models(quick_run, tmp_path):
+    out, cache, args, _ = quick_run
+    models_before = {p.name for p in (cache / "models").iterdir()}
+    new_out = tmp_path / "again"
+    a = list(args)
+    a[a.index("--out") + 1] = str(new_out)
+    a[a.index("100") + 1:a.index("100") + 1] = ["10"]
+    result = CliRunner().invoke(run_benchmark, a)
+    assert result.exit_code == 0, result.output
+    added = {p.name for p in (cache / "models").iterdir()} - models_before
+    # Only the alpha = 10 models are new: one per (dof, seed).
+    assert len(added) == 3 * 2 and all(n.startswith("alpha-vae") for n in added)
+    old = {(r["dof"], r["method"], r["alpha"], r["gap"], r["seed"]): r["mse"]
+           for r in json.loads((out / "results.json").read_text())["records"]}
+    new = {(r["dof"], r["method"], r["alpha"], r["gap"], r["seed"]): r["mse"]
+           for r in json.loads((new_out / "results.json").read_text())["records"]}
+    assert all(new[k] == v for k, v in old.items())  # cached models give the same numbers
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    path = tmp_path / "tiny.h5"
+    write_tiny_dataset(path, n_frames=8, size=8)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--alpha", "-1"], "--alpha must be a finite number >= 0"),
+    (["--alpha", "nan"], "--alpha must be a finite number >= 0"),
+    (["--methods", "magic"], "unknown method 'magic'"),
+    (["--kl", "wasserstein"], "unknown KL form 'wasserstein'"),
+    (["--gap", "5"], "--gap 5 is too large"),
+])
+def test_bad_options_exit_2_without_output(tmp_path, tiny_data, args, message):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(tiny_data), *args, "--out", str(out),
+                                           "--cache", str(tmp_path / "c"), "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp*"))
+
+
+def test_bad_data_files_exit_2(tmp_path, tiny_data):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.attrs["format"] = "other"
+    newer = tmp_path / "newer.h5"
+    newer.write_bytes(tiny_data.read_bytes())
+    with h5py.File(newer, "r+") as f:
+        f.attrs["format_version"] = 9
+    for path, message in [(tmp_path / "missing.h5", "no such file"), (foreign, "not an inbetween-sequences"),
+                          (newer, "format_version 9")]:
+        out = tmp_path / "out"
+        r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(path), "--out", str(out), "--quiet"])
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not out.exists()
+
+
+def test_unwritable_or_existing_out_exit_2(tmp_path, tiny_data):
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(tiny_data), "--out",
+                                           str(tmp_path / "file" / "sub" / "out")])
+    assert r.exit_code == 2 and "cannot create" in r.output
+    (tmp_path / "exists").mkdir()
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(tiny_data), "--out", str(tmp_path / "exists")])
+    assert r.exit_code == 2 and "--overwrite" in r.output
