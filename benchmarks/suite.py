@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from benchmarks import frame_cnn, metrics, optical_flow, pixel_average
 from inbetween.data import TripletDataset, normalize_gaps
-from inbetween.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, read_checkpoint, train
+from inbetween.train import TrainConfig, train
 from inbetween.vae import KL_FORMS, inbetween, interpolate
 from render import h5format
 from render.errors import UserError

@@ -19,7 +19,7 @@ def summary(path: str | os.PathLike) -> str:
         h = h5format.read_header(f)
         lines.append(f"  format      {h['format']} v{h['format_version']}, preset {h['preset']} (dof {h['dof']})")
         lines.append(f"  images      {h['image_size']}x{h['image_size']} RGB, seed {h['seed']}")
-        lines.append(f"  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h["objects"]))
+        lines.append("  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h["objects"]))
         lines.append(f"  generator   {h['generator']}; {h['renderer'].get('pyrender')} on "
                      f"{h['renderer'].get('platform')} ({h['renderer'].get('gl_renderer')})")
         for split in h5format.SPLITS:
