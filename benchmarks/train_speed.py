@@ -164,8 +164,9 @@ def time_variants(args, variants, state, dataset, config, device, rng, images, f
         print(f"| {name} | {med:.3f} | {ips:.1f} | {ips / base:.2f}x | {gflops:.0f} | "
               f"{100 * gflops / peak:.0f}% of {'fp32' if dtype == torch.float32 else 'bf16'} |")
     step_med = statistics.median(t for ts in times.values() for t in ts)
-    print(f"\ndata loading (gather + convert {args.batch} triplets): median {1e3 * statistics.median(data_times):.2f} ms "
-          f"= {100 * statistics.median(data_times) / step_med:.2f}% of the median step")
+    data_med = statistics.median(data_times)
+    print(f"\ndata loading (gather + convert {args.batch} triplets): median {1e3 * data_med:.2f} ms "
+          f"= {100 * data_med / step_med:.2f}% of the median step")
 
 
 def compare_dtypes(args, data, device, tmp):

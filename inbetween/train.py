@@ -25,6 +25,7 @@ LOG_NAME = "log.csv"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
 # Fields that may change when a run resumes: they say how long and how loudly to train, not what.
 RESUMABLE_CHANGES = ("epochs", "steps", "resume", "progress", "checkpoint_every")
+TERMS = ("loss", "recon", "kl", "d")  # the fields of LossTerms, logged for train and test
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def compute_loss(model: AlphaVAE, batch: dict, config: TrainConfig, generator: t
 def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, device: torch.device) -> dict:
     """Mean loss terms per triplet over a whole split, in fp32 with fixed noise (comparable across epochs)."""
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    sums, n = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "d": 0.0}, 0
+    sums, n = dict.fromkeys(TERMS, 0.0), 0
     for start in range(0, len(dataset), config.batch_size):
         idx = np.arange(start, min(start + config.batch_size, len(dataset)))
         terms = compute_loss(model, dataset.batch(idx, device), config, gen, dtype="fp32")
@@ -271,16 +272,17 @@ def train(config: TrainConfig) -> AlphaVAE:
             batch = train_set.batch(order[i * bs:(i + 1) * bs], device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
             t1 = time.perf_counter()
             terms = compute_loss(model, batch, config, gen)
-            loss = terms.loss.item()
-            if not math.isfinite(loss):
+            # One device sync per step for all four numbers; the loss must be checked before the update.
+            values = dict(zip(TERMS, torch.stack([getattr(terms, k).detach() for k in TERMS]).tolist()))
+            if not math.isfinite(values["loss"]):
                 bar.close()
-                raise NonFiniteLoss(_nonfinite_message(loss, step + 1, epoch + 1, ckpt_path))
+                raise NonFiniteLoss(_nonfinite_message(values["loss"], step + 1, epoch + 1, ckpt_path))
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             optimizer.step()
             step += 1
             t2 = time.perf_counter()
-            _accumulate(epoch_sums, terms, t1 - t0, t2 - t0)
+            _accumulate(epoch_sums, values, t1 - t0, t2 - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_sums['loss'] / epoch_sums['n']:.2f}")
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -292,8 +294,7 @@ def train(config: TrainConfig) -> AlphaVAE:
         test = evaluate(model, test_set, config, device)
         model.train()
         s = epoch_sums
-        row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in ("loss", "recon", "kl", "d")] + \
-              [test[k] for k in ("loss", "recon", "kl", "d")] + \
+        row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in TERMS] + [test[k] for k in TERMS] + \
               [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
         with open(log_path, "a", newline="") as fh:
             csv.writer(fh).writerow(row)
@@ -304,12 +305,12 @@ def train(config: TrainConfig) -> AlphaVAE:
 
 
 def _zero_sums() -> dict:
-    return {"loss": 0.0, "recon": 0.0, "kl": 0.0, "d": 0.0, "n": 0, "data_s": 0.0, "step_s": 0.0}
+    return {**dict.fromkeys(TERMS, 0.0), "n": 0, "data_s": 0.0, "step_s": 0.0}
 
 
-def _accumulate(sums: dict, terms: LossTerms, data_s: float, step_s: float) -> None:
-    for key in ("loss", "recon", "kl", "d"):
-        sums[key] += getattr(terms, key).item()
+def _accumulate(sums: dict, values: dict, data_s: float, step_s: float) -> None:
+    for key in TERMS:
+        sums[key] += values[key]
     sums["n"] += 1
     sums["data_s"] += data_s
     sums["step_s"] += step_s

@@ -119,9 +119,10 @@ def test_interpolate_runs_from_one_end_to_the_other():
 # ----------------------------------------------------------------------------- loss known answers
 
 
-def gaussians(b=3, l=4, seed=0):
+def gaussians(b=3, latent=4, seed=0):
+    """Three random diagonal Gaussians as (mu, logvar) pairs, each (b, latent)."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(b, l, generator=g), 0.5 * torch.randn(b, l, generator=g)) for _ in range(3)]
+    return [(torch.randn(b, latent, generator=g), 0.5 * torch.randn(b, latent, generator=g)) for _ in range(3)]
 
 
 def normal(mu, logvar):
@@ -169,7 +170,7 @@ def test_jensen_matches_monte_carlo_and_bounds_the_mixture():
 
 
 def test_mixture_is_unbiased_against_torch_mixture():
-    (mu0, lv0), (mu1, lv1), (mu2, lv2) = gaussians(b=2, l=2)
+    (mu0, lv0), (mu1, lv1), (mu2, lv2) = gaussians(b=2, latent=2)
     mix = td.MixtureSameFamily(td.Categorical(torch.tensor([0.5, 0.5])),
                                td.Independent(td.Normal(torch.stack([mu0, mu2], -2),
                                                         torch.exp(0.5 * torch.stack([lv0, lv2], -2))), 1))
