@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from inbetween.train import resolve_device, torch_save_atomic
 from render.errors import UserError
 
 CHECKPOINT_FORMAT = "frame-cnn"
@@ -51,15 +52,6 @@ class FrameCNNConfig:
             raise UserError(f"frame-cnn seed must be a non-negative integer, got {self.seed!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise UserError(f"unknown device {self.device!r}; choose auto, cpu, cuda or cuda:N")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; a cuda device that is not there is a UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -199,21 +191,13 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True) -> FrameCN
 
 def save_checkpoint(model: FrameCNN, path: str | os.PathLike) -> Path:
     """Write weights and config to `path` atomically (temporary file, then rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": json.dumps(asdict(model.config), sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:

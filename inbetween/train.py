@@ -176,13 +176,20 @@ def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig,
         "generator": generator.get_state(),
         "epoch_sums": epoch_sums,
     }
+    torch_save_atomic(state, path)
+
+
+def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file beside `path`, then rename: a reader never sees half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:

@@ -128,15 +128,6 @@ def test_bad_flow_config_raises(kwargs):
 TINY = dict(channels=8, steps=20, batch_size=8, lr=3e-3, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # 8x8 convolutions gain nothing from intra-op threads, and on a busy 2-core machine the
-    # threads' barriers made training ~50x slower than one thread; restore the setting after.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def squares():

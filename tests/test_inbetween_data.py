@@ -16,14 +16,6 @@ from render.errors import UserError
 from render.h5format import read_split
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: with 2 threads on a shared 2-core machine every op waits for a descheduled thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def toy(tmp_path):

@@ -18,14 +18,6 @@ from render.errors import UserError
 train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: with 2 threads on a shared 2-core machine every op waits for a descheduled thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):

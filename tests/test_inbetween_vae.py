@@ -17,14 +17,6 @@ from inbetween.vae import (
 from render.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: with 2 threads on a shared 2-core machine every op waits for a descheduled thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(size=16, width=0.05, latent=6, seed=0):
     torch.manual_seed(seed)
