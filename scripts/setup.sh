@@ -11,7 +11,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || missing+=(libegl1)
-ls /usr/lib/*/dri/swrast_dri.so /usr/lib/*/dri/llvmpipe_dri.so /usr/lib/dri/swrast_dri.so >/dev/null 2>&1 \
+compgen -G '/usr/lib/*/dri/swrast_dri.so' >/dev/null || compgen -G '/usr/lib*/dri/swrast_dri.so' >/dev/null \
   || missing+=(libgl1-mesa-dri)
 if [ ${#missing[@]} -gt 0 ]; then
   if ldconfig -p 2>/dev/null | grep -q 'libOSMesa.so'; then
