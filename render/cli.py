@@ -47,9 +47,13 @@ def user_errors():
               help="Output .h5 path. Default: data/dof<D>-<object>-<size>px-seed<seed>.h5. A sha256 manifest "
                    "(.sha256) and a dataset card (.md) are written beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Render only shard I of N (0-based): a contiguous block of each split's sequences, identical "
+                   "to the same sequences of the unsharded file. A complete shard file is skipped on rerun. "
+                   "Join shards with merge-dataset.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def render_dataset(dof, size, frames, train_sequences, test_sequences, seed, object_name, supersample,
-                   workers, out, overwrite, quiet):
+                   workers, out, overwrite, shard, quiet):
     """Render a synthetic in-betweening dataset into an HDF5 file (format v1, docs/dataset-format.md).
 
     Example: render-dataset --dof 2 --out data/dof2.h5
@@ -60,7 +64,32 @@ def render_dataset(dof, size, frames, train_sequences, test_sequences, seed, obj
     with user_errors():
         config = RenderConfig(dof=dof, size=size, frames=frames, train_sequences=train_sequences,
                               test_sequences=test_sequences, seed=seed, object=object_name, supersample=supersample)
-        run(config, out=out, workers=workers, overwrite=overwrite, progress=not quiet)
+        run(config, out=out, workers=workers, overwrite=overwrite, progress=not quiet,
+            shard=None if shard is None else _parse_shard(shard))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()):
+        raise UserError(f"--shard must look like I/N (e.g. 0/4), not {text!r}")
+    return int(index), int(count)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("shards", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The merged .h5 file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def merge_dataset(shards, out, overwrite, quiet):
+    """Join the shard files of one render-dataset --shard I/N job into one format-v1 file.
+
+    Every shard is verified first; shards of different configs, seeds or renderers, and missing or
+    duplicated shards, are refused. The result equals the unsharded render byte for byte.
+    """
+    from render.dataset import merge_shards
+
+    with user_errors():
+        click.echo(f"wrote {merge_shards(list(shards), out, overwrite=overwrite, progress=not quiet)}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

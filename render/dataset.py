@@ -12,23 +12,43 @@ import render
 from render import backend, h5format
 from render.errors import UserError
 from render.h5format import DatasetWriter, Header
-from render.presets import RenderConfig, factor_names, poses_from_factors, scene_for, sequence_factors, split_shapes
+from render.presets import (RenderConfig, factor_names, poses_from_factors, scene_for, sequence_factors, shard_ranges,
+                            split_shapes)
 
 GENERATOR = f"inbetween-bench {render.__version__}"
 
 
-def default_out(config: RenderConfig) -> Path:
-    """data/<preset>-<object>-<size>px-seed<seed>.h5"""
-    return Path("data") / f"dof{config.dof}-{config.object}-{config.size}px-seed{config.seed}.h5"
+def default_out(config: RenderConfig, shard: tuple[int, int] | None = None) -> Path:
+    """data/dof<D>-<object>-<size>px-seed<seed>.h5, with .shard-<I>-of-<N> before .h5 for a shard."""
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return Path("data") / f"dof{config.dof}-{config.object}-{config.size}px-seed{config.seed}{suffix}.h5"
 
 
-def regenerate_command(config: RenderConfig, out: Path) -> str:
-    """The render-dataset command line that reproduces `config`'s content."""
+def make_header(config: RenderConfig, renderer_info: dict, shard: dict | None = None) -> Header:
+    """The root attributes of a file rendered from `config`."""
+    names, units = factor_names(config)
+    return Header(
+        dof=config.dof, preset=config.preset, image_size=config.size, seed=config.seed,
+        factor_names=names, factor_units=units,
+        objects=[{"index": k + 1, "name": o.name, "colour": list(o.colour), "scale": o.scale}
+                 for k, o in enumerate(scene_for(config).objects)],
+        config=config.to_json(), generator=GENERATOR, renderer=renderer_info, shard=shard)
+
+
+def config_from_json(values: dict) -> RenderConfig:
+    """Rebuild the RenderConfig stored in a file's `config` attribute."""
+    return RenderConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k != "objects"})
+
+
+def regenerate_command(config: RenderConfig, out: Path, shard: dict | None = None) -> str:
+    """The render-dataset command line that reproduces `config`'s content (or one shard of it)."""
     parts = ["render-dataset", f"--dof {config.dof}", f"--size {config.size}", f"--frames {config.frames}"]
     if config.dof != 1:
         parts += [f"--train-sequences {config.train_sequences}", f"--test-sequences {config.test_sequences}"]
     parts += [f"--object {config.object}", f"--seed {config.seed}", f"--supersample {config.supersample}",
               f"--out {out}"]
+    if shard is not None:
+        parts.insert(-1, f"--shard {shard['index']}/{shard['count']}")
     return " ".join(parts)
 
 
@@ -83,7 +103,7 @@ Train and test sequences are drawn from disjoint random streams of seed {config.
 **Regenerate.** The same command gives identical arrays for any `--workers`:
 
 ```
-{regenerate_command(config, out)}
+{regenerate_command(config, out, header.shard)}
 ```
 
 Full config: `{json.dumps(config.to_json(), sort_keys=True)}`
@@ -91,34 +111,43 @@ Full config: `{json.dumps(config.to_json(), sort_keys=True)}`
 
 
 def render_dataset(config: RenderConfig, out: str | Path | None = None, workers: int = 1,
-                   overwrite: bool = False, progress: bool = True) -> Path:
-    """Render every sequence of `config` with `workers` processes and write the file atomically."""
-    out = Path(out) if out is not None else default_out(config)
+                   overwrite: bool = False, progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
+    """Render every sequence of `config` (or of one shard `(index, count)`) and write the file atomically.
+
+    A shard whose file already exists, verifies against its manifest and holds this config and
+    shard is skipped, so an interrupted array job can simply be rerun.
+    """
+    out = Path(out) if out is not None else default_out(config, shard)
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    shapes = split_shapes(config)
+    ranges = {split: (0, n) for split, (n, _) in shapes.items()}
+    shard_info = None
+    if shard is not None:
+        ranges = shard_ranges(config, *shard)
+        shard_info = {"index": shard[0], "count": shard[1], "sequences": {s: list(r) for s, r in ranges.items()}}
+        shapes = {split: (b - a, shapes[split][1]) for split, (a, b) in ranges.items()}
+        if out.exists() and not overwrite:
+            if _complete_shard(out, config, shard_info):
+                if progress:
+                    tqdm.write(f"{out} is complete (manifest and content verified); skipping shard {shard[0]}/{shard[1]}")
+                return out
+            overwrite = _is_broken(out)  # re-render a damaged shard; refuse to replace a foreign file
     h5format.check_target(out, overwrite)
     renderer_info = backend.probe_platform()
-    names, units = factor_names(config)
-    spec = scene_for(config)
-    header = Header(
-        dof=config.dof, preset=config.preset, image_size=config.size, seed=config.seed,
-        factor_names=names, factor_units=units,
-        objects=[{"index": k + 1, "name": o.name, "colour": list(o.colour), "scale": o.scale}
-                 for k, o in enumerate(spec.objects)],
-        config=config.to_json(), generator=GENERATOR, renderer=renderer_info)
-    shapes = split_shapes(config)
-    tasks = [(split, i) for split, (n_seq, _) in shapes.items() for i in range(n_seq)]
+    header = make_header(config, renderer_info, shard_info)
+    tasks = [(split, i) for split, (a, b) in ranges.items() for i in range(a, b)]  # global sequence indices
     factors = {task: sequence_factors(config, *task) for task in tasks}  # each (T, F) float64
     total = sum(n * t for n, t in shapes.values())
     start = time.perf_counter()
-    pool = backend.render_pool(spec, config.size, config.supersample, renderer_info["platform"], workers)
+    pool = backend.render_pool(scene_for(config), config.size, config.supersample, renderer_info["platform"], workers)
     try:
         with DatasetWriter(out, header, shapes, dataset_card(config, header, out), overwrite) as writer, \
                 tqdm(total=total, unit="frame", desc=f"render dof{config.dof}", disable=not progress) as bar:
             poses = (poses_from_factors(config, factors[task]) for task in tasks)
             # map keeps results in task order, so the writer streams and hashes sequences in order.
             for (split, i), (frames, masks) in zip(tasks, pool.map(backend.render_task, poses)):
-                writer.write_sequence(split, i, frames, factors[(split, i)], masks)
+                writer.write_sequence(split, i - ranges[split][0], frames, factors[(split, i)], masks)
                 bar.update(len(frames))
     finally:
         # On an error or Ctrl-C, drop queued sequences instead of rendering them to no end.
@@ -126,4 +155,73 @@ def render_dataset(config: RenderConfig, out: str | Path | None = None, workers:
     if progress:
         elapsed = time.perf_counter() - start
         tqdm.write(f"wrote {out} ({total} frames in {elapsed:.1f} s, {total / elapsed:.0f} frames/s)")
+    return out
+
+
+def _complete_shard(path: Path, config: RenderConfig, shard_info: dict) -> bool:
+    try:
+        if h5format.verify(path).manifest != "ok":
+            return False
+        with h5format.open_dataset(path) as f:
+            h = h5format.read_header(f)
+        return h["config"] == config.to_json() and h["shard"] == shard_info
+    except UserError:
+        return False
+
+
+def _is_broken(path: Path) -> bool:
+    """True if `path` is an unreadable or unverifiable dataset (safe to replace), False if it is a valid one."""
+    try:
+        h5format.verify(path)
+        return False
+    except UserError:
+        return True
+
+
+def merge_shards(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Copy N verified shard files of one config into one format-v1 file, identical to the unsharded render.
+
+    Copying (not an HDF5 virtual dataset) keeps the published file self-contained: it does not
+    break when the shard files move or are deleted.
+    """
+    out = Path(out)
+    if not paths:
+        raise UserError("give the shard files to merge")
+    shards = {}
+    for p in paths:
+        h5format.verify(p)  # schema, content hashes and manifest
+        with h5format.open_dataset(p) as f:
+            h = h5format.read_header(f)
+        if h["shard"] is None:
+            raise UserError(f"{p} is not a shard (no 'shard' attribute); nothing to merge")
+        i, n = h["shard"]["index"], h["shard"]["count"]
+        if i in shards:
+            raise UserError(f"shard {i}/{n} is given twice: {shards[i][0]} and {p}")
+        shards[i] = (Path(p), h)
+    first = shards[min(shards)][1]
+    count = first["shard"]["count"]
+    for i, (p, h) in shards.items():
+        for key in ("config", "seed", "renderer", "generator"):
+            if h[key] != first[key]:
+                raise UserError(f"{p} was rendered with a different {key} than {shards[min(shards)][0]}; "
+                                "shards of one dataset must share config, seed, renderer and generator")
+        if h["shard"]["count"] != count:
+            raise UserError(f"{p} is shard {i}/{h['shard']['count']}, the others are of {count}")
+    missing = sorted(set(range(count)) - set(shards))
+    if missing:
+        raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {count}; render them first")
+    config = config_from_json(first["config"])
+    header = make_header(config, first["renderer"])
+    h5format.check_target(out, overwrite)
+    total = sum(n * t for n, t in split_shapes(config).values())
+    with DatasetWriter(out, header, split_shapes(config), dataset_card(config, header, out), overwrite) as writer, \
+            tqdm(total=total, unit="frame", desc="merge", disable=not progress) as bar:
+        for split in h5format.SPLITS:
+            for i in range(count):
+                path, h = shards[i]
+                start = h["shard"]["sequences"][split][0]
+                arrays = h5format.read_split(path, split)
+                for s in range(len(arrays.frames)):
+                    writer.write_sequence(split, start + s, arrays.frames[s], arrays.factors[s], arrays.masks[s])
+                    bar.update(len(arrays.frames[s]))
     return out

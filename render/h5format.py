@@ -79,6 +79,7 @@ class Header:
     config: dict[str, Any]  # the full render config, stored as JSON
     generator: str  # e.g. "inbetween-bench 0.1.0"
     renderer: dict[str, Any]  # pyrender version, GL platform and renderer string, stored as JSON
+    shard: dict[str, Any] | None = None  # shard files only: {"index", "count", "sequences": {split: [start, stop]}}
 
 
 class DatasetWriter:
@@ -117,6 +118,8 @@ class DatasetWriter:
         f.attrs["config"] = json.dumps(h.config, sort_keys=True)
         f.attrs["generator"] = h.generator
         f.attrs["renderer"] = json.dumps(h.renderer, sort_keys=True)
+        if h.shard is not None:
+            f.attrs["shard"] = json.dumps(h.shard, sort_keys=True)
         n_factors = len(h.factor_names)
         for split, (n_seq, n_frames) in self.shapes.items():
             g = f.create_group(split)
@@ -236,8 +239,8 @@ def validate(f: h5py.File, name: str = "file") -> None:
 
 
 def read_header(f: h5py.File) -> dict[str, Any]:
-    """The root attributes as plain Python values (JSON attributes decoded)."""
-    out: dict[str, Any] = {}
+    """The root attributes as plain Python values (JSON attributes decoded; `shard` None if absent)."""
+    out: dict[str, Any] = {"shard": json.loads(_attr_str(f.attrs["shard"])) if "shard" in f.attrs else None}
     for key in ROOT_ATTRS:
         value = f.attrs[key]
         if key in ("objects", "config", "renderer"):

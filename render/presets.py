@@ -162,3 +162,20 @@ def poses_from_factors(config: RenderConfig, factors: np.ndarray) -> np.ndarray:
         translation = np.concatenate([xy[:, k], np.full((n, 1), SIX_DOF_DEPTHS[k])], axis=1)
         poses.append(pose_matrix(np.broadcast_to(TILT_ROTATION, (n, 3, 3)), translation, SIX_DOF_SCALE))
     return np.stack(poses, axis=1)
+
+
+def shard_ranges(config: RenderConfig, index: int, count: int) -> dict[str, tuple[int, int]]:
+    """The contiguous block of sequences of shard `index` of `count`, per split: split -> (start, stop).
+
+    Shard i holds sequences [i*S//N, (i+1)*S//N) of each split, so the shards of N tile the
+    unsharded dataset exactly and in order.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard must be I/N with 0 <= I < N, not {index}/{count}")
+    out = {}
+    for split, (n_seq, _) in split_shapes(config).items():
+        if count > n_seq:
+            raise UserError(f"--shard {index}/{count}: the {split} split has only {n_seq} sequence(s); "
+                            f"use at most {n_seq} shards")
+        out[split] = (index * n_seq // count, (index + 1) * n_seq // count)
+    return out
