@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from inbetween.data import TripletDataset, normalize_gaps
@@ -233,13 +235,40 @@ LOG_COLUMNS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "train_
                "test_loss", "test_recon", "test_kl", "test_d", "data_frac", "seconds")
 
 
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size): from torchrun's RANK and WORLD_SIZE variables, else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The sampling-noise seed of one process: the run's seed on rank 0, a derived one elsewhere."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 def train(config: TrainConfig) -> AlphaVAE:
     """Train the alpha-VAE as `config` says and return the model (on config's device, eval mode).
 
     Writes out_dir/checkpoint.pt at the end of each epoch (and every checkpoint_every steps) and
     appends one row per epoch to out_dir/log.csv. Same config and seed -> the same weights.
+
+    Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel: gloo on CPU, nccl on
+    CUDA (one GPU per process, by LOCAL_RANK). Each global batch of batch_size triplets is split
+    evenly across the processes, so the averaged gradient is the single-process one but for the
+    sampling noise, which each rank draws from its own seed (rank_seed). Only rank 0 evaluates,
+    logs and writes checkpoints.
     """
+    rank, world = distributed_context()
     device = resolve_device(config.device)
+    owns_group = False
+    if world > 1:
+        if config.batch_size % world:
+            raise UserError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            owns_group = True
     if config.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use dtype='fp32'")
     train_set = TripletDataset(config.data, "train", config.gaps)
@@ -253,22 +282,28 @@ def train(config: TrainConfig) -> AlphaVAE:
 
     model = build_model(config, train_set.image_size).to(device)
     optimizer = make_optimizer(model, config)
-    gen = torch.Generator(device=device).manual_seed(config.seed)  # the sampling noise of training
+    gen = torch.Generator(device=device).manual_seed(rank_seed(config.seed, rank))  # the sampling noise
     step, epoch_sums = 0, _zero_sums()
     if ckpt_path.exists() or log_path.exists():
         if not config.resume:
             raise UserError(f"{out} already holds a run; pass resume=True to continue it or choose another out_dir")
         if ckpt_path.exists():
             step, epoch_sums = _restore(ckpt_path, config, model, optimizer, gen, device)
-    if not log_path.exists():
+            if rank > 0:  # the checkpoint holds rank 0's noise state; the others continue from their own seed
+                gen.manual_seed(rank_seed(config.seed, rank) + step)
+    if world > 1:
+        dist.barrier()  # every rank has checked out_dir before rank 0 writes into it
+    if rank == 0 and not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(LOG_COLUMNS)
+    net = DistributedDataParallel(model) if world > 1 else model  # the same weights; DDP syncs gradients
 
     n, bs = len(train_set), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     model.train()
-    bar = tqdm(total=total, initial=min(step, total), unit="step", desc="alpha-vae", disable=not config.progress)
+    bar = tqdm(total=total, initial=min(step, total), unit="step", desc="alpha-vae",
+               disable=not config.progress or rank > 0)
     t_epoch = time.perf_counter()
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -276,11 +311,17 @@ def train(config: TrainConfig) -> AlphaVAE:
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
         for i in range(offset, steps_per_epoch):
             t0 = time.perf_counter()
-            batch = train_set.batch(order[i * bs:(i + 1) * bs], device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            # This rank's share of the global batch (DistributedSampler's rank::world striding).
+            idx = order[i * bs:(i + 1) * bs][rank::world]
+            batch = train_set.batch(idx, device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
             t1 = time.perf_counter()
-            terms = compute_loss(model, batch, config, gen)
+            terms = compute_loss(net, batch, config, gen)
+            stacked = torch.stack([getattr(terms, k).detach() for k in TERMS])  # (4,)
+            if world > 1:  # the global batch's means, so every rank sees the same (finite or not) loss
+                dist.all_reduce(stacked)
+                stacked /= world
             # One device sync per step for all four numbers; the loss must be checked before the update.
-            values = dict(zip(TERMS, torch.stack([getattr(terms, k).detach() for k in TERMS]).tolist()))
+            values = dict(zip(TERMS, stacked.tolist()))
             if not math.isfinite(values["loss"]):
                 bar.close()
                 raise NonFiniteLoss(_nonfinite_message(values["loss"], step + 1, epoch + 1, ckpt_path))
@@ -292,22 +333,28 @@ def train(config: TrainConfig) -> AlphaVAE:
             _accumulate(epoch_sums, values, t1 - t0, t2 - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_sums['loss'] / epoch_sums['n']:.2f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
+            if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
                 save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
             if step == total:
                 break
-        # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint.
-        model.eval()
-        test = evaluate(model, test_set, config, device)
-        model.train()
-        s = epoch_sums
-        row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in TERMS] + [test[k] for k in TERMS] + \
-              [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
-        with open(log_path, "a", newline="") as fh:
-            csv.writer(fh).writerow(row)
+        # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint (rank 0 only).
+        if rank == 0:
+            model.eval()
+            test = evaluate(model, test_set, config, device)
+            model.train()
+            s = epoch_sums
+            row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in TERMS] + \
+                  [test[k] for k in TERMS] + \
+                  [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
+            with open(log_path, "a", newline="") as fh:
+                csv.writer(fh).writerow(row)
         epoch_sums, t_epoch = _zero_sums(), time.perf_counter()
-        save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
+        if rank == 0:
+            save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
     bar.close()
+    if owns_group:
+        dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
+        dist.destroy_process_group()
     return model.eval()
 
 

@@ -1,0 +1,68 @@
+"""DistributedDataParallel training under torchrun (2 CPU processes, gloo) against one process."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inbetween.toy import write_toy_dataset
+from inbetween.train import rank_seed
+
+SCRIPT = Path(__file__).with_name("ddp_train.py")
+STEPS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args: list[str]) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def _last_row(out_dir: Path) -> dict:
+    with open(out_dir / "log.csv") as fh:
+        return list(csv.DictReader(fh))[-1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    data = write_toy_dataset(root / "toy.h5", image_size=8, frames=8, train=6, test=2)
+    single, ddp = root / "single", root / "ddp"
+    _run([sys.executable, str(SCRIPT), str(data), str(single), str(STEPS)])
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+          "--master_port", str(_free_port()), str(SCRIPT), str(data), str(ddp), str(STEPS)])
+    return single, ddp
+
+
+def test_only_rank_0_writes_and_the_log_covers_every_step(runs):
+    _, ddp = runs
+    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv"]
+    assert int(_last_row(ddp)["step"]) == STEPS
+
+
+def test_two_processes_match_one_with_the_same_global_batch(runs):
+    single, ddp = runs
+    a, b = _last_row(single), _last_row(ddp)
+    # Same initial weights, same global batches and an averaged gradient: the runs differ only in
+    # the reparameterisation noise, which each rank draws from its own seed. Measured on this toy
+    # problem after 6 steps: noise alone moved the train loss by 0.11% and the (fixed-noise) test
+    # loss by 0.004%; a wrong setup, one process with half the batch (what unsynchronised ranks
+    # amount to), moved them by 0.78% and 0.045%. The tolerances sit between the two.
+    assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=4e-3)
+    assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=2e-4)
+    assert float(a["train_loss"]) != float(b["train_loss"])  # the noise did differ: DDP really ran
+
+
+def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
+    assert rank_seed(7, 0) == 7
+    assert len({rank_seed(7, r) for r in range(8)}) == 8
