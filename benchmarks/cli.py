@@ -86,3 +86,35 @@ def run_benchmark(alphas, dofs, gaps, methods, kls, data, epochs, steps, width, 
         config = quick_config(**options) if quick else BenchmarkConfig(**options)
         path = run(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
+
+
+@click.command(cls=MultiValueCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", required=True, help="HDF5 v1 dataset file (render-dataset).")
+@click.option("--out-dir", default="runs/alpha-vae", show_default=True, help="checkpoint.pt and log.csv go here.")
+@click.option("--gap", "gaps", type=int, multiple=True, help="Triplet gaps k, mixed in one run (default 1).")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of the in-between divergence.")
+@click.option("--kl", "kl_form", default="avg-gaussian", show_default=True, help="avg-gaussian, mixture or jensen.")
+@click.option("--latent", type=int, default=128, show_default=True, help="Latent size.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Channel multiplier (1.0 = the paper).")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Passes over the training triplets.")
+@click.option("--steps", type=int, default=None, help="Train exactly this many steps instead of --epochs.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Global batch of triplets (split across processes under torchrun).")
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and noise.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_inbetween(data, out_dir, gaps, alpha, kl_form, latent, width, epochs, steps, batch_size, lr, seed,
+                    device, dtype, resume, quiet):
+    """Train one alpha-VAE on a dataset file. Runs under torchrun for DistributedDataParallel:
+
+    torchrun --nproc_per_node 2 $(which train-inbetween) --data data/dof2.h5 --alpha 100
+    """
+    from inbetween import TrainConfig, train
+
+    with user_errors():
+        train(TrainConfig(data=data, out_dir=out_dir, gaps=gaps or (1,), alpha=alpha, kl_form=kl_form, latent=latent,
+                          width=width, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          device=device, dtype=dtype, resume=resume, progress=not quiet))

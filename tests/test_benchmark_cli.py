@@ -130,3 +130,18 @@ def test_unwritable_or_existing_out_exit_2(tmp_path, tiny_data):
     (tmp_path / "exists").mkdir()
     r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(tiny_data), "--out", str(tmp_path / "exists")])
     assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_train_inbetween_trains_and_reports_bad_input(tmp_path, tiny_data):
+    from benchmarks.cli import train_inbetween
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--out-dir", str(out), "--width", "0.05",
+                                             "--latent", "4", "--steps", "3", "--batch-size", "4", "--gap", "1", "2",
+                                             "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (out / "checkpoint.pt").exists() and (out / "log.csv").read_text().count("\n") == 2
+    r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--out-dir", str(out), "--quiet"])
+    assert r.exit_code == 2 and "already holds a run" in r.output
+    r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--alpha", "-2", "--out-dir", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "alpha must be" in r.output
