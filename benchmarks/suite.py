@@ -220,7 +220,7 @@ def alpha_vae_config(config: BenchmarkConfig, job: Job, data: Path, out_dir: Pat
     return TrainConfig(data=str(data), out_dir=str(out_dir), gaps=config.gaps, alpha=job.alpha,
                        kl_form=job.kl or "avg-gaussian", latent=config.latent, width=config.width,
                        epochs=config.epochs, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                       seed=job.seed, device=config.device, dtype=config.dtype, resume=True, progress=False)
+                       seed=job.seed, device=config.device, dtype=config.dtype, resume=True, progress=config.progress)
 
 
 def steps_per_run(config: BenchmarkConfig, n_train_triplets: int) -> int:
@@ -249,7 +249,7 @@ def obtain_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str):
     if path.exists():
         return frame_cnn.load_checkpoint(path, config.device), None
     b = train_set.batch_uint8(np.arange(len(train_set)))  # x0, x1, x2: (N, 3, H, W) uint8
-    model = frame_cnn.fit(cnn, b["x0"], b["x1"], b["x2"], progress=False)
+    model = frame_cnn.fit(cnn, b["x0"], b["x1"], b["x2"], progress=config.progress)
     frame_cnn.save_checkpoint(model, path)
     return model, None
 

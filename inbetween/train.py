@@ -302,7 +302,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     steps_per_epoch = math.ceil(n / bs)
     total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     model.train()
-    bar = tqdm(total=total, initial=min(step, total), unit="step", desc="alpha-vae",
+    bar = tqdm(total=total, initial=min(step, total), unit="step", desc="alpha-vae", leave=False,
                disable=not config.progress or rank > 0)
     t_epoch = time.perf_counter()
     while step < total:
