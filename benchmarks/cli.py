@@ -68,13 +68,27 @@ class MultiValueCommand(click.Command):
               help="Output folder: results.json/csv/md, config.json and figures.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--quick", is_flag=True, help="Tiny CI profile: 16 px data, tiny models, gaps 1 3; under 3 minutes.")
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Print the run's independent jobs (renders, trainings, evaluations) as JSON lines and exit.")
+@click.option("--only", "only", default=None, metavar="JOB",
+              help="Run one job of the plan (its outputs go to --cache), e.g. from a job-array task.")
+@click.option("--aggregate", is_flag=True,
+              help="Build --out from the job outputs present in --cache and name the missing jobs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_benchmark(alphas, dofs, gaps, methods, kls, data, epochs, steps, width, latent, seeds, device, dtype,
-                  threads, cache, out, overwrite, quick, quiet):
+                  threads, cache, out, overwrite, quick, show_plan, only, aggregate, quiet):
     """Train and evaluate every method on every DoF and gap, and write tables and figures to --out.
 
     Example: run-benchmark --alpha 0 100 --seeds 3 --out results/mine
+
+    To fan out over machines: --plan lists the jobs; run each with the same options plus --only JOB
+    (renders, then trainings, then evaluations); then --aggregate writes --out.
     """
+    import json
+
+    import torch
+
+    from benchmarks import suite
     from benchmarks.suite import BenchmarkConfig, quick_config, run_benchmark as run
 
     given = dict(alphas=alphas, dofs=dofs, gaps=gaps, methods=methods, kls=kls, data=data, epochs=epochs,
@@ -84,7 +98,24 @@ def run_benchmark(alphas, dofs, gaps, methods, kls, data, epochs, steps, width, 
                     progress=not quiet)
     with user_errors():
         config = quick_config(**options) if quick else BenchmarkConfig(**options)
-        path = run(config)
+        if sum((show_plan, only is not None, aggregate)) > 1:
+            raise suite.UserError("give at most one of --plan, --only and --aggregate")
+        if show_plan:
+            for job in suite.plan(config):
+                click.echo(json.dumps(job))
+            return
+        if only is not None:
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            suite.run_job(config, suite.find_job(config, only))
+            click.echo(f"{only}: done")
+            return
+        if aggregate:
+            path, missing = suite.aggregate(config)
+            if missing:
+                click.echo(f"missing (not in the results): {', '.join(missing)}", err=True)
+        else:
+            path = run(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
 
 

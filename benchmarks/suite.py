@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from benchmarks import frame_cnn, metrics, optical_flow, pixel_average
 from inbetween.data import TripletDataset, normalize_gaps
-from inbetween.train import TrainConfig, train
+from inbetween.train import (CHECKPOINT_NAME, LOG_NAME, TrainConfig, load_checkpoint, read_checkpoint, resolve_device,
+                             torch_save_atomic, train)
 from inbetween.vae import KL_FORMS, inbetween, interpolate
 from render import h5format
 from render.errors import UserError
@@ -140,33 +141,50 @@ def check_out(config: BenchmarkConfig) -> Path:
 # ----------------------------------------------------------------------------- datasets
 
 
-def resolve_datasets(config: BenchmarkConfig) -> dict[int, Path]:
-    """DoF -> dataset file: the --data files (validated), or renders cached by render-config hash."""
-    if config.data:
-        files: dict[int, Path] = {}
-        for p in config.data:
-            with h5format.open_dataset(p) as f:
-                dof = int(f.attrs["dof"])
-            if dof in files:
-                raise UserError(f"--data gives two files for dof {dof}: {files[dof]} and {p}")
-            files[dof] = Path(p)
-        return files
+def dataset_dofs(config: BenchmarkConfig) -> dict[int, Path | None]:
+    """DoF -> the --data file (validated), or None where the benchmark renders the dataset itself."""
+    if not config.data:
+        return {dof: None for dof in config.dofs}
+    files: dict[int, Path | None] = {}
+    for p in config.data:
+        with h5format.open_dataset(p) as f:
+            dof = int(f.attrs["dof"])
+        if dof in files:
+            raise UserError(f"--data gives two files for dof {dof}: {files[dof]} and {p}")
+        files[dof] = Path(p)
+    return dict(sorted(files.items()))
+
+
+def dataset_path(config: BenchmarkConfig, dof: int, given: Path | None) -> Path:
+    """Where the dataset of `dof` is: the --data file, or its render in the cache (by render-config hash)."""
+    if given is not None:
+        return given
+    return Path(config.cache) / "data" / f"dof{dof}-{config_hash(render_config(config, dof).to_json())}.h5"
+
+
+def render_if_missing(config: BenchmarkConfig, dof: int) -> Path:
+    """Render the benchmark's dataset of `dof` into the cache unless a verified copy is there."""
     from render.dataset import render_dataset  # renders in spawned GL workers
 
-    files = {}
-    for dof in config.dofs:
-        rc = render_config(config, dof)
-        path = Path(config.cache) / "data" / f"dof{dof}-{config_hash(rc.to_json())}.h5"
-        if path.exists():
-            try:
-                h5format.verify(path)
-                files[dof] = path
-                continue
-            except UserError:
-                pass  # a damaged cache entry: render it again
-        render_dataset(rc, path, workers=os.cpu_count() or 1, overwrite=True, progress=config.progress)
-        files[dof] = path
-    return files
+    path = dataset_path(config, dof, None)
+    if path.exists():
+        try:
+            h5format.verify(path)
+            return path
+        except UserError:
+            pass  # a damaged cache entry: render it again
+    render_dataset(render_config(config, dof), path, workers=os.cpu_count() or 1, overwrite=True,
+                   progress=config.progress)
+    return path
+
+
+def ready_dataset(config: BenchmarkConfig, dof: int, given: Path | None) -> Path:
+    """The dataset of `dof`, which must exist (its render job has run) and fit every gap."""
+    path = dataset_path(config, dof, given)
+    if not path.exists():
+        raise UserError(f"the dof {dof} dataset is not rendered yet; run the job render-dof{dof} first")
+    check_gaps(config, {dof: path})
+    return path
 
 
 def check_gaps(config: BenchmarkConfig, files: dict[int, Path]) -> None:
@@ -192,7 +210,6 @@ class Job:
     seed: int
     alpha: float | None = None
     kl: str | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def label(self) -> str:
@@ -200,11 +217,17 @@ class Job:
             return f"alpha-vae a={self.alpha:g}" + (f" {self.kl}" if self.kl else "")
         return self.method
 
+    @property
+    def id(self) -> str:
+        """The job's name in the plan, e.g. train-alpha-vae-dof2-a100-avg-gaussian-s0."""
+        middle = f"-a{self.alpha:g}" + (f"-{self.kl}" if self.kl else "") if self.method == "alpha-vae" else ""
+        return f"train-{self.method}-dof{self.dof}{middle}-s{self.seed}"
 
-def training_jobs(config: BenchmarkConfig, files: dict[int, Path]) -> list[Job]:
+
+def training_jobs(config: BenchmarkConfig, dofs) -> list[Job]:
     """Every (DoF, method, alpha, KL, seed) to train, in a stable order."""
     jobs = []
-    for dof in sorted(files):
+    for dof in sorted(dofs):
         for seed in range(config.seeds):
             if "frame-cnn" in config.methods:
                 jobs.append(Job(dof, "frame-cnn", seed))
@@ -230,28 +253,61 @@ def steps_per_run(config: BenchmarkConfig, n_train_triplets: int) -> int:
     return config.epochs * math.ceil(n_train_triplets / config.batch_size)
 
 
-def obtain_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str):
-    """Train the model of `job`, or load it from the cache if a finished run with the same hash exists."""
+def n_train_triplets(config: BenchmarkConfig, data: Path) -> int:
+    """Training triplets of all benchmark gaps, from the file's shape alone: sum over k of S (T - 2k)."""
+    with h5format.open_dataset(data) as f:
+        n_seq, n_frames = f["train"]["frames"].shape[:2]
+    return sum(n_seq * (n_frames - 2 * k) for k in config.gaps)
+
+
+def model_location(config: BenchmarkConfig, job: Job, data: Path, data_sha: str):
+    """(cache path of the model's checkpoint, its training config) for `job`; the hash covers both."""
     root = Path(config.cache) / "models"
     if job.method == "alpha-vae":
         tc = alpha_vae_config(config, job, data, Path("unused"))
         key = {k: v for k, v in asdict(tc).items() if k not in ("data", "out_dir", "device", "resume", "progress",
                                                                   "checkpoint_every")}
         out_dir = root / f"alpha-vae-dof{job.dof}-{config_hash([key, data_sha])}"
-        model = train(replace(tc, out_dir=str(out_dir)))
-        return model, out_dir / "log.csv"
-    train_set = TripletDataset(data, "train", config.gaps)
-    cnn = frame_cnn.FrameCNNConfig(channels=config.cnn_channels, steps=steps_per_run(config, len(train_set)),
+        return out_dir / CHECKPOINT_NAME, replace(tc, out_dir=str(out_dir))
+    steps = steps_per_run(config, n_train_triplets(config, data))
+    cnn = frame_cnn.FrameCNNConfig(channels=config.cnn_channels, steps=steps,
                                    batch_size=config.batch_size, lr=config.cnn_lr, seed=job.seed,
                                    device=config.device)
     key = {k: v for k, v in asdict(cnn).items() if k != "device"}
-    path = root / f"frame-cnn-dof{job.dof}-{config_hash([key, data_sha, list(config.gaps)])}" / "checkpoint.pt"
+    return root / f"frame-cnn-dof{job.dof}-{config_hash([key, data_sha, list(config.gaps)])}" / "checkpoint.pt", cnn
+
+
+def model_is_trained(config: BenchmarkConfig, job: Job, data: Path, data_sha: str) -> bool:
+    """True if the cache holds the finished model of `job`."""
+    path, cfg = model_location(config, job, data, data_sha)
+    if not path.exists():
+        return False
+    if job.method == "frame-cnn":
+        return True  # written once, at the end of training
+    return read_checkpoint(path)["step"] >= steps_per_run(config, n_train_triplets(config, data))
+
+
+def train_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str) -> None:
+    """Train the model of `job` into the cache (an alpha-VAE resumes an interrupted run)."""
+    path, cfg = model_location(config, job, data, data_sha)
+    if job.method == "alpha-vae":
+        train(cfg)
+        return
     if path.exists():
-        return frame_cnn.load_checkpoint(path, config.device), None
+        return
+    train_set = TripletDataset(data, "train", config.gaps)
     b = train_set.batch_uint8(np.arange(len(train_set)))  # x0, x1, x2: (N, 3, H, W) uint8
-    model = frame_cnn.fit(cnn, b["x0"], b["x1"], b["x2"], progress=config.progress)
-    frame_cnn.save_checkpoint(model, path)
-    return model, None
+    frame_cnn.save_checkpoint(frame_cnn.fit(cfg, b["x0"], b["x1"], b["x2"], progress=config.progress), path)
+
+
+def load_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str):
+    """(model, alpha-VAE log.csv or None) of a trained job; UserError naming the job if it has not run."""
+    if not model_is_trained(config, job, data, data_sha):
+        raise UserError(f"{job.id} has not finished; run it first (run-benchmark ... --only {job.id})")
+    path, _ = model_location(config, job, data, data_sha)
+    if job.method == "alpha-vae":
+        return load_checkpoint(path, resolve_device(config.device)).eval(), path.parent / LOG_NAME
+    return frame_cnn.load_checkpoint(path, config.device), None
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -280,6 +336,116 @@ def evaluate(predict, test: dict[str, torch.Tensor]) -> dict[str, float]:
     return metrics.mean_metrics(batches) | {"n_triplets": n}
 
 
+def evaluate_dof(config: BenchmarkConfig, dof: int, path: Path, jobs: list[Job]) -> dict[str, Any]:
+    """Score every method on every gap of one dataset; also the figures' examples, strips and curves."""
+    sha = h5format.sha256_file(path)
+    tests = {k: TripletDataset(path, "test", k) for k in config.gaps}
+    test_data = {k: ds.batch(np.arange(len(ds))) for k, ds in tests.items()}  # x0, x1, x2, mask per gap
+    big = test_data[max(config.gaps)]
+    pick = np.unique(np.linspace(0, len(big["x0"]) - 1, N_EXAMPLES).round().astype(int))
+    examples = {"first frame x0": big["x0"][pick].numpy(), "ground truth x1": big["x1"][pick].numpy()}
+    # The true frames between the interpolation strips' end points (the largest gap, middle example).
+    s, t, k = tests[max(config.gaps)].index[pick[len(pick) // 2]]
+    frames_t = np.linspace(t - k, t + k, INTERP_STEPS).round().astype(int)
+    truth = h5format.read_split(path, "test").frames[s, frames_t]  # (steps, H, W, 3) uint8
+    strips = {"ground truth": truth.transpose(0, 3, 1, 2).astype(np.float32) / 255}
+    records, ceiling, curves = [], [], {}
+    for k, data in test_data.items():
+        # The true x1 scored against itself: the mask metrics' ceiling (silhouettes are thresholded).
+        per = metrics.all_metrics(data["x1"], data["x1"], data["mask"])
+        ceiling.append({"dof": dof, "gap": k, **metrics.mean_metrics(per), "n_triplets": len(data["x1"])})
+    for method in (m for m in config.methods if m not in LEARNED):
+        predict = predictor(method)
+        for k, data in test_data.items():
+            records.append(_record(dof, method, None, None, k, None, evaluate(predict, data)))
+        examples[method] = predict(big["x0"][pick], big["x2"][pick]).float().clamp(0, 1).numpy()
+    for job in jobs:
+        model, log = load_model(config, job, path, sha)
+        predict = predictor(job.method, model)
+        for k, data in test_data.items():
+            records.append(_record(dof, job.method, job.alpha, job.kl, k, job.seed, evaluate(predict, data)))
+        if job.seed == 0:
+            examples[job.label] = predict(big["x0"][pick], big["x2"][pick]).float().clamp(0, 1).numpy()
+            if job.method == "alpha-vae":
+                xa, xb = torch.from_numpy(strips["ground truth"][0]), torch.from_numpy(strips["ground truth"][-1])
+                strips[job.label] = interpolate(model, xa, xb, INTERP_STEPS).float().cpu().numpy()
+                curves[f"dof{dof} {job.label}"] = str(log)
+    examples["second frame x2"] = big["x2"][pick].numpy()
+    return {"dof": dof, "dataset": {"file": str(path), "sha256": sha}, "records": records, "ceiling": ceiling,
+            "examples": examples, "strips": strips, "curves": curves}
+
+
+def _record(dof, method, alpha, kl, gap, seed, values) -> dict[str, Any]:
+    return {"dof": dof, "method": method, "alpha": alpha, "kl": kl, "gap": gap, "seed": seed, **values}
+
+
+# ----------------------------------------------------------------------------- the plan: independent jobs
+
+
+def plan(config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """Every job of the run, in an order that respects dependencies: renders, trainings, evaluations.
+
+    Jobs of one kind are independent of each other, so a scheduler can run each kind as an array.
+    A job's hash covers everything that determines its output.
+    """
+    dofs = dataset_dofs(config)
+    identity = {dof: (h5format.sha256_file(given) if given is not None
+                      else config_hash(render_config(config, dof).to_json())) for dof, given in dofs.items()}
+    jobs: list[dict[str, Any]] = []
+    for dof, given in dofs.items():
+        if given is None:
+            jobs.append({"id": f"render-dof{dof}", "kind": "render", "dof": dof, "hash": identity[dof]})
+    train_jobs = training_jobs(config, dofs)
+    common = {k: v for k, v in asdict(config).items() if k in TRAINING_OPTIONS}
+    hashes = {}
+    for job in train_jobs:
+        hashes[job.id] = config_hash([asdict(job), common, identity[job.dof]])
+        jobs.append({"id": job.id, "kind": "train", "dof": job.dof, "method": job.method, "alpha": job.alpha,
+                     "kl": job.kl, "seed": job.seed, "hash": hashes[job.id]})
+    for dof in dofs:
+        models = sorted(hashes[j.id] for j in train_jobs if j.dof == dof)
+        baselines = [m for m in config.methods if m not in LEARNED]
+        jobs.append({"id": f"eval-dof{dof}", "kind": "eval", "dof": dof,
+                     "hash": config_hash([identity[dof], list(config.gaps), baselines, models])})
+    return jobs
+
+
+# The options that change what a trained model is (the rest say where and how loudly to run).
+TRAINING_OPTIONS = ("gaps", "epochs", "steps", "width", "latent", "batch_size", "lr", "cnn_channels", "cnn_lr",
+                    "dtype")
+
+
+def eval_output(config: BenchmarkConfig, job: dict[str, Any]) -> Path:
+    return Path(config.cache) / "evals" / f"{job['id']}-{job['hash']}.pt"
+
+
+def run_job(config: BenchmarkConfig, job: dict[str, Any]) -> None:
+    """Run one job of the plan (its inputs must exist: renders before trainings before evaluations)."""
+    dofs = dataset_dofs(config)
+    if job["kind"] == "render":
+        render_if_missing(config, job["dof"])
+        return
+    path = ready_dataset(config, job["dof"], dofs[job["dof"]])
+    jobs = [j for j in training_jobs(config, dofs) if j.dof == job["dof"]]
+    if job["kind"] == "train":
+        (train_job,) = [j for j in jobs if j.id == job["id"]]
+        train_model(config, train_job, path, h5format.sha256_file(path))
+        return
+    out = eval_output(config, job)
+    if not out.exists():
+        torch_save_atomic(evaluate_dof(config, job["dof"], path, jobs), out)
+
+
+def find_job(config: BenchmarkConfig, job_id: str) -> dict[str, Any]:
+    """The plan's job named `job_id`; UserError listing the names if there is none."""
+    jobs = plan(config)
+    for job in jobs:
+        if job["id"] == job_id:
+            return job
+    names = ", ".join(j["id"] for j in jobs[:6]) + (", ..." if len(jobs) > 6 else "")
+    raise UserError(f"no job {job_id!r} in this plan; run-benchmark ... --plan lists them ({names})")
+
+
 @dataclass
 class RunResult:
     """Everything the report needs."""
@@ -289,73 +455,56 @@ class RunResult:
     ceiling: list[dict[str, Any]]  # metrics of the true x1 (the best any method can score on the mask metrics)
     examples: dict[int, dict[str, np.ndarray]]  # dof -> row label -> (N_EXAMPLES, 3, H, W), largest gap
     strips: dict[int, dict[str, np.ndarray]]  # dof -> label -> (INTERP_STEPS, 3, H, W)
-    curves: dict[str, Path]  # alpha-VAE label "dof2 a=100 s0" -> its log.csv
+    curves: dict[str, str]  # alpha-VAE label "dof2 a=100 s0" -> its log.csv
     wall_s: float = 0.0
+    missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
 
 
-def run_benchmark(config: BenchmarkConfig) -> Path:
-    """Run the whole benchmark and write the output folder; returns its path."""
+def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[str]]:
+    """Build the output folder from the evaluation outputs present; returns it and the missing jobs' names."""
     from benchmarks import report
 
     out = check_out(config)
+    jobs = plan(config)
+    result = RunResult(datasets={}, records=[], ceiling=[], examples={}, strips={}, curves={}, wall_s=wall_s)
+    for job in (j for j in jobs if j["kind"] == "eval"):
+        path = eval_output(config, job)
+        if not path.exists():
+            result.missing += [j["id"] for j in jobs if j["dof"] == job["dof"] and not _done(config, j)]
+            continue
+        part = torch.load(path, weights_only=False)
+        result.datasets[part["dof"]] = part["dataset"]
+        result.records += part["records"]
+        result.ceiling += part["ceiling"]
+        result.examples[part["dof"]], result.strips[part["dof"]] = part["examples"], part["strips"]
+        result.curves.update(part["curves"])
+    if not result.datasets:
+        raise UserError(f"nothing to aggregate yet: no evaluation job has run (missing: {', '.join(result.missing)})")
+    return report.write_output(config, result, out), result.missing
+
+
+def _done(config: BenchmarkConfig, job: dict[str, Any]) -> bool:
+    """Whether a job's output exists (for naming the missing ones)."""
+    dofs = dataset_dofs(config)
+    if job["kind"] == "eval":
+        return eval_output(config, job).exists()
+    path = dataset_path(config, job["dof"], dofs[job["dof"]])
+    if job["kind"] == "render" or not path.exists():
+        return job["kind"] == "render" and path.exists()
+    (train_job,) = [j for j in training_jobs(config, dofs) if j.id == job["id"]]
+    return model_is_trained(config, train_job, path, h5format.sha256_file(path))
+
+
+def run_benchmark(config: BenchmarkConfig) -> Path:
+    """Run every job of the plan in order, then aggregate; returns the output folder."""
+    check_out(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    files = resolve_datasets(config)
-    check_gaps(config, files)
-    shas = {dof: h5format.sha256_file(p) for dof, p in files.items()}
-    jobs = training_jobs(config, files)
-    baselines = [m for m in config.methods if m not in LEARNED]
-    n_steps = len(jobs) + len(files) * (len(baselines) + 1)
-    result = RunResult(datasets={d: {"file": str(p), "sha256": shas[d]} for d, p in files.items()},
-                       records=[], ceiling=[], examples={}, strips={}, curves={})
-    bar = tqdm(total=n_steps, desc="benchmark", unit="job", disable=not config.progress)
-    for dof, path in sorted(files.items()):
-        tests = {k: TripletDataset(path, "test", k) for k in config.gaps}
-        test_data = {k: ds.batch(np.arange(len(ds))) for k, ds in tests.items()}  # x0, x1, x2, mask per gap
-        big = test_data[max(config.gaps)]
-        pick = np.unique(np.linspace(0, len(big["x0"]) - 1, N_EXAMPLES).round().astype(int))
-        examples = {"first frame x0": big["x0"][pick].numpy(), "ground truth x1": big["x1"][pick].numpy()}
-        strips: dict[str, np.ndarray] = {}
-        # The true frames between the strip's end points (the largest gap, middle example).
-        s, t, k = tests[max(config.gaps)].index[pick[len(pick) // 2]]
-        frames_t = np.linspace(t - k, t + k, INTERP_STEPS).round().astype(int)
-        truth = h5format.read_split(path, "test").frames[s, frames_t]  # (steps, H, W, 3) uint8
-        strips["ground truth"] = truth.transpose(0, 3, 1, 2).astype(np.float32) / 255
-
-        for k, data in test_data.items():
-            # The true x1 scored against itself: the mask metrics' ceiling (silhouettes are thresholded).
-            per = metrics.all_metrics(data["x1"], data["x1"], data["mask"])
-            result.ceiling.append({"dof": dof, "gap": k, **metrics.mean_metrics(per), "n_triplets": len(data["x1"])})
-        bar.update(1)
-
-        for method in baselines:
-            bar.set_description(f"dof{dof} {method}")
-            predict = predictor(method)
-            for k, data in test_data.items():
-                result.records.append(_record(dof, method, None, None, k, None, evaluate(predict, data)))
-            examples[method] = predict(big["x0"][pick], big["x2"][pick]).float().clamp(0, 1).numpy()
-            bar.update(1)
-
-        for job in (j for j in jobs if j.dof == dof):
-            bar.set_description(f"dof{dof} {job.label} seed {job.seed}")
-            model, log = obtain_model(config, job, path, shas[dof])
-            predict = predictor(job.method, model)
-            for k, data in test_data.items():
-                result.records.append(_record(dof, job.method, job.alpha, job.kl, k, job.seed, evaluate(predict, data)))
-            if job.seed == 0:
-                examples[job.label] = predict(big["x0"][pick], big["x2"][pick]).float().clamp(0, 1).numpy()
-                if job.method == "alpha-vae":
-                    xa, xb = torch.from_numpy(strips["ground truth"][0]), torch.from_numpy(strips["ground truth"][-1])
-                    strips[job.label] = interpolate(model, xa, xb, INTERP_STEPS).float().cpu().numpy()
-                    result.curves[f"dof{dof} {job.label}"] = log
-            bar.update(1)
-        examples["second frame x2"] = big["x2"][pick].numpy()
-        result.examples[dof], result.strips[dof] = examples, strips
-    bar.close()
-    result.wall_s = time.perf_counter() - start
-    return report.write_output(config, result, out)
-
-
-def _record(dof, method, alpha, kl, gap, seed, values) -> dict[str, Any]:
-    return {"dof": dof, "method": method, "alpha": alpha, "kl": kl, "gap": gap, "seed": seed, **values}
+    jobs = plan(config)
+    bar = tqdm(jobs, desc="benchmark", unit="job", disable=not config.progress)
+    for job in bar:
+        bar.set_description(job["id"])
+        run_job(config, job)
+    out, _ = aggregate(config, wall_s=time.perf_counter() - start)
+    return out

@@ -145,3 +145,33 @@ def test_train_inbetween_trains_and_reports_bad_input(tmp_path, tiny_data):
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--alpha", "-2", "--out-dir", str(tmp_path / "b")])
     assert r.exit_code == 2 and "alpha must be" in r.output
+
+
+def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_path):
+    out, cache, args, _ = quick_run
+    plan_args = [a for a in args if a != "--quiet"]
+    i = plan_args.index("--cache")
+    plan_args[i + 1] = str(tmp_path / "cache")  # a fresh cache: every job really runs
+    plan_args[plan_args.index("--out") + 1] = str(tmp_path / "agg")
+    r = CliRunner().invoke(run_benchmark, [*plan_args, "--plan"])
+    assert r.exit_code == 0, r.output
+    jobs = [json.loads(line) for line in r.output.strip().splitlines()]
+    kinds = [j["kind"] for j in jobs]
+    assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
+    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * 2 * 3 + 3
+    # Aggregating before the evaluations names what is missing.
+    r = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet"])
+    assert r.exit_code == 2 and "nothing to aggregate" in r.output and "eval-dof1" in r.output
+    for job in jobs:
+        r = CliRunner().invoke(run_benchmark, [*plan_args, "--quiet", "--only", job["id"]])
+        assert r.exit_code == 0, (job, r.output)
+        if job["id"] == "eval-dof1":
+            partial = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet", "--overwrite"])
+            assert partial.exit_code == 0 and "missing" in partial.output and "eval-dof2" in partial.output
+    r = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet", "--overwrite"])
+    assert r.exit_code == 0 and "missing" not in r.output, r.output
+    plain = json.loads((out / "results.json").read_text())
+    fanned = json.loads((tmp_path / "agg" / "results.json").read_text())
+    assert fanned["records"] == plain["records"] and fanned["ceiling"] == plain["ceiling"]
+    r = CliRunner().invoke(run_benchmark, [*plan_args, "--only", "train-nothing"])
+    assert r.exit_code == 2 and "no job 'train-nothing'" in r.output
