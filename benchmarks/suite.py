@@ -429,7 +429,9 @@ def run_job(config: BenchmarkConfig, job: dict[str, Any]) -> None:
     jobs = [j for j in training_jobs(config, dofs) if j.dof == job["dof"]]
     if job["kind"] == "train":
         (train_job,) = [j for j in jobs if j.id == job["id"]]
-        train_model(config, train_job, path, h5format.sha256_file(path))
+        sha = h5format.sha256_file(path)
+        if not model_is_trained(config, train_job, path, sha):
+            train_model(config, train_job, path, sha)
         return
     out = eval_output(config, job)
     if not out.exists():
