@@ -70,12 +70,13 @@ class BenchmarkConfig:
         def fill(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        fill("dofs", tuple(int(d) for d in self.dofs))
-        fill("methods", tuple(self.methods))
-        fill("kls", tuple(self.kls))
-        fill("data", tuple(str(p) for p in self.data))
+        # Repeats would duplicate jobs and records: keep the first of each, in the order given.
+        fill("dofs", tuple(dict.fromkeys(int(d) for d in self.dofs)))
+        fill("methods", tuple(dict.fromkeys(self.methods)))
+        fill("kls", tuple(dict.fromkeys(self.kls)))
+        fill("data", tuple(dict.fromkeys(str(p) for p in self.data)))
         fill("gaps", normalize_gaps(tuple(self.gaps)))
-        fill("alphas", tuple(float(a) for a in self.alphas))
+        fill("alphas", tuple(dict.fromkeys(float(a) for a in self.alphas)))
         for d in self.dofs:
             if d not in PRESETS:
                 raise UserError(f"--dof must be 1, 2 or 6, not {d}")
