@@ -51,10 +51,10 @@ def main() -> None:
     args = parser.parse_args()
 
     n_seq = max(1, args.frames // 50)
-    config = RenderConfig(dof=2, train_sequences=n_seq, test_sequences=1)
+    config = RenderConfig(dof=2, train_sequences=n_seq, test_sequences=2)  # 2: one per shard
     poses = np.concatenate([poses_from_factors(config, sequence_factors(config, "train", i)) for i in range(n_seq)])
     platform = backend.probe_platform()["platform"]
-    n_frames = (n_seq + 1) * config.frames  # the pipeline also renders its one test sequence
+    n_frames = (n_seq + 2) * config.frames  # the pipeline also renders its two test sequences
 
     naive, ours, one, shards = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
