@@ -91,7 +91,8 @@ def markdown(config, result) -> str:
     lines += ["![MSE against gap](mse-vs-gap.png)"]
     if result.curves:
         lines.append("![training curves](training-curves.png)")
-    lines += ["", f"Wall time: {result.wall_s / 60:.1f} min.", ""]
+    lines += ["", f"Wall time of this command: {result.wall_s / 60:.1f} min (models and evaluations found in the cache "
+                  "are reused, not re-timed).", ""]
     return "\n".join(lines)
 
 
