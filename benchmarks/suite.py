@@ -27,7 +27,7 @@ from inbetween.train import (CHECKPOINT_NAME, LOG_NAME, TrainConfig, load_checkp
                              torch_save_atomic, train)
 from inbetween.vae import KL_FORMS, inbetween, interpolate
 from render import h5format
-from render.errors import UserError
+from render.errors import UserError, ensure_writable_folder
 from render.presets import PRESETS, RenderConfig
 
 METHODS = ("pixel-average", "optical-flow", "frame-cnn", "alpha-vae")
@@ -130,12 +130,7 @@ def check_out(config: BenchmarkConfig) -> Path:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; --out must be a folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {out.parent} for --out: {exc.strerror}") from None
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise UserError(f"{out.parent} is not writable; choose another --out")
+    ensure_writable_folder(out.parent)
     return out
 
 

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(Exception):
     """A bad option, a missing or foreign file, a wrong format version: say what to do, no traceback."""
+
+
+def ensure_writable_folder(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Create `folder` (and parents) if needed; UserError if it cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {folder} is not writable; choose another {option}")

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from render.errors import UserError
+from render.errors import UserError, ensure_writable_folder
 
 FORMAT = "inbetween-sequences"
 FORMAT_VERSION = 1
@@ -57,12 +57,7 @@ def check_target(path: Path, overwrite: bool) -> None:
         raise UserError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file path ending in .h5 for --out")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {path.parent}: {exc.strerror}") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {path.parent} is not writable; choose another --out")
+    ensure_writable_folder(path.parent)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from render import h5format
-from render.errors import UserError
+from render.errors import UserError, ensure_writable_folder
 
 
 def summary(path: str | os.PathLike) -> str:
@@ -67,23 +67,14 @@ def sequence_gif(path: str | os.PathLike, out: str | os.PathLike, split: str = "
         frames = f[split]["frames"][sequence]  # (T, H, W, 3)
     out = Path(out)
     images = [Image.fromarray(fr).resize((fr.shape[1] * scale, fr.shape[0] * scale), Image.NEAREST) for fr in frames]
-    _writable(out)
+    ensure_writable_folder(out.parent, "output path")
     images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return out
 
 
 def _save_png(array: np.ndarray, out: str | os.PathLike, scale: int) -> Path:
     out = Path(out)
-    _writable(out)
+    ensure_writable_folder(out.parent, "output path")
     img = Image.fromarray(array)
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
     return out
-
-
-def _writable(out: Path) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create folder {out.parent}: {exc.strerror}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"folder {out.parent} is not writable; choose another output path")
