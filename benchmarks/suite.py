@@ -422,16 +422,22 @@ def run_job(config: BenchmarkConfig, job: dict[str, Any]) -> None:
         render_if_missing(config, job["dof"])
         return
     path = ready_dataset(config, job["dof"], dofs[job["dof"]])
-    jobs = [j for j in training_jobs(config, dofs) if j.dof == job["dof"]]
     if job["kind"] == "train":
-        (train_job,) = [j for j in jobs if j.id == job["id"]]
+        train_job = _training_job(config, dofs, job["id"])
         sha = h5format.sha256_file(path)
         if not model_is_trained(config, train_job, path, sha):
             train_model(config, train_job, path, sha)
         return
     out = eval_output(config, job)
     if not out.exists():
+        jobs = [j for j in training_jobs(config, dofs) if j.dof == job["dof"]]
         torch_save_atomic(evaluate_dof(config, job["dof"], path, jobs), out)
+
+
+def _training_job(config: BenchmarkConfig, dofs, job_id: str) -> Job:
+    """The training Job named `job_id` in the plan."""
+    (job,) = [j for j in training_jobs(config, dofs) if j.id == job_id]
+    return job
 
 
 def find_job(config: BenchmarkConfig, job_id: str) -> dict[str, Any]:
@@ -487,10 +493,11 @@ def _done(config: BenchmarkConfig, job: dict[str, Any]) -> bool:
     if job["kind"] == "eval":
         return eval_output(config, job).exists()
     path = dataset_path(config, job["dof"], dofs[job["dof"]])
-    if job["kind"] == "render" or not path.exists():
-        return job["kind"] == "render" and path.exists()
-    (train_job,) = [j for j in training_jobs(config, dofs) if j.id == job["id"]]
-    return model_is_trained(config, train_job, path, h5format.sha256_file(path))
+    if job["kind"] == "render":
+        return path.exists()
+    if not path.exists():
+        return False  # a training job cannot have run before its dataset exists
+    return model_is_trained(config, _training_job(config, dofs, job["id"]), path, h5format.sha256_file(path))
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:
