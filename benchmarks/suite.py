@@ -382,27 +382,30 @@ def plan(config: BenchmarkConfig) -> list[dict[str, Any]]:
     """Every job of the run, in an order that respects dependencies: renders, trainings, evaluations.
 
     Jobs of one kind are independent of each other, so a scheduler can run each kind as an array.
-    A job's hash covers everything that determines its output.
+    A job's "needs" lists the ids of the jobs whose outputs it reads, and its hash covers everything
+    that determines its output.
     """
     dofs = dataset_dofs(config)
     identity = {dof: (h5format.sha256_file(given) if given is not None
                       else config_hash(render_config(config, dof).to_json())) for dof, given in dofs.items()}
     jobs: list[dict[str, Any]] = []
+    renders = {dof: [f"render-dof{dof}"] if given is None else [] for dof, given in dofs.items()}
     for dof, given in dofs.items():
         if given is None:
-            jobs.append({"id": f"render-dof{dof}", "kind": "render", "dof": dof, "hash": identity[dof]})
+            jobs.append({"id": f"render-dof{dof}", "kind": "render", "dof": dof, "hash": identity[dof], "needs": []})
     train_jobs = training_jobs(config, dofs)
     common = {k: v for k, v in asdict(config).items() if k in TRAINING_OPTIONS}
     hashes = {}
     for job in train_jobs:
         hashes[job.id] = config_hash([asdict(job), common, identity[job.dof]])
         jobs.append({"id": job.id, "kind": "train", "dof": job.dof, "method": job.method, "alpha": job.alpha,
-                     "kl": job.kl, "seed": job.seed, "hash": hashes[job.id]})
+                     "kl": job.kl, "seed": job.seed, "hash": hashes[job.id], "needs": renders[job.dof]})
     for dof in dofs:
         models = sorted(hashes[j.id] for j in train_jobs if j.dof == dof)
         baselines = [m for m in config.methods if m not in LEARNED]
         jobs.append({"id": f"eval-dof{dof}", "kind": "eval", "dof": dof,
-                     "hash": config_hash([identity[dof], list(config.gaps), baselines, models])})
+                     "hash": config_hash([identity[dof], list(config.gaps), baselines, models]),
+                     "needs": renders[dof] + [j.id for j in train_jobs if j.dof == dof]})
     return jobs
 
 

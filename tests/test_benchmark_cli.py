@@ -159,6 +159,16 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     kinds = [j["kind"] for j in jobs]
     assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
     assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * 2 * 3 + 3
+    # Each job's needs come earlier in the plan; an evaluation needs its render and every training of its DoF.
+    position = {j["id"]: i for i, j in enumerate(jobs)}
+    assert all(position[need] < position[j["id"]] for j in jobs for need in j["needs"])
+    by_id = {j["id"]: j for j in jobs}
+    assert by_id["render-dof2"]["needs"] == [] and by_id["train-frame-cnn-dof2-s0"]["needs"] == ["render-dof2"]
+    assert set(by_id["eval-dof2"]["needs"]) == {"render-dof2"} | {j["id"] for j in jobs
+                                                                  if j["kind"] == "train" and j["dof"] == 2}
+    # A job run before what it needs says which job to run first.
+    r = CliRunner().invoke(run_benchmark, [*plan_args, "--quiet", "--only", "train-frame-cnn-dof2-s0"])
+    assert r.exit_code == 2 and "run the job render-dof2 first" in r.output
     # Aggregating before the evaluations names what is missing.
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet"])
     assert r.exit_code == 2 and "nothing to aggregate" in r.output and "eval-dof1" in r.output
