@@ -24,6 +24,7 @@ CHECKPOINT_VERSION = 1
 LOSSES = ("mse", "l1")
 DOWNSAMPLINGS = 2  # U-Net depth: inputs are zero-padded to a multiple of 2**DOWNSAMPLINGS
 PREDICT_BATCH = 256  # triplets per forward pass in predict()
+LOG_EVERY = 50  # fit() logs the mean training loss of each block of this many steps
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,13 @@ def _deterministic_cudnn():
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
-def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True) -> FrameCNN:
+def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
+        log_path: str | os.PathLike | None = None) -> FrameCNN:
     """Train a fresh FrameCNN on triplets: x0, x1, x2 each (N, 3, H, W), numpy or torch, float [0, 1] or uint8.
 
     The data stay where they are (CPU) and each batch moves to config.device; the same config,
-    data and seed give the same weights byte for byte on the CPU.
+    data and seed give the same weights byte for byte on the CPU. With log_path, the training
+    curve (columns step, train_loss: the mean loss of each LOG_EVERY steps) is written there as CSV.
     """
     x0, x1, x2 = _as_tensor(x0, "x0"), _as_tensor(x1, "x1"), _as_tensor(x2, "x2")
     if not (x0.shape == x1.shape == x2.shape):
@@ -171,6 +174,7 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True) -> FrameCN
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = F.mse_loss if config.loss == "mse" else F.l1_loss
 
+    curve, block = [], torch.zeros((), device=device)  # block: the loss summed on the device (no sync per step)
     with _deterministic_cudnn():
         bar = tqdm(range(config.steps), desc="frame-cnn", disable=not progress, leave=False)
         for step in bar:
@@ -184,9 +188,22 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True) -> FrameCN
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            if progress and (step % 50 == 0 or step == config.steps - 1):  # .item() waits for the device
-                bar.set_postfix(loss=f"{loss.item():.5f}")
+            block += loss.detach()
+            if (step + 1) % LOG_EVERY == 0 or step == config.steps - 1:  # .item() waits for the device
+                curve.append((step + 1, block.item() / ((step % LOG_EVERY) + 1)))
+                block.zero_()
+                bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
+    if log_path is not None:
+        _write_curve(curve, Path(log_path))
     return model.eval()
+
+
+def _write_curve(curve: list[tuple[int, float]], path: Path) -> None:
+    """step,train_loss rows as CSV, written to a temporary name and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("step,train_loss\n" + "".join(f"{step},{loss!r}\n" for step, loss in curve))
+    os.replace(tmp, path)
 
 
 def save_checkpoint(model: FrameCNN, path: str | os.PathLike) -> Path:

@@ -152,27 +152,52 @@ def figure_mse_vs_gap(records: list[dict], dofs: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def figure_curves(curves: dict[str, Path], path: Path) -> None:
-    """Train and test loss per epoch of every seed-0 alpha-VAE (from its log.csv)."""
-    dofs = sorted({label.split()[0] for label in curves})
-    fig, axes = plt.subplots(1, len(dofs), figsize=(4.6 * len(dofs), 3.6), squeeze=False)
-    for ax, dof in zip(axes[0], dofs):
-        for label, log in curves.items():
-            if not label.startswith(dof + " ") or log is None or not Path(log).exists():
+def figure_curves(curves: dict[str, str], path: Path) -> None:
+    """Training curves of every seed-0 learned model (from its log.csv), one column per DoF.
+
+    Top row: alpha-VAE train and test loss (nats per triplet) per epoch. Bottom row, when frame-CNN
+    logs exist: its training MSE per step (the mean over each block of steps).
+    """
+    logs = {label: _read_log(log) for label, log in curves.items()}
+    logs = {label: rows for label, rows in logs.items() if rows}
+    if not logs:
+        return
+    dofs = sorted({label.split()[0] for label in logs}, key=lambda d: int(d[3:]))
+    cnn = any("epoch" not in rows[0] for rows in logs.values())
+    fig, axes = plt.subplots(1 + cnn, len(dofs), figsize=(4.6 * len(dofs), 3.6 * (1 + cnn)), squeeze=False)
+    for col, dof in enumerate(dofs):
+        top, bottom = axes[0][col], axes[-1][col]
+        for label, rows in logs.items():
+            if not label.startswith(dof + " "):
                 continue
-            with open(log) as fh:
-                rows = list(csv.DictReader(fh))
-            x = [float(r["epoch"]) for r in rows]
-            line, = ax.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=label[len(dof) + 1:] + " train")
-            ax.plot(x, [float(r["test_loss"]) for r in rows], ls="--", color=line.get_color(), label="  test")
-        ax.set_title(f"{dof}: alpha-VAE loss per triplet")
-        ax.set_xlabel("epoch")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+            name = label[len(dof) + 1:]
+            if "epoch" in rows[0]:  # an alpha-VAE log (inbetween.train)
+                x = [float(r["epoch"]) for r in rows]
+                line, = top.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=name + " train")
+                top.plot(x, [float(r["test_loss"]) for r in rows], ls="--", color=line.get_color(), label="  test")
+            else:  # a frame-CNN log (benchmarks.frame_cnn)
+                bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], label=name)
+        top.set_title(f"{dof}: alpha-VAE loss per triplet")
+        top.set_xlabel("epoch")
+        if cnn:
+            bottom.set_title(f"{dof}: frame-CNN training MSE")
+            bottom.set_xlabel("step")
+        for ax in {top, bottom}:
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _read_log(log: str | None) -> list[dict[str, str]]:
+    """The rows of a training log.csv, or [] where there is none (e.g. a model cached before logs existed)."""
+    if log is None or not Path(log).exists():
+        return []
+    with open(log) as fh:
+        return list(csv.DictReader(fh))
 
 
 # ----------------------------------------------------------------------------- the folder

@@ -293,17 +293,18 @@ def train_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str) ->
         return
     train_set = TripletDataset(data, "train", config.gaps)
     b = train_set.batch_uint8(np.arange(len(train_set)))  # x0, x1, x2: (N, 3, H, W) uint8
-    frame_cnn.save_checkpoint(frame_cnn.fit(cfg, b["x0"], b["x1"], b["x2"], progress=config.progress), path)
+    model = frame_cnn.fit(cfg, b["x0"], b["x1"], b["x2"], progress=config.progress, log_path=path.parent / LOG_NAME)
+    frame_cnn.save_checkpoint(model, path)
 
 
 def load_model(config: BenchmarkConfig, job: Job, data: Path, data_sha: str):
-    """(model, alpha-VAE log.csv or None) of a trained job; UserError naming the job if it has not run."""
+    """(model, its training log.csv) of a trained job; UserError naming the job if it has not run."""
     if not model_is_trained(config, job, data, data_sha):
         raise UserError(f"{job.id} has not finished; run it first (run-benchmark ... --only {job.id})")
     path, _ = model_location(config, job, data, data_sha)
     if job.method == "alpha-vae":
         return load_checkpoint(path, resolve_device(config.device)).eval(), path.parent / LOG_NAME
-    return frame_cnn.load_checkpoint(path, config.device), None
+    return frame_cnn.load_checkpoint(path, config.device), path.parent / LOG_NAME
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -362,10 +363,11 @@ def evaluate_dof(config: BenchmarkConfig, dof: int, path: Path, jobs: list[Job])
             records.append(_record(dof, job.method, job.alpha, job.kl, k, job.seed, evaluate(predict, data)))
         if job.seed == 0:
             examples[job.label] = predict(big["x0"][pick], big["x2"][pick]).float().clamp(0, 1).numpy()
+            if log.exists():  # a frame CNN cached before training logs existed has none
+                curves[f"dof{dof} {job.label}"] = str(log)
             if job.method == "alpha-vae":
                 xa, xb = torch.from_numpy(strips["ground truth"][0]), torch.from_numpy(strips["ground truth"][-1])
                 strips[job.label] = interpolate(model, xa, xb, INTERP_STEPS).float().cpu().numpy()
-                curves[f"dof{dof} {job.label}"] = str(log)
     examples["second frame x2"] = big["x2"][pick].numpy()
     return {"dof": dof, "dataset": {"file": str(path), "sha256": sha}, "records": records, "ceiling": ceiling,
             "examples": examples, "strips": strips, "curves": curves}
@@ -462,7 +464,7 @@ class RunResult:
     ceiling: list[dict[str, Any]]  # metrics of the true x1 (the best any method can score on the mask metrics)
     examples: dict[int, dict[str, np.ndarray]]  # dof -> row label -> (N_EXAMPLES, 3, H, W), largest gap
     strips: dict[int, dict[str, np.ndarray]]  # dof -> label -> (INTERP_STEPS, 3, H, W)
-    curves: dict[str, str]  # alpha-VAE label "dof2 a=100 s0" -> its log.csv
+    curves: dict[str, str]  # seed-0 learned model "dof2 alpha-vae a=100" or "dof2 frame-cnn" -> its log.csv
     wall_s: float = 0.0
     missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
 

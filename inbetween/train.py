@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
@@ -165,8 +166,11 @@ def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, devi
 
 
 def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig, step: int,
-                    generator: torch.Generator, epoch_sums: dict) -> None:
-    """Write everything needed to restore or resume atomically: a temp file, then os.replace."""
+                    noise_states: list[torch.Tensor], epoch_sums: dict) -> None:
+    """Write everything needed to restore or resume atomically: a temp file, then os.replace.
+
+    noise_states: every rank's sampling-noise generator state, rank 0 first (one entry without DDP).
+    """
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": package_version(),
@@ -175,7 +179,8 @@ def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
-        "generator": generator.get_state(),
+        "generator": noise_states[0],  # rank 0's, as in a single-process run
+        "rank_generators": noise_states,  # (world,) ByteTensors, so every rank of a DDP run resumes exactly
         "epoch_sums": epoch_sums,
     }
     torch_save_atomic(state, path)
@@ -255,7 +260,8 @@ def train(config: TrainConfig) -> AlphaVAE:
     CUDA (one GPU per process, by LOCAL_RANK). Each global batch of batch_size triplets is split
     evenly across the processes, so the averaged gradient is the single-process one but for the
     sampling noise, which each rank draws from its own seed (rank_seed). Only rank 0 evaluates,
-    logs and writes checkpoints.
+    logs and writes checkpoints; a checkpoint holds every rank's noise state, so a DDP run resumed
+    with the same number of processes continues exactly as if never stopped.
     """
     rank, world = distributed_context()
     device = resolve_device(config.device)
@@ -288,9 +294,7 @@ def train(config: TrainConfig) -> AlphaVAE:
         if not config.resume:
             raise UserError(f"{out} already holds a run; pass resume=True to continue it or choose another out_dir")
         if ckpt_path.exists():
-            step, epoch_sums = _restore(ckpt_path, config, model, optimizer, gen, device)
-            if rank > 0:  # the checkpoint holds rank 0's noise state; the others continue from their own seed
-                gen.manual_seed(rank_seed(config.seed, rank) + step)
+            step, epoch_sums = _restore(ckpt_path, config, model, optimizer, gen, device, rank, world)
     if world > 1:
         dist.barrier()  # every rank has checked out_dir before rank 0 writes into it
     if rank == 0 and not log_path.exists():
@@ -333,8 +337,8 @@ def train(config: TrainConfig) -> AlphaVAE:
             _accumulate(epoch_sums, values, t1 - t0, t2 - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_sums['loss'] / epoch_sums['n']:.2f}")
-            if rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                _checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums, rank, world)
             if step == total:
                 break
         # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint (rank 0 only).
@@ -349,11 +353,13 @@ def train(config: TrainConfig) -> AlphaVAE:
             with open(log_path, "a", newline="") as fh:
                 csv.writer(fh).writerow(row)
         epoch_sums, t_epoch = _zero_sums(), time.perf_counter()
-        if rank == 0:
-            save_checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums)
+        _checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums, rank, world)
     bar.close()
     if owns_group:
         dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
+        # DDP's reducer holds the process group: drop it first, or gloo's threads are torn down at
+        # interpreter exit instead, which aborted rank 1 ("terminate called ...") in about 1 run of 12.
+        del net
         dist.destroy_process_group()
     return model.eval()
 
@@ -370,8 +376,20 @@ def _accumulate(sums: dict, values: dict, data_s: float, step_s: float) -> None:
     sums["step_s"] += step_s
 
 
-def _restore(path: Path, config: TrainConfig, model, optimizer, gen, device) -> tuple[int, dict]:
-    """Load a checkpoint into model, optimizer and generator; UserError if it is another run's."""
+def _checkpoint(path: Path, model, optimizer, config: TrainConfig, step: int, gen: torch.Generator,
+                epoch_sums: dict, rank: int, world: int) -> None:
+    """Every rank hands its noise state to rank 0, which writes the checkpoint (all ranks must call this)."""
+    states = [gen.get_state()]
+    if world > 1:
+        states = [None] * world
+        dist.all_gather_object(states, gen.get_state())
+    if rank == 0:
+        save_checkpoint(path, model, optimizer, config, step, states, epoch_sums)
+
+
+def _restore(path: Path, config: TrainConfig, model, optimizer, gen, device, rank: int = 0,
+             world: int = 1) -> tuple[int, dict]:
+    """Load a checkpoint into model, optimizer and this rank's generator; UserError if it is another run's."""
     state = read_checkpoint(path, device)
     saved = _config_from_json(state["config"])
     ours = asdict(config)
@@ -382,7 +400,18 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, gen, device) -> 
                         "use the same settings or another out_dir")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"].cpu())
+    states = state.get("rank_generators", [state["generator"]])
+    if len(states) == world:
+        gen.set_state(states[rank].cpu())
+    else:
+        # Another process count: the global batches are unchanged, but ranks > 0 have no saved
+        # stream to continue, so they start a fresh one (the run is no longer bit-reproducible).
+        if rank == 0:
+            gen.set_state(state["generator"].cpu())
+            warnings.warn(f"{path} was saved by {len(states)} process(es) and is resumed by {world}: the "
+                          "sampling noise of ranks > 0 restarts from a derived seed", stacklevel=3)
+        else:
+            gen.manual_seed(rank_seed(config.seed, rank) + state["step"])
     return state["step"], state["epoch_sums"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import numpy as np
 import pytest
 import torch
@@ -142,14 +143,18 @@ def test_untrained_cnn_is_the_pixel_average():
     assert torch.allclose(model.predict(x0, x2), pa.predict(x0, x2))
 
 
-def test_cnn_learns_translation_and_beats_the_average(squares):
+def test_cnn_learns_translation_and_beats_the_average(squares, tmp_path):
     train, test = squares
     config = fc.FrameCNNConfig(channels=16, steps=150, batch_size=16, lr=3e-3, seed=0, device="cpu")
-    model = fc.fit(config, *train, progress=False)
+    model = fc.fit(config, *train, progress=False, log_path=tmp_path / "log.csv")
     x0, x1, x2 = (torch.from_numpy(a) for a in test)
     cnn_mse = M.mse(model.predict(x0, x2), x1).mean()
     avg_mse = M.mse(pa.predict(x0, x2), x1).mean()
     assert cnn_mse < avg_mse / 3, (cnn_mse, avg_mse)
+    # The training curve: one row per LOG_EVERY steps, and the loss fell.
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [50, 100, 150]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) / 2
 
 
 def test_cnn_training_is_deterministic_from_the_seed(squares):

@@ -185,3 +185,18 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     assert fanned["records"] == plain["records"] and fanned["ceiling"] == plain["ceiling"]
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--only", "train-nothing"])
     assert r.exit_code == 2 and "no job 'train-nothing'" in r.output
+
+
+def test_training_curves_figure_takes_both_log_kinds_and_skips_missing_ones(tmp_path):
+    from benchmarks.report import figure_curves
+
+    vae = tmp_path / "vae.csv"
+    vae.write_text("epoch,step,train_loss,test_loss\n1,10,500.0,520.0\n2,20,400.0,450.0\n")
+    cnn = tmp_path / "cnn.csv"
+    cnn.write_text("step,train_loss\n50,0.02\n100,0.01\n")
+    out = tmp_path / "curves.png"
+    figure_curves({"dof1 alpha-vae a=0": str(vae), "dof1 frame-cnn": str(cnn),
+                   "dof2 frame-cnn": str(tmp_path / "gone.csv")}, out)
+    assert out.stat().st_size > 1000
+    figure_curves({"dof1 frame-cnn": str(tmp_path / "gone.csv")}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()  # nothing to draw: no empty figure

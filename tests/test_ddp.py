@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from inbetween.toy import write_toy_dataset
-from inbetween.train import rank_seed
+from inbetween.train import rank_seed, read_checkpoint
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 STEPS = 6
@@ -33,25 +34,32 @@ def _last_row(out_dir: Path) -> dict:
         return list(csv.DictReader(fh))[-1]
 
 
+def _torchrun(*args: str) -> None:
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+          "--master_port", str(_free_port()), str(SCRIPT), *args])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     data = write_toy_dataset(root / "toy.h5", image_size=8, frames=8, train=6, test=2)
-    single, ddp = root / "single", root / "ddp"
+    single, ddp, resumed = root / "single", root / "ddp", root / "resumed"
     _run([sys.executable, str(SCRIPT), str(data), str(single), str(STEPS)])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), str(SCRIPT), str(data), str(ddp), str(STEPS)])
-    return single, ddp
+    _torchrun(str(data), str(ddp), str(STEPS))
+    # Stopped mid-epoch (5 steps per epoch here), then resumed by a fresh torchrun.
+    _torchrun(str(data), str(resumed), str(STEPS // 2))
+    _torchrun(str(data), str(resumed), str(STEPS), "--resume")
+    return single, ddp, resumed
 
 
 def test_only_rank_0_writes_and_the_log_covers_every_step(runs):
-    _, ddp = runs
+    _, ddp, _ = runs
     assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv"]
     assert int(_last_row(ddp)["step"]) == STEPS
 
 
 def test_two_processes_match_one_with_the_same_global_batch(runs):
-    single, ddp = runs
+    single, ddp, _ = runs
     a, b = _last_row(single), _last_row(ddp)
     # Same initial weights, same global batches and an averaged gradient: the runs differ only in
     # the reparameterisation noise, which each rank draws from its own seed. Measured on this toy
@@ -61,6 +69,17 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=4e-3)
     assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=2e-4)
     assert float(a["train_loss"]) != float(b["train_loss"])  # the noise did differ: DDP really ran
+
+
+def test_a_resumed_ddp_run_continues_exactly(runs):
+    # Rank 1's noise stream is restored from the checkpoint, not re-seeded: a re-seeded stream gives
+    # other reparameterisation noise after the resume and so other weights.
+    _, ddp, resumed = runs
+    a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == STEPS and len(a["rank_generators"]) == 2
+    assert not torch.equal(a["rank_generators"][0], a["rank_generators"][1])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
 
 
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
