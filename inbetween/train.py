@@ -27,8 +27,9 @@ CHECKPOINT_FORMAT = "inbetween-alpha-vae-checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
-# Fields that may change when a run resumes: they say how long and how loudly to train, not what.
-RESUMABLE_CHANGES = ("epochs", "steps", "resume", "progress", "checkpoint_every")
+# Fields that may change when a run resumes: they say how long, how loudly and where (a run folder
+# may be moved or copied) to train, not what.
+RESUMABLE_CHANGES = ("epochs", "steps", "resume", "progress", "checkpoint_every", "out_dir")
 TERMS = ("loss", "recon", "kl", "d")  # the fields of LossTerms, logged for train and test
 
 

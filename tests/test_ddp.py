@@ -85,3 +85,18 @@ def test_a_resumed_ddp_run_continues_exactly(runs):
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
     assert rank_seed(7, 0) == 7
     assert len({rank_seed(7, r) for r in range(8)}) == 8
+
+
+def test_resuming_with_another_process_count_warns(runs, tmp_path):
+    import shutil
+
+    from inbetween import TrainConfig, train
+
+    _, ddp, _ = runs
+    shutil.copytree(ddp, tmp_path / "run")
+    data = ddp.parent / "toy.h5"
+    config = TrainConfig(data=str(data), out_dir=str(tmp_path / "run"), gaps=(1,), alpha=10.0, latent=4, width=0.05,
+                         steps=STEPS + 1, batch_size=8, lr=1e-3, seed=3, device="cpu", progress=False, resume=True)
+    with pytest.warns(UserWarning, match="saved by 2 process"):
+        train(config)
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == STEPS + 1
