@@ -15,3 +15,31 @@ def test_plain_h5py_reading_example_runs(tmp_path, capsys):
     assert "import render" not in code and "from render" not in code
     exec(code.replace("data/dof2-teapot-32px-seed0.h5", str(path)), {})
     assert "teapot.f0" in capsys.readouterr().out
+
+
+def test_every_option_the_docs_use_exists():
+    """Each `--option` on a command line in README.md or docs/*.md is one the command accepts."""
+    import tomllib
+    from importlib import import_module
+
+    root = DOC.parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = {}
+    for name, target in scripts.items():
+        module, attr = target.split(":")
+        cmd = getattr(import_module(module), attr)
+        commands[name] = {opt for p in cmd.params for opt in p.opts + p.secondary_opts} | {"--help"}
+    checked = 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for block in re.findall(r"```(?:bash)?\n(.*?)```", doc.read_text(), re.S):
+            for line in block.splitlines():
+                for name, options in commands.items():
+                    # The command's own part of the line: up to a pipe, a comment or another command.
+                    m = re.search(rf"(?:^|[\s(/]){re.escape(name)}(?:\)|\s)(.*)", line)
+                    if not m:
+                        continue
+                    own = re.split(r"\||#|&&|;", m.group(1))[0]
+                    used = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", own))
+                    assert used <= options, f"{doc.name}: {line.strip()!r} uses {sorted(used - options)}"
+                    checked += 1
+    assert checked >= 20  # the docs really were read
