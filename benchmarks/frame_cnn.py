@@ -24,7 +24,7 @@ CHECKPOINT_VERSION = 1
 LOSSES = ("mse", "l1")
 DOWNSAMPLINGS = 2  # U-Net depth: inputs are zero-padded to a multiple of 2**DOWNSAMPLINGS
 PREDICT_BATCH = 256  # triplets per forward pass in predict()
-LOG_EVERY = 50  # fit() logs the mean training loss of each block of this many steps
+CURVE_POINTS = 100  # fit() logs the mean training loss of each of about this many blocks of steps
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,8 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
 
     The data stay where they are (CPU) and each batch moves to config.device; the same config,
     data and seed give the same weights byte for byte on the CPU. With log_path, the training
-    curve (columns step, train_loss: the mean loss of each LOG_EVERY steps) is written there as CSV.
+    curve (columns step, train_loss: the mean loss of each block of steps / CURVE_POINTS steps) is
+    written there as CSV.
     """
     x0, x1, x2 = _as_tensor(x0, "x0"), _as_tensor(x1, "x1"), _as_tensor(x2, "x2")
     if not (x0.shape == x1.shape == x2.shape):
@@ -174,6 +175,7 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = F.mse_loss if config.loss == "mse" else F.l1_loss
 
+    every = max(1, config.steps // CURVE_POINTS)  # steps per logged block
     curve, block = [], torch.zeros((), device=device)  # block: the loss summed on the device (no sync per step)
     with _deterministic_cudnn():
         bar = tqdm(range(config.steps), desc="frame-cnn", disable=not progress, leave=False)
@@ -189,8 +191,8 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
             loss.backward()
             optimiser.step()
             block += loss.detach()
-            if (step + 1) % LOG_EVERY == 0 or step == config.steps - 1:  # .item() waits for the device
-                curve.append((step + 1, block.item() / ((step % LOG_EVERY) + 1)))
+            if (step + 1) % every == 0 or step == config.steps - 1:  # .item() waits for the device
+                curve.append((step + 1, block.item() / ((step % every) + 1)))
                 block.zero_()
                 bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
     if log_path is not None:

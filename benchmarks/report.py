@@ -176,7 +176,8 @@ def figure_curves(curves: dict[str, str], path: Path) -> None:
                 line, = top.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=name + " train")
                 top.plot(x, [float(r["test_loss"]) for r in rows], ls="--", color=line.get_color(), label="  test")
             else:  # a frame-CNN log (benchmarks.frame_cnn)
-                bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], label=name)
+                bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], marker=".",
+                            markersize=3, label=name)
         top.set_title(f"{dof}: alpha-VAE loss per triplet")
         top.set_xlabel("epoch")
         if cnn:
