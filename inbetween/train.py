@@ -247,6 +247,21 @@ def distributed_context() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_share(batch: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:
+    """This rank's triplets of a global batch and the weight of their mean loss.
+
+    The share is DistributedSampler's rank::world striding. The weight len(share) * world / len(batch)
+    makes DDP's average over ranks the mean over the global batch even when an epoch's last batch
+    does not split evenly; it is exactly 1.0 for full batches and on one process. A rank whose share
+    is empty (a last batch smaller than the world) takes one triplet at weight 0, so it still joins
+    the gradient all-reduce.
+    """
+    share = batch[rank::world]
+    if len(share) == 0:
+        return batch[:1], 0.0
+    return share, len(share) * world / len(batch)
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The sampling-noise seed of one process: the run's seed on rank 0, a derived one elsewhere."""
     return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
@@ -260,8 +275,8 @@ def train(config: TrainConfig) -> AlphaVAE:
 
     Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel: gloo on CPU, nccl on
     CUDA (one GPU per process, by LOCAL_RANK). Each global batch of batch_size triplets is split
-    evenly across the processes, so the averaged gradient is the single-process one but for the
-    sampling noise, which each rank draws from its own seed (rank_seed). Only rank 0 evaluates,
+    across the processes (rank_share, weighted so uneven last batches count right), so the averaged
+    gradient is the single-process one but for the sampling noise, which each rank draws from its own seed (rank_seed). Only rank 0 evaluates,
     logs and writes checkpoints; a checkpoint holds every rank's noise state, so a DDP run resumed
     with the same number of processes continues exactly as if never stopped.
     """
@@ -317,12 +332,11 @@ def train(config: TrainConfig) -> AlphaVAE:
         order = np.random.default_rng([config.seed, epoch]).permutation(n)
         for i in range(offset, steps_per_epoch):
             t0 = time.perf_counter()
-            # This rank's share of the global batch (DistributedSampler's rank::world striding).
-            idx = order[i * bs:(i + 1) * bs][rank::world]
+            idx, weight = rank_share(order[i * bs:(i + 1) * bs], rank, world)
             batch = train_set.batch(idx, device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
             t1 = time.perf_counter()
             terms = compute_loss(net, batch, config, gen)
-            stacked = torch.stack([getattr(terms, k).detach() for k in TERMS])  # (4,)
+            stacked = torch.stack([getattr(terms, k).detach() for k in TERMS]) * weight  # (4,)
             if world > 1:  # the global batch's means, so every rank sees the same (finite or not) loss
                 dist.all_reduce(stacked)
                 stacked /= world
@@ -332,7 +346,7 @@ def train(config: TrainConfig) -> AlphaVAE:
                 bar.close()
                 raise NonFiniteLoss(_nonfinite_message(values["loss"], step + 1, epoch + 1, ckpt_path))
             optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            (terms.loss * weight).backward()
             optimizer.step()
             step += 1
             t2 = time.perf_counter()

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from inbetween.toy import write_toy_dataset
-from inbetween.train import rank_seed, read_checkpoint
+from inbetween.train import rank_seed, rank_share, read_checkpoint
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 STEPS = 6
@@ -82,6 +83,19 @@ def test_a_resumed_ddp_run_continues_exactly(runs):
     assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
 
 
+def test_an_uneven_last_batch_matches_one_process(tmp_path):
+    # 7 sequences of 5 triplets = 35; batches of 34 leave a last batch of 1, so rank 1's share of it
+    # is empty (it joins the all-reduce at weight 0; unweighted, its loss would be a NaN mean).
+    data = write_toy_dataset(tmp_path / "toy.h5", image_size=8, frames=7, train=7, test=2)
+    _run([sys.executable, str(SCRIPT), str(data), str(tmp_path / "single"), "4", "--batch-size", "34"])
+    _torchrun(str(data), str(tmp_path / "ddp"), "4", "--batch-size", "34")
+    a, b = _last_row(tmp_path / "single"), _last_row(tmp_path / "ddp")
+    assert int(b["step"]) == 4
+    # The same tolerances as above: only the sampling noise differs.
+    assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=4e-3)
+    assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=2e-4)
+
+
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
     assert rank_seed(7, 0) == 7
     assert len({rank_seed(7, r) for r in range(8)}) == 8
@@ -100,3 +114,19 @@ def test_resuming_with_another_process_count_warns(runs, tmp_path):
     with pytest.warns(UserWarning, match="saved by 2 process"):
         train(config)
     assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == STEPS + 1
+
+
+@pytest.mark.parametrize("size", [64, 7, 3, 1])
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_rank_shares_cover_the_batch_and_their_weights_give_its_mean(size, world):
+    batch = np.arange(100, 100 + size)
+    values = np.random.default_rng(size).normal(size=200)  # a per-triplet loss
+    shares = [rank_share(batch, r, world) for r in range(world)]
+    real = np.concatenate([idx for idx, w in shares if w > 0])
+    assert sorted(real) == list(batch)  # every triplet once, none twice
+    # DDP averages the ranks' weighted mean losses (and so their gradients) over the world:
+    ddp_mean = sum(w * values[idx].mean() for idx, w in shares) / world
+    assert ddp_mean == pytest.approx(values[batch].mean(), rel=1e-12)
+    if size % world == 0:
+        assert all(w == 1.0 for _, w in shares)  # full batches: the single-process loss, bit for bit
+    assert all(len(idx) >= 1 for idx, _ in shares)  # every rank joins the all-reduce
