@@ -313,7 +313,7 @@ def train(config: TrainConfig) -> AlphaVAE:
         if ckpt_path.exists():
             step, epoch_sums = _restore(ckpt_path, config, model, optimizer, gen, device, rank, world)
     if world > 1:
-        dist.barrier()  # every rank has checked out_dir before rank 0 writes into it
+        _barrier(device)  # every rank has checked out_dir before rank 0 writes into it
     if rank == 0 and not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(LOG_COLUMNS)
@@ -372,7 +372,7 @@ def train(config: TrainConfig) -> AlphaVAE:
         _checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums, rank, world)
     bar.close()
     if owns_group:
-        dist.barrier()  # rank 0's last checkpoint is written before anyone leaves
+        _barrier(device)  # rank 0's last checkpoint is written before anyone leaves
         # DDP's reducer holds the process group inside a reference cycle: collect it now, or the
         # group is freed during interpreter shutdown, which aborted a rank ("terminate called
         # without an active exception", exit -6) in 5 of 80 two-process gloo runs here (0 of 140
@@ -381,6 +381,14 @@ def train(config: TrainConfig) -> AlphaVAE:
         gc.collect()
         dist.destroy_process_group()
     return model.eval()
+
+
+def _barrier(device: torch.device) -> None:
+    """dist.barrier; with nccl it names this rank's GPU, which nccl would otherwise guess from the rank."""
+    if device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()
 
 
 def _zero_sums() -> dict:
