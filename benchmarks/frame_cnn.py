@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from inbetween.train import resolve_device, torch_save_atomic
-from render.errors import UserError
+from render.errors import UserError, write_text_atomic
 
 CHECKPOINT_FORMAT = "frame-cnn"
 CHECKPOINT_VERSION = 1
@@ -201,11 +201,9 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
 
 
 def _write_curve(curve: list[tuple[int, float]], path: Path) -> None:
-    """step,train_loss rows as CSV, written to a temporary name and renamed."""
+    """step,train_loss rows as CSV, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("step,train_loss\n" + "".join(f"{step},{loss!r}\n" for step, loss in curve))
-    os.replace(tmp, path)
+    write_text_atomic(path, "step,train_loss\n" + "".join(f"{step},{loss!r}\n" for step, loss in curve))
 
 
 def save_checkpoint(model: FrameCNN, path: str | os.PathLike) -> Path:

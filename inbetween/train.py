@@ -276,8 +276,8 @@ def train(config: TrainConfig) -> AlphaVAE:
     Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel: gloo on CPU, nccl on
     CUDA (one GPU per process, by LOCAL_RANK). Each global batch of batch_size triplets is split
     across the processes (rank_share, weighted so uneven last batches count right), so the averaged
-    gradient is the single-process one but for the sampling noise, which each rank draws from its own seed (rank_seed). Only rank 0 evaluates,
-    logs and writes checkpoints; a checkpoint holds every rank's noise state, so a DDP run resumed
+    gradient is the single-process one but for the sampling noise, which each rank draws from its
+    own seed (rank_seed). Only rank 0 evaluates, logs and writes checkpoints; a checkpoint holds every rank's noise state, so a DDP run resumed
     with the same number of processes continues exactly as if never stopped.
     """
     rank, world = distributed_context()

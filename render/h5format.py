@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from render.errors import UserError, ensure_writable_folder
+from render.errors import UserError, ensure_writable_folder, write_text_atomic
 
 FORMAT = "inbetween-sequences"
 FORMAT_VERSION = 1
@@ -163,15 +163,9 @@ class DatasetWriter:
             return
         # Sidecars first, the data file last: whatever is at `path` is complete.
         digest = sha256_file(self._tmp)
-        _atomic_text(manifest_path(self.path), f"{digest}  {self.path.name}\n")
-        _atomic_text(card_path(self.path), self.card)
+        write_text_atomic(manifest_path(self.path), f"{digest}  {self.path.name}\n")
+        write_text_atomic(card_path(self.path), self.card)
         os.replace(self._tmp, self.path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- reading
