@@ -479,7 +479,7 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
     for job in (j for j in jobs if j["kind"] == "eval"):
         path = eval_output(config, job)
         if not path.exists():
-            result.missing += [j["id"] for j in jobs if j["dof"] == job["dof"] and not _done(config, j)]
+            result.missing += _missing_jobs(config, [j for j in jobs if j["dof"] == job["dof"]])
             continue
         part = torch.load(path, weights_only=False)
         result.datasets[part["dof"]] = part["dataset"]
@@ -492,17 +492,21 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
     return report.write_output(config, result, out), result.missing
 
 
-def _done(config: BenchmarkConfig, job: dict[str, Any]) -> bool:
-    """Whether a job's output exists (for naming the missing ones)."""
+def _missing_jobs(config: BenchmarkConfig, jobs: list[dict[str, Any]]) -> list[str]:
+    """The ids of the jobs of one DoF whose outputs are absent (the dataset is hashed once, not per job)."""
     dofs = dataset_dofs(config)
-    if job["kind"] == "eval":
-        return eval_output(config, job).exists()
-    path = dataset_path(config, job["dof"], dofs[job["dof"]])
-    if job["kind"] == "render":
-        return path.exists()
-    if not path.exists():
-        return False  # a training job cannot have run before its dataset exists
-    return model_is_trained(config, _training_job(config, dofs, job["id"]), path, h5format.sha256_file(path))
+    dof = jobs[0]["dof"]
+    path = dataset_path(config, dof, dofs[dof])
+    sha = h5format.sha256_file(path) if path.exists() else None  # no dataset: no training can have run
+
+    def done(job: dict[str, Any]) -> bool:
+        if job["kind"] == "eval":
+            return eval_output(config, job).exists()
+        if job["kind"] == "render":
+            return path.exists()
+        return sha is not None and model_is_trained(config, _training_job(config, dofs, job["id"]), path, sha)
+
+    return [job["id"] for job in jobs if not done(job)]
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:

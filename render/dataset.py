@@ -128,11 +128,12 @@ def render_dataset(config: RenderConfig, out: str | Path | None = None, workers:
         shard_info = {"index": shard[0], "count": shard[1], "sequences": {s: list(r) for s, r in ranges.items()}}
         shapes = {split: (b - a, shapes[split][1]) for split, (a, b) in ranges.items()}
         if out.exists() and not overwrite:
-            if _complete_shard(out, config, shard_info):
+            state = _existing_shard(out, config, shard_info)
+            if state == "complete":
                 if progress:
                     tqdm.write(f"{out} is complete (manifest and content verified); skipping shard {shard[0]}/{shard[1]}")
                 return out
-            overwrite = _is_broken(out)  # re-render a damaged shard; refuse to replace a foreign file
+            overwrite = state == "broken"  # re-render a damaged shard; refuse to replace a foreign file
     h5format.check_target(out, overwrite)
     renderer_info = backend.probe_platform()
     header = make_header(config, renderer_info, shard_info)
@@ -158,24 +159,21 @@ def render_dataset(config: RenderConfig, out: str | Path | None = None, workers:
     return out
 
 
-def _complete_shard(path: Path, config: RenderConfig, shard_info: dict) -> bool:
+def _existing_shard(path: Path, config: RenderConfig, shard_info: dict) -> str:
+    """What is already at `path`, from one verification: "complete" (this shard, manifest checked),
+    "broken" (unreadable or failing verification: safe to replace) or "other" (a valid file of something else).
+    """
     try:
-        if h5format.verify(path).manifest != "ok":
-            return False
+        verification = h5format.verify(path)
+    except UserError:
+        return "broken"
+    try:
         with h5format.open_dataset(path) as f:
             h = h5format.read_header(f)
-        return h["config"] == config.to_json() and h["shard"] == shard_info
     except UserError:
-        return False
-
-
-def _is_broken(path: Path) -> bool:
-    """True if `path` is an unreadable or unverifiable dataset (safe to replace), False if it is a valid one."""
-    try:
-        h5format.verify(path)
-        return False
-    except UserError:
-        return True
+        return "other"
+    ours = h["config"] == config.to_json() and h["shard"] == shard_info
+    return "complete" if ours and verification.manifest == "ok" else "other"
 
 
 def merge_shards(paths: list[str | Path], out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
