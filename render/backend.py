@@ -8,8 +8,13 @@ renderer that it reuses for every sequence it is given.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 
@@ -89,11 +94,11 @@ class SceneRenderer:
             self.nodes.append(self.scene.add(mesh))
         cam = spec.camera
         if cam.kind == "perspective":
-            camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cam.yfov_deg), znear=0.1,
-                                                zfar=cam.distance + 3.0, aspectRatio=1.0)
+            camera = pyrender.PerspectiveCamera(yfov=np.deg2rad(cam.yfov_deg), znear=cam.znear,
+                                                zfar=cam.zfar, aspectRatio=1.0)
         else:
-            camera = pyrender.OrthographicCamera(xmag=cam.half_extent, ymag=cam.half_extent, znear=0.1,
-                                                 zfar=cam.distance + 3.0)
+            camera = pyrender.OrthographicCamera(xmag=cam.half_extent, ymag=cam.half_extent, znear=cam.znear,
+                                                 zfar=cam.zfar)
         self.scene.add(camera, pose=camera_pose(cam))
         light = pyrender.DirectionalLight(color=np.ones(3), intensity=spec.light_intensity)
         self.scene.add(light, pose=light_pose(spec.light_direction))
@@ -148,8 +153,35 @@ def _pyrender_distribution() -> str:
 _WORKER: SceneRenderer | None = None
 
 
-def _init_worker(spec: SceneSpec, size: int, supersample: int, platform: str, lp_threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.5  # how often a worker checks that its parent is alive (where prctl is not available)
+
+
+def watch_parent(parent: int) -> None:
+    """End this worker process when `parent` dies, whatever killed it (SIGKILL included).
+
+    On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere a
+    daemon thread also polls the parent pid, which also covers a parent that died before prctl ran.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the polling thread still covers it
+
+    def poll() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=poll, name="watch-parent", daemon=True).start()
+
+
+def _init_worker(spec: SceneSpec, size: int, supersample: int, platform: str, lp_threads: int, parent: int) -> None:
     global _WORKER
+    watch_parent(parent)
+    # Ctrl-C reaches the whole process group; the parent handles it and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if lp_threads:
         os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
     _WORKER = SceneRenderer(spec, size, supersample, platform)
@@ -176,7 +208,8 @@ def probe_platform() -> dict[str, str]:
     candidates = (chosen,) if chosen else PLATFORMS
     failures = []
     for platform in candidates:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent,
+                                 initargs=(os.getpid(),)) as pool:
             try:
                 return pool.submit(_probe, platform).result(timeout=120)
             except Exception as exc:  # noqa: BLE001 - any failure means "this platform does not work"
@@ -189,5 +222,5 @@ def render_pool(spec: SceneSpec, size: int, supersample: int, platform: str, wor
     # With several workers on few cores, llvmpipe's own raster threads only contend with each other.
     lp_threads = 1 if workers > 1 else 0
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(spec, size, supersample, platform, lp_threads))
+                               initializer=_init_worker, initargs=(spec, size, supersample, platform, lp_threads, os.getpid()))
 

@@ -1,4 +1,4 @@
-"""HDF5 format v1 ("inbetween-sequences"): the one module that writes, validates and reads dataset files.
+"""HDF5 format v2 ("inbetween-sequences"): the one module that writes, validates and reads dataset files (v1 too).
 
 The contract is documented in docs/dataset-format.md; change it only with a new FORMAT_VERSION.
 """
@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -18,8 +18,10 @@ import numpy as np
 from render.errors import UserError, ensure_writable_folder, write_text_atomic
 
 FORMAT = "inbetween-sequences"
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+SPLITS = ("train", "test")  # the splits every file has, v1 included
+ALL_SPLITS = ("train", "val", "test", "heldout")  # every split a v2 render-dataset file has, in file order
 ROOT_ATTRS = (
     "format", "format_version", "dof", "preset", "image_size", "seed", "factor_names",
     "factor_units", "objects", "config", "generator", "renderer",
@@ -34,6 +36,41 @@ _STR = h5py.string_dtype("utf-8")
 def manifest_path(path: Path) -> Path:
     """The sha256 manifest beside a dataset file (`sha256sum -c` format)."""
     return path.with_name(path.name + ".sha256")
+
+
+def croissant_path(path: Path) -> Path:
+    """The Croissant JSON-LD description beside a dataset file: NAME.croissant.json for NAME.h5."""
+    path = Path(path)
+    return path.with_name(path.stem + ".croissant.json")
+
+
+def temp_path(path: Path, pid: int | None = None) -> Path:
+    """The hidden temporary name a process writes `path` under: .NAME.tmp-PID in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files of `path` and its sidecars left by processes that are dead; returns them."""
+    path = Path(path)
+    removed = []
+    for target in (path, manifest_path(path), card_path(path), croissant_path(path)):
+        for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def card_path(path: Path) -> Path:
@@ -75,6 +112,9 @@ class Header:
     generator: str  # e.g. "inbetween-bench 0.1.0"
     renderer: dict[str, Any]  # pyrender version, GL platform and renderer string, stored as JSON
     shard: dict[str, Any] | None = None  # shard files only: {"index", "count", "sequences": {split: [start, stop]}}
+    camera: dict[str, Any] | None = None  # v2: type, intrinsics, pose (render.scene.camera_json); with it every
+    # split stores poses (S, T, K, 4, 4), K = len(objects)
+    heldout: dict[str, Any] | None = None  # v2: the held-out region and margin (render.tasks.HeldoutRegion) + protocol
 
 
 class DatasetWriter:
@@ -86,19 +126,24 @@ class DatasetWriter:
     """
 
     def __init__(self, path: Path, header: Header, shapes: dict[str, tuple[int, int]], card: str,
-                 overwrite: bool = False):
+                 overwrite: bool = False, croissant: Callable[[str], str] | None = None):
         self.path = Path(path)
         self.header = header
-        self.shapes = shapes  # split -> (S sequences, T frames)
+        self.shapes = shapes  # split -> (S sequences, T frames); train and test required, val and heldout optional
         self.card = card
+        self.croissant = croissant  # the file's sha256 -> Croissant JSON-LD text, written beside the file
         self.overwrite = overwrite
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._tmp = temp_path(self.path)
         self._file: h5py.File | None = None
         self._next: dict[str, int] = {}
         self._hashes: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> DatasetWriter:
         check_target(self.path, self.overwrite)
+        missing = [s for s in SPLITS if s not in self.shapes]
+        if missing or set(self.shapes) - set(ALL_SPLITS):
+            raise ValueError(f"splits must include {SPLITS} and be among {ALL_SPLITS}, got {tuple(self.shapes)}")
+        remove_stale_temps(self.path)
         h, size = self.header, self.header.image_size
         f = self._file = h5py.File(self._tmp, "w")
         f.attrs["format"] = FORMAT
@@ -113,10 +158,14 @@ class DatasetWriter:
         f.attrs["config"] = json.dumps(h.config, sort_keys=True)
         f.attrs["generator"] = h.generator
         f.attrs["renderer"] = json.dumps(h.renderer, sort_keys=True)
-        if h.shard is not None:
-            f.attrs["shard"] = json.dumps(h.shard, sort_keys=True)
-        n_factors = len(h.factor_names)
-        for split, (n_seq, n_frames) in self.shapes.items():
+        for key in ("shard", "camera", "heldout"):
+            if getattr(h, key) is not None:
+                f.attrs[key] = json.dumps(getattr(h, key), sort_keys=True)
+        n_factors, n_objects = len(h.factor_names), len(h.objects)
+        for split in ALL_SPLITS:  # file order, whatever the order of `shapes`
+            if split not in self.shapes:
+                continue
+            n_seq, n_frames = self.shapes[split]
             g = f.create_group(split)
             tc = max(1, min(n_frames, CHUNK_BYTES // (size * size * 3)))
             opts = dict(compression="gzip", compression_opts=GZIP_LEVEL)
@@ -126,13 +175,19 @@ class DatasetWriter:
                              chunks=(1, n_frames, n_factors), **opts)
             g.create_dataset("masks", (n_seq, n_frames, size, size), np.uint8,
                              chunks=(1, tc, size, size), **opts)
+            if h.camera is not None:
+                g.create_dataset("poses", (n_seq, n_frames, n_objects, 4, 4), np.float32,
+                                 chunks=(1, n_frames, n_objects, 4, 4), **opts)
+            if split == "heldout":
+                g.create_dataset("scored", (n_seq, n_frames), np.uint8, chunks=(1, n_frames), **opts)
             self._next[split] = 0
-            self._hashes[split] = {name: hashlib.sha256() for name in ("frames", "factors", "masks")}
+            self._hashes[split] = {name: hashlib.sha256() for name in g}
         return self
 
     def write_sequence(self, split: str, index: int, frames: np.ndarray, factors: np.ndarray,
-                       masks: np.ndarray) -> None:
-        """Write sequence `index` of `split`: frames (T,H,W,3) uint8, factors (T,F), masks (T,H,W) uint8."""
+                       masks: np.ndarray, poses: np.ndarray | None = None, scored: np.ndarray | None = None) -> None:
+        """Write sequence `index` of `split`: frames (T,H,W,3) uint8, factors (T,F), masks (T,H,W) uint8,
+        poses (T,K,4,4) (files with a camera) and scored (T,) bool (the heldout split)."""
         if index != self._next[split]:
             raise RuntimeError(f"sequences must be written in order: expected {self._next[split]}, got {index}")
         arrays = {
@@ -141,6 +196,11 @@ class DatasetWriter:
             "masks": np.ascontiguousarray(masks, dtype=np.uint8),
         }
         g = self._file[split]
+        for name, value, dtype in (("poses", poses, np.float32), ("scored", scored, np.uint8)):
+            if (name in g) != (value is not None):
+                raise ValueError(f"{split}/{name}: {'missing' if name in g else 'not part of this file'}")
+            if value is not None:
+                arrays[name] = np.ascontiguousarray(value, dtype=dtype)
         for name, arr in arrays.items():
             if arr.shape != g[name].shape[1:]:
                 raise ValueError(f"{split}/{name}: sequence shape {arr.shape} != {g[name].shape[1:]}")
@@ -165,6 +225,8 @@ class DatasetWriter:
         digest = sha256_file(self._tmp)
         write_text_atomic(manifest_path(self.path), f"{digest}  {self.path.name}\n")
         write_text_atomic(card_path(self.path), self.card)
+        if self.croissant is not None:
+            write_text_atomic(croissant_path(self.path), self.croissant(digest))
         os.replace(self._tmp, self.path)
 
 
@@ -172,7 +234,7 @@ class DatasetWriter:
 
 
 def open_dataset(path: str | os.PathLike) -> h5py.File:
-    """Open a v1 file read-only after validating its schema; raises UserError naming the problem."""
+    """Open a v1 or v2 file read-only after validating its schema; raises UserError naming the problem."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}")
@@ -193,26 +255,31 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
 
 
 def validate(f: h5py.File, name: str = "file") -> None:
-    """Check a file against the v1 schema (attributes, groups, shapes, dtypes); raises UserError."""
+    """Check a file against the v1 or v2 schema (attributes, groups, shapes, dtypes); raises UserError."""
     fmt = _attr_str(f.attrs.get("format"))
     if fmt != FORMAT:
         raise UserError(f"{name} is not an {FORMAT} dataset (format attribute: {fmt!r}); "
                         "give a file written by render-dataset")
     version = f.attrs.get("format_version")
-    if version is None or int(version) != FORMAT_VERSION:
+    if version is None or int(version) not in READABLE_VERSIONS:
         raise UserError(f"{name} has format_version {version}, but this version of inbetween-bench reads "
-                        f"only version {FORMAT_VERSION}; install a matching release or re-render the file")
+                        f"versions {', '.join(map(str, READABLE_VERSIONS))}; install a matching release or "
+                        "re-render the file")
+    version = int(version)
     missing = [a for a in ROOT_ATTRS if a not in f.attrs]
     if missing:
-        raise UserError(f"{name} lacks root attributes {', '.join(missing)}; the file is not a valid v1 dataset")
+        raise UserError(f"{name} lacks root attributes {', '.join(missing)}; the file is not a valid v{version} dataset")
     size, n_factors = int(f.attrs["image_size"]), len(f.attrs["factor_names"])
     if len(f.attrs["factor_units"]) != n_factors:
         raise UserError(f"{name}: factor_units and factor_names differ in length")
-    for split in SPLITS:
+    n_objects = len(json.loads(_attr_str(f.attrs["objects"])))
+    for split in SPLITS if version == 1 else ALL_SPLITS:
         if split not in f:
-            raise UserError(f"{name} has no '{split}' group; the file is not a valid v1 dataset")
+            if split in SPLITS:
+                raise UserError(f"{name} has no '{split}' group; the file is not a valid v{version} dataset")
+            continue
         g = f[split]
-        for arr in ("frames", "factors", "masks"):
+        for arr in ("frames", "factors", "masks") + (("scored",) if split == "heldout" else ()):
             if arr not in g:
                 raise UserError(f"{name}: {split}/{arr} is missing")
         s, t = g["frames"].shape[:2]
@@ -220,8 +287,14 @@ def validate(f: h5py.File, name: str = "file") -> None:
             "frames": ((s, t, size, size, 3), np.uint8),
             "factors": ((s, t, n_factors), np.float32),
             "masks": ((s, t, size, size), np.uint8),
+            "poses": ((s, t, n_objects, 4, 4), np.float32),
+            "scored": ((s, t), np.uint8),
         }
+        if ("poses" in g) != ("camera" in f.attrs):
+            raise UserError(f"{name}: a v2 file has both the camera attribute and {split}/poses, or neither")
         for arr, (shape, dtype) in expected.items():
+            if arr not in g:
+                continue
             if g[arr].shape != shape or g[arr].dtype != dtype:
                 raise UserError(f"{name}: {split}/{arr} has shape {g[arr].shape} {g[arr].dtype}, "
                                 f"expected {shape} {np.dtype(dtype)}")
@@ -229,7 +302,9 @@ def validate(f: h5py.File, name: str = "file") -> None:
 
 def read_header(f: h5py.File) -> dict[str, Any]:
     """The root attributes as plain Python values (JSON attributes decoded; `shard` None if absent)."""
-    out: dict[str, Any] = {"shard": json.loads(_attr_str(f.attrs["shard"])) if "shard" in f.attrs else None}
+    out: dict[str, Any] = {key: json.loads(_attr_str(f.attrs[key])) if key in f.attrs else None
+                           for key in ("shard", "camera", "heldout")}
+    out["splits"] = file_splits(f)
     for key in ROOT_ATTRS:
         value = f.attrs[key]
         if key in ("objects", "config", "renderer"):
@@ -243,6 +318,29 @@ def read_header(f: h5py.File) -> dict[str, Any]:
     return out
 
 
+def file_splits(f: h5py.File) -> tuple[str, ...]:
+    """The splits present in an open file, in file order (v1: train, test; v2 render: all four)."""
+    return tuple(s for s in ALL_SPLITS if s in f)
+
+
+def require_split(f: h5py.File, split: str, name: str = "file") -> h5py.Group:
+    """The group of `split`; UserError (one line) if the name is unknown or the file lacks it (a v1 file)."""
+    if split not in ALL_SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(ALL_SPLITS)}")
+    if split not in f:
+        raise UserError(f"{name} has no {split} split (format v{int(f.attrs['format_version'])}); "
+                        "re-render it with this version of render-dataset")
+    return f[split]
+
+
+def require_field(f: h5py.File, field: str, name: str = "file") -> None:
+    """UserError (one line) if the file lacks a v2 field: an attribute (camera, heldout) or SPLIT/ARRAY."""
+    present = field in f.attrs if "/" not in field else field in f
+    if not present:
+        raise UserError(f"{name} has no {field} (format v{int(f.attrs['format_version'])}, or not written by "
+                        "render-dataset); re-render it with this version of render-dataset")
+
+
 @dataclass(frozen=True)
 class SplitArrays:
     """One split loaded into memory."""
@@ -250,16 +348,18 @@ class SplitArrays:
     frames: np.ndarray  # (S, T, H, W, 3) uint8
     factors: np.ndarray  # (S, T, F) float32
     masks: np.ndarray  # (S, T, H, W) uint8
+    poses: np.ndarray | None = None  # (S, T, K, 4, 4) float32 object-to-world; None where the file has no camera
+    scored: np.ndarray | None = None  # (S, T) bool, heldout only: frame lies in the held-out region
 
 
 def read_split(path: str | os.PathLike, split: str) -> SplitArrays:
-    """Load one split ('train' or 'test') of a validated v1 file into memory."""
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    """Load one split ('train', 'val', 'test' or 'heldout') of a validated file into memory."""
     with open_dataset(path) as f:
-        g = f[split]
+        g = require_split(f, split, str(path))
         try:
-            return SplitArrays(g["frames"][()], g["factors"][()], g["masks"][()])
+            return SplitArrays(g["frames"][()], g["factors"][()], g["masks"][()],
+                               g["poses"][()] if "poses" in g else None,
+                               g["scored"][()].astype(bool) if "scored" in g else None)
         except OSError as exc:
             raise UserError(f"{path}: cannot read {split} ({_first_line(exc)}); the file is truncated or corrupt") from None
 
@@ -280,8 +380,8 @@ def verify(path: str | os.PathLike) -> Verification:
     path = Path(path)
     with open_dataset(path) as f:
         arrays = {}
-        for split in SPLITS:
-            for name in ("frames", "factors", "masks"):
+        for split in file_splits(f):
+            for name in f[split]:
                 ds = f[split][name]
                 stored = _attr_str(ds.attrs.get("sha256"))
                 h = hashlib.sha256()

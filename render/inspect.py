@@ -22,9 +22,21 @@ def summary(path: str | os.PathLike) -> str:
         lines.append("  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h["objects"]))
         lines.append(f"  generator   {h['generator']}; {h['renderer'].get('pyrender')} on "
                      f"{h['renderer'].get('platform')} ({h['renderer'].get('gl_renderer')})")
-        for split in h5format.SPLITS:
+        if h["camera"] is not None:
+            cam = h["camera"]
+            lines.append(f"  camera      {cam['type']}, fx = fy = {cam['intrinsics'][0][0]:.2f} px, "
+                         f"at z = {cam['pose'][2][3]:g}; poses per frame in SPLIT/poses")
+        if h["heldout"] is not None:
+            region = h["heldout"]["region"]
+            lines.append(f"  protocol    {h['heldout']['protocol']}" + ("" if region is None else
+                         f"; held-out {region['kind']} centre {region['centre']} radius {region['radius']:g} "
+                         f"margin {region['margin']:g} {region['unit']}"))
+        for split in h5format.file_splits(f):
             s, t = f[split]["frames"].shape[:2]
-            lines.append(f"  {split:<5}       {s} sequences x {t} frames = {s * t} frames")
+            scored = f" ({int(f[split]['scored'][()].sum())} scored)" if "scored" in f[split] else ""
+            lines.append(f"  {split:<7}     {s} sequences x {t} frames = {s * t} frames{scored}")
+            if s == 0:
+                continue
             factors = f[split]["factors"][()]
             for i, (name, unit) in enumerate(zip(h["factor_names"], h["factor_units"])):
                 col = factors[..., i]
@@ -39,8 +51,10 @@ def contact_sheet(path: str | os.PathLike, out: str | os.PathLike, split: str = 
     With `with_masks`, each row is followed by its masks, object k drawn in its colour.
     """
     with h5format.open_dataset(path) as f:
-        g = f[split]
+        g = h5format.require_split(f, split, str(path))
         n_seq, n_frames = g["frames"].shape[:2]
+        if n_seq == 0:
+            raise UserError(f"the {split} split of {path} is empty; choose another --split")
         rows_idx = np.arange(min(sequences, n_seq))
         cols_idx = np.unique(np.linspace(0, n_frames - 1, min(frames, n_frames)).round().astype(int))
         imgs = g["frames"][rows_idx.tolist()][:, cols_idx]  # (R, C, H, W, 3)
@@ -61,7 +75,7 @@ def sequence_gif(path: str | os.PathLike, out: str | os.PathLike, split: str = "
                  scale: int = 4, fps: int = 12) -> Path:
     """Animated GIF of one sequence, upscaled by `scale` with nearest-neighbour."""
     with h5format.open_dataset(path) as f:
-        n_seq = f[split]["frames"].shape[0]
+        n_seq = h5format.require_split(f, split, str(path))["frames"].shape[0]
         if not 0 <= sequence < n_seq:
             raise UserError(f"--sequence must be in 0..{n_seq - 1} for {split}")
         frames = f[split]["frames"][sequence]  # (T, H, W, 3)

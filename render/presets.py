@@ -14,12 +14,24 @@ import numpy as np
 from render.errors import UserError
 from render.objects import COLOURS, OBJECT_NAMES
 from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect, rotation_x, rotation_y
+from render.tasks import HeldoutRegion
 
 PRESETS = {1: "rotate-x", 2: "rotate-xy", 6: "three-objects-xy"}
-SPLIT_CODES = {"train": 0, "test": 1}  # mixed into the seed so the splits draw disjoint streams
+SPLITS = ("train", "val", "test", "heldout")  # the groups of a file, in file order
+# Mixed into the seed so the splits draw disjoint streams; train and test keep their v1 codes.
+SPLIT_CODES = {"train": 0, "test": 1, "val": 2, "heldout": 3}
 # Preset defaults: (frames per sequence, train sequences, test sequences). About 10^4 training
-# frames for the random presets; 50 frames leave room for gaps up to 24.
+# frames for the random presets; 50 frames leave room for gaps up to 24. val and heldout default
+# to as many sequences as test.
 DEFAULTS = {1: (360, 1, 1), 2: (50, 200, 50), 6: (50, 200, 50)}
+MOTIONS = ("linear", "bounce")  # dof 6: straight lines inside the frame, or reflecting off the borders
+PROTOCOLS = ("heldout", "paper")  # paper: no region cut out of training, no heldout sequences
+# The held-out region of each preset (kind, centre, radius, default margin); see render/tasks.py and
+# docs/dataset-format.md. dof 1: the upside-down arc of the turn; dof 2: a 30-degree geodesic ball
+# of poses around the upside-down pose; dof 6: the top-right corner of the frame.
+REGIONS = {1: ("arc", (180.0,), 20.0, 10.0, "deg"), 2: ("so3_ball", (180.0, 0.0), 30.0, 10.0, "deg"),
+           6: ("quadrant", (0.3, 0.3), 0.0, 0.2, "ndc")}
+MAX_ATTEMPTS = 20_000  # rejection-sampling draws per sequence before the region is declared too large
 COMPANIONS = ("cube", "torus", "sphere", "cone", "cylinder")  # the 6-DoF preset's other two objects
 # Meshes are z-up; this turns them y-up (the camera's up) so angle 0 shows an upright teapot side-on.
 BASE_ROTATION = rotation_x(-90.0)
@@ -42,7 +54,12 @@ class RenderConfig:
     object: str = "teapot"  # the object (dof 1, 2) or the first of three (dof 6)
     supersample: int | None = None  # render at k x size and box-filter down; None = auto (3 up to 85 px: 9 samples per pixel)
     rot_speed_deg: tuple[float, float] = (1.0, 3.0)  # dof 2: |angular speed| per axis, degrees/frame
-    move_speed: tuple[float, float] = (0.02, 0.06)  # dof 6: |speed| per axis, frame half-widths/frame
+    move_speed: tuple[float, float] = (0.02, 0.06)  # dof 6 bounce: |speed| per axis, frame half-widths/frame
+    val_sequences: int | None = None  # sequences in val/; None = as many as test (dof 1: always 1)
+    heldout_sequences: int | None = None  # sequences in heldout/; None = as many as test (dof 1: 1); 0 for paper
+    motion: str = "linear"  # dof 6: "linear" (straight line inside the frame) or "bounce" (reflecting)
+    protocol: str = "heldout"  # "heldout": training avoids the held-out region; "paper": no cut, no heldout
+    heldout_margin: float | None = None  # factor distance kept between heldout and train/val; None = preset's
     objects: tuple[str, ...] = field(init=False, default=())  # derived: object names, mask index k = position + 1
 
     def __post_init__(self) -> None:
@@ -61,13 +78,42 @@ class RenderConfig:
         fill("frames", frames if self.frames is None else self.frames)
         fill("train_sequences", n_train if self.train_sequences is None else self.train_sequences)
         fill("test_sequences", n_test if self.test_sequences is None else self.test_sequences)
+        n_extra = 0 if self.protocol == "paper" else (1 if self.dof == 1 else self.test_sequences)
+        fill("val_sequences", (1 if self.dof == 1 else self.test_sequences) if self.val_sequences is None
+             else self.val_sequences)
+        fill("heldout_sequences", n_extra if self.heldout_sequences is None else self.heldout_sequences)
+        fill("heldout_margin", float(REGIONS[self.dof][3] if self.heldout_margin is None else self.heldout_margin))
         fill("supersample", max(1, min(3, 256 // self.size)) if self.supersample is None else self.supersample)
         fill("rot_speed_deg", tuple(float(v) for v in self.rot_speed_deg))
         fill("move_speed", tuple(float(v) for v in self.move_speed))
         if self.frames < 3:
             raise UserError(f"--frames must be at least 3 (a triplet), not {self.frames}")
-        if self.train_sequences < 1 or self.test_sequences < 1:
-            raise UserError("--train-sequences and --test-sequences must be at least 1")
+        if self.train_sequences < 1 or self.test_sequences < 1 or self.val_sequences < 1:
+            raise UserError("--train-sequences, --test-sequences and --val-sequences must be at least 1")
+        if self.motion not in MOTIONS:
+            raise UserError(f"unknown --motion {self.motion!r}; choose linear or bounce")
+        if self.motion == "bounce" and self.dof != 6:
+            raise UserError("--motion bounce is a dof 6 option (dof 1 and 2 rotate along straight lines)")
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"unknown --protocol {self.protocol!r}; choose heldout or paper")
+        if self.dof == 1 and (self.val_sequences != 1 or self.heldout_sequences not in (0, 1)):
+            raise UserError("--dof 1 renders exactly one val and one heldout turn; drop --val-sequences/--heldout-sequences")
+        if self.protocol == "paper" and self.heldout_sequences != 0:
+            raise UserError("--protocol paper has no held-out region, so no heldout split; drop --heldout-sequences")
+        if self.protocol == "heldout" and self.heldout_sequences < 1:
+            raise UserError("--heldout-sequences must be at least 1 (or use --protocol paper for none)")
+        if not self.heldout_margin >= 0 or not math.isfinite(self.heldout_margin):
+            raise UserError(f"--heldout-margin must be a finite number >= 0, not {self.heldout_margin}")
+        if self.protocol == "heldout":
+            kind, centre, radius, _, unit = REGIONS[self.dof]
+            if unit == "deg" and radius + self.heldout_margin >= 180.0:
+                raise UserError(f"--heldout-margin {self.heldout_margin:g} deg around a {radius:g}-degree region "
+                                "covers every pose, leaving no training data; use a margin below "
+                                f"{180 - radius:g}")
+            if unit == "ndc" and centre[0] - self.heldout_margin <= -(1.0 - SIX_DOF_SCALE):
+                raise UserError(f"--heldout-margin {self.heldout_margin:g} ndc around the corner region reaches "
+                                "the far borders, leaving no training motion; use a margin below "
+                                f"{centre[0] + 1.0 - SIX_DOF_SCALE:g}")
         if not 1 <= self.supersample <= 8:
             raise UserError(f"--supersample must be between 1 and 8, not {self.supersample}")
         if self.size * self.supersample > 4096:
@@ -92,9 +138,46 @@ class RenderConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
+def heldout_region(config: RenderConfig) -> HeldoutRegion | None:
+    """The preset's held-out region with the config's margin; None under the paper protocol."""
+    if config.protocol == "paper":
+        return None
+    kind, centre, radius, _, unit = REGIONS[config.dof]
+    return HeldoutRegion(kind, centre, radius, config.heldout_margin, unit)
+
+
 def split_shapes(config: RenderConfig) -> dict[str, tuple[int, int]]:
-    """(sequences, frames) of each split."""
-    return {"train": (config.train_sequences, config.frames), "test": (config.test_sequences, config.frames)}
+    """(sequences, frames) of each split, in file order. dof 1's splits may differ in frames (the cut arc)."""
+    counts = {"train": config.train_sequences, "val": config.val_sequences, "test": config.test_sequences,
+              "heldout": config.heldout_sequences}
+    return {split: (counts[split], len(turn_angles(config, split)) if config.dof == 1 else config.frames)
+            for split in SPLITS}
+
+
+def turn_angles(config: RenderConfig, split: str) -> np.ndarray:
+    """dof 1: the rot_x of every frame of the split's one turn, (T_split,) float64 degrees.
+
+    One full turn of `frames` steps; test sits half a step between training frames (the paper's
+    protocol), val a quarter step. Under the heldout protocol train, val and test keep only the
+    frames at least `margin` from the region, as one contiguous arc starting just after it
+    (unwrapped: values may exceed 360); heldout is the full half-step turn starting opposite the region.
+    """
+    step = 360.0 / config.frames
+    offset = {"train": 0.0, "val": 0.25, "test": 0.5, "heldout": 0.5}[split]
+    angles = (np.arange(config.frames) + offset) * step
+    region = heldout_region(config)
+    if region is None:
+        return angles
+    if split == "heldout":
+        start = region.centre[0] - 180.0  # opposite the region, so the region sits mid-turn
+        return np.sort(start + np.mod(angles - start, 360.0))
+    start = region.centre[0] + region.radius + region.margin
+    keep = angles[region.distance(angles[:, None]) >= region.margin]
+    unwrapped = np.sort(start + np.mod(keep - start, 360.0))
+    if len(unwrapped) < 3:
+        raise UserError(f"--heldout-margin {region.margin:g} leaves {len(unwrapped)} {split} frames of the turn "
+                        "(a triplet needs 3); lower it or raise --frames")
+    return unwrapped
 
 
 def scene_for(config: RenderConfig) -> SceneSpec:
@@ -121,31 +204,65 @@ def factor_names(config: RenderConfig) -> tuple[tuple[str, ...], tuple[str, ...]
     return names, ("ndc",) * len(names)
 
 
-def sequence_rng(config: RenderConfig, split: str, index: int) -> np.random.Generator:
-    """The generator of one sequence, keyed by (seed, split, index) alone."""
-    return np.random.default_rng(np.random.SeedSequence([config.seed, SPLIT_CODES[split], index]))
+def sequence_rng(config: RenderConfig, split: str, index: int, attempt: int = 0) -> np.random.Generator:
+    """The generator of one sequence's `attempt`-th draw, keyed by (seed, split, index, attempt) alone."""
+    key = [config.seed, SPLIT_CODES[split], index] + ([attempt] if attempt else [])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 def sequence_factors(config: RenderConfig, split: str, index: int) -> np.ndarray:
-    """Factors of every frame of one sequence: (T, F) float64 (degrees, or ndc for positions)."""
-    t = np.arange(config.frames, dtype=np.float64)
+    """Factors of every frame of one sequence: (T, F) float64 (degrees, or ndc for positions).
+
+    dof 2 and 6 under the heldout protocol use rejection sampling: draw a = 0, 1, ... comes from
+    SeedSequence([seed, split code, index, a]) (draw 0 from [seed, split code, index], the v1 stream)
+    until the sequence fits its split: train and val stay `margin` away from the held-out region;
+    heldout passes through the region in its middle third; test is taken as drawn (unchanged).
+    """
     if config.dof == 1:
-        # One full turn; test frames sit half a step between training frames, so no test
-        # image equals a training image.
-        offset = 0.5 if split == "test" else 0.0
-        return ((t + offset) * 360.0 / config.frames)[:, None]
-    rng = sequence_rng(config, split, index)
+        return turn_angles(config, split)[:, None]
+    region = heldout_region(config)
+    for attempt in range(MAX_ATTEMPTS):
+        rng = sequence_rng(config, split, index, attempt)
+        factors = _draw(config, rng)
+        if region is None or split == "test":
+            return factors
+        distance = region.distance(factors)  # (T,)
+        if split in ("train", "val") and distance.min() >= region.margin:
+            return factors
+        third = config.frames // 3
+        if split == "heldout" and (distance[third:config.frames - third] <= 0).any():
+            return factors
+    raise UserError(f"no {split} sequence found in {MAX_ATTEMPTS} draws that fits the held-out region with "
+                    f"--heldout-margin {region.margin:g}; lower the margin")
+
+
+def _draw(config: RenderConfig, rng: np.random.Generator) -> np.ndarray:
+    """One random sequence of the dof 2 or 6 preset: (T, F) float64."""
+    t = np.arange(config.frames, dtype=np.float64)
     if config.dof == 2:
         # A straight line in (rot_x, rot_y), unwrapped (angles may leave [0, 360)).
         start = rng.uniform(0.0, 360.0, size=2)
         speed = rng.uniform(*config.rot_speed_deg, size=2) * rng.choice([-1.0, 1.0], size=2)
         return start[None, :] + t[:, None] * speed[None, :]
-    # dof 6: each object moves in a straight line at its own speed, reflecting off the borders.
     bound = 1.0 - SIX_DOF_SCALE
     k = len(config.objects)
+    if config.motion == "linear":
+        # Each object goes from a start to an end point inside the bounds at constant velocity, so
+        # it never touches a border and every frame is the interpolation of any two around it.
+        start, end = rng.uniform(-bound, bound, size=(2, 2 * k))
+        return start[None, :] + (t / (config.frames - 1))[:, None] * (end - start)[None, :]
+    # bounce: a straight line at a random speed per axis, reflecting off the borders.
     start = rng.uniform(-bound, bound, size=2 * k)
     speed = rng.uniform(*config.move_speed, size=2 * k) * rng.choice([-1.0, 1.0], size=2 * k)
     return reflect(start[None, :] + t[:, None] * speed[None, :], -bound, bound)
+
+
+def heldout_scored(config: RenderConfig, factors: np.ndarray) -> np.ndarray:
+    """Which frames (..., F) of the heldout split are scored (inside the region): (...,) bool."""
+    region = heldout_region(config)
+    if region is None:
+        return np.zeros(np.shape(factors)[:-1], dtype=bool)
+    return region.contains(factors)
 
 
 def poses_from_factors(config: RenderConfig, factors: np.ndarray) -> np.ndarray:
@@ -174,7 +291,7 @@ def shard_ranges(config: RenderConfig, index: int, count: int) -> dict[str, tupl
         raise UserError(f"--shard must be I/N with 0 <= I < N, not {index}/{count}")
     out = {}
     for split, (n_seq, _) in split_shapes(config).items():
-        if count > n_seq:
+        if count > n_seq and n_seq > 0:
             raise UserError(f"--shard {index}/{count}: the {split} split has only {n_seq} sequence(s); "
                             f"use at most {n_seq} shards")
         out[split] = (index * n_seq // count, (index + 1) * n_seq // count)

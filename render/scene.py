@@ -24,6 +24,12 @@ class CameraSpec:
     distance: float  # camera z position in world units
     yfov_deg: float = 0.0  # perspective only: vertical field of view
     half_extent: float = 1.0  # orthographic only: world half-width (and half-height) of the frame
+    znear: float = 0.1  # near clipping plane, world units in front of the camera
+
+    @property
+    def zfar(self) -> float:
+        """Far clipping plane: 3 units behind the origin, past every object."""
+        return self.distance + 3.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,29 @@ def camera_pose(camera: CameraSpec) -> np.ndarray:
     pose = np.eye(4)
     pose[2, 3] = camera.distance
     return pose
+
+
+def camera_json(camera: CameraSpec, size: int) -> dict:
+    """The camera as a file stores it: type, projection, 3x3 pixel intrinsics and 4x4 world pose.
+
+    `intrinsics` K maps a point (x, y, z) in OpenCV camera coordinates (x right, y down, z forward,
+    i.e. `opencv_pose`) to pixel coordinates u = K[0,0] x/z + K[0,2], v = K[1,1] y/z + K[1,2]
+    (orthographic: without the division by z), with (0, 0) the top-left corner of the top-left pixel,
+    so pixel (row i, column j) has its centre at (u, v) = (j + 0.5, i + 0.5).
+    """
+    pose = camera_pose(camera)
+    if camera.kind == "perspective":
+        focal = (size / 2.0) / np.tan(np.deg2rad(camera.yfov_deg) / 2.0)
+        projection = {"yfov_deg": camera.yfov_deg, "aspect_ratio": 1.0}
+    else:
+        focal = (size / 2.0) / camera.half_extent
+        projection = {"xmag": camera.half_extent, "ymag": camera.half_extent}
+    intrinsics = [[focal, 0.0, size / 2.0], [0.0, focal, size / 2.0], [0.0, 0.0, 1.0]]
+    return {"type": camera.kind, **projection, "znear": camera.znear, "zfar": camera.zfar,
+            "image_size": [size, size], "intrinsics": intrinsics, "pose": pose.tolist(),
+            "opencv_pose": (pose @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist(),
+            "convention": "pose: camera-to-world, OpenGL (camera looks down its -z, y up); "
+                          "opencv_pose = pose @ diag(1, -1, -1, 1) (looks down +z, y down), the frame K applies to"}
 
 
 def light_pose(direction: tuple[float, float, float]) -> np.ndarray:
