@@ -1,4 +1,4 @@
-"""Triplets (x0, x1, x2) = frames (t-k, t, t+k) of the sequences in one split of an HDF5 v1 file."""
+"""Triplets (x0, x1, x2) = frames (t-k, t, t+k) of the sequences in one split of an HDF5 v1 or v2 file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from render import tasks
 from render.errors import UserError
-from render.h5format import SPLITS, open_dataset, read_header, read_split
+from render.h5format import open_dataset, read_header, read_split, require_field, require_split
 
 # Splits whose frames take more bytes than this stay on disk and are read per item, with the
 # file opened lazily once per worker process; smaller ones (all the default files) load once.
@@ -37,28 +38,43 @@ class TripletDataset(Dataset):
 
     For training, `batch(indices)` gathers many triplets as uint8 in one numpy indexing step and
     converts on the target device, which keeps loading far below the cost of a training step.
+    Splits: train, val, test, heldout (v2 files; v1 files have train and test). For heldout, only
+    triplets whose middle frame is scored (lies in the held-out region) are kept unless
+    scored_only=False. `factors` (S, T, F) holds every frame's factors for pose metrics and
+    well-posedness at any tau (`triplet_factors`, `well_posed`).
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", gaps=1,
-                 in_memory: bool | None = None):
+                 in_memory: bool | None = None, scored_only: bool | None = None):
         self.path = Path(path)
         self.split = split
         self.gaps = normalize_gaps(gaps)
-        if split not in SPLITS:
-            raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         with open_dataset(self.path) as f:  # validates format, version and schema
+            g = require_split(f, split, str(self.path))
             self.header = read_header(f)
-            shape = f[split]["frames"].shape  # (S, T, H, W, 3)
+            shape = g["frames"].shape  # (S, T, H, W, 3)
+            self.factors = g["factors"][()]  # (S, T, F) float32: small, always in memory
+            self.scored = g["scored"][()].astype(bool) if "scored" in g else None  # (S, T) heldout only
         self.n_seq, self.n_frames, self.image_size = shape[0], shape[1], shape[2]
         self.factor_names = tuple(self.header["factor_names"])
+        self.factor_units = tuple(self.header["factor_units"])
         if self.n_seq == 0:
             raise UserError(f"{self.path}: the {split} split has no sequences; render a file with some")
+        self.scored_only = (split == "heldout") if scored_only is None else scored_only
+        if self.scored_only and self.scored is None:
+            raise UserError(f"{self.path}: the {split} split has no scored frames (only heldout has them); "
+                            "drop scored_only")
         too_large = [k for k in self.gaps if 2 * k + 1 > self.n_frames]
         if too_large:
             raise UserError(f"gap {too_large[0]} is too large for {self.path}: a triplet (t-k, t, t+k) needs "
                             f"2k+1 = {2 * too_large[0] + 1} frames but sequences have T = {self.n_frames}; "
                             f"use gaps <= {(self.n_frames - 1) // 2}")
         self.index = triplet_index(self.n_seq, self.n_frames, self.gaps)  # (N, 3): s, t, k
+        if self.scored_only:
+            self.index = self.index[self.scored[self.index[:, 0], self.index[:, 1]]]
+            if len(self.index) == 0:
+                raise UserError(f"{self.path}: no {split} triplet with gaps {self.gaps} has its middle frame in the "
+                                "held-out region; use smaller gaps or more --heldout-sequences")
         if in_memory is None:
             in_memory = int(np.prod(shape)) <= IN_MEMORY_MAX_BYTES
         self.in_memory = in_memory
@@ -111,6 +127,33 @@ class TripletDataset(Dataset):
             out[f"x{j}"] = to_float(out[f"x{j}"], device)
         out["mask"], out["factors"], out["gap"] = (out[n].to(device) for n in ("mask", "factors", "gap"))
         return out
+
+    def triplet_factors(self, indices=None, tau=0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Factors of x0, x_tau and x2 of triplets `indices` (default all): three (n, F) float32 arrays.
+
+        x_tau is frame t - k + tau * 2k (tau = 0.5: the middle frame x1; tau = j / (2k) for the
+        intermediate frames); tau is a scalar or (n,), and tau * 2k must be an integer.
+        """
+        idx = self.index if indices is None else self.index[np.asarray(indices, dtype=np.int64)]
+        s, t, k = idx.T
+        step = np.asarray(tau, dtype=np.float64) * 2 * k  # (n,) frames after t - k
+        if not np.allclose(step, np.round(step)):
+            raise UserError("tau * 2k must be a whole number of frames (tau = j / (2k))")
+        return self.factors[s, t - k], self.factors[s, t - k + np.round(step).astype(np.int64)], self.factors[s, t + k]
+
+    def well_posed(self, indices=None, tau=0.5, tolerances: dict[str, float] | None = None) -> np.ndarray:
+        """(n,) bool: x_tau's factors equal (1 - tau) x0's + tau x2's within render.tasks.TOLERANCES."""
+        f0, f_tau, f2 = self.triplet_factors(indices, tau)
+        return tasks.well_posed(f0, f_tau, f2, tau, self.factor_units, tolerances)
+
+    def poses(self, indices=None) -> np.ndarray:
+        """Object world poses of x0, x1, x2 of triplets `indices`: (n, 3, K, 4, 4) float32 (v2 files only)."""
+        idx = self.index if indices is None else self.index[np.asarray(indices, dtype=np.int64)]
+        s, t, k = idx.T
+        with open_dataset(self.path) as f:
+            require_field(f, f"{self.split}/poses", str(self.path))
+            poses = f[self.split]["poses"][()]  # (S, T, K, 4, 4)
+        return np.stack([poses[s, t - k], poses[s, t], poses[s, t + k]], axis=1)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -354,6 +354,8 @@ class SplitArrays:
 
 def read_split(path: str | os.PathLike, split: str) -> SplitArrays:
     """Load one split ('train', 'val', 'test' or 'heldout') of a validated file into memory."""
+    if split not in ALL_SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(ALL_SPLITS)}")
     with open_dataset(path) as f:
         g = require_split(f, split, str(path))
         try:

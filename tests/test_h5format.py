@@ -19,7 +19,7 @@ def test_round_trip_preserves_arrays_and_header(tiny_h5):
         np.testing.assert_array_equal(arrays.masks, masks)
     with h5format.open_dataset(path) as f:
         h = h5format.read_header(f)
-        assert h["format"] == "inbetween-sequences" and h["format_version"] == 1
+        assert h["format"] == "inbetween-sequences" and h["format_version"] == 2
         assert h["factor_names"] == ["teapot.f0", "teapot.f1"] and h["objects"][0]["name"] == "teapot"
         assert f["train/frames"].chunks[:2] == (1, 8)  # one sequence per chunk
         assert f["train/frames"].compression == "gzip"
@@ -31,7 +31,8 @@ def test_manifest_card_and_verify(tiny_h5):
     assert manifest == [h5format.sha256_file(path), path.name]
     assert h5format.card_path(path).read_text().startswith("# test")
     result = h5format.verify(path)
-    assert result.manifest == "ok" and len(result.arrays) == 6
+    # 4 splits x (frames, factors, masks, poses) + heldout/scored
+    assert result.manifest == "ok" and len(result.arrays) == 17 and "heldout/scored" in result.arrays
     h5format.manifest_path(path).unlink()
     assert h5format.verify(path).manifest == "missing"
 
@@ -99,8 +100,8 @@ def test_foreign_format_and_wrong_version(tmp_path, tiny_h5):
         h5format.open_dataset(foreign)
     path, _ = tiny_h5
     with h5py.File(path, "r+") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(UserError, match="format_version 2"):
+        f.attrs["format_version"] = 3
+    with pytest.raises(UserError, match="format_version 3"):
         h5format.open_dataset(path)
 
 
@@ -119,7 +120,7 @@ def test_missing_split_and_bad_shapes(tmp_path):
     with pytest.raises(UserError, match="train/masks has shape"):
         h5format.open_dataset(path2)
     with pytest.raises(UserError, match="unknown split"):
-        h5format.read_split(path, "val")
+        h5format.read_split(path2, "valid")
 
 
 def _header():

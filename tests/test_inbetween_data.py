@@ -88,7 +88,9 @@ def test_gap_too_large_names_the_gap_and_length(toy):
 
 
 def test_unknown_split(toy):
-    with pytest.raises(UserError, match="unknown split 'val'"):
+    with pytest.raises(UserError, match="unknown split 'valid'"):
+        TripletDataset(toy, "valid")
+    with pytest.raises(UserError, match="has no val split"):  # the toy file has train and test only
         TripletDataset(toy, "val")
 
 
@@ -121,8 +123,8 @@ def test_not_hdf5_at_all(tmp_path):
 
 def test_wrong_format_version(toy):
     with h5py.File(toy, "r+") as f:
-        f.attrs["format_version"] = np.int64(2)
-    with pytest.raises(UserError, match="format_version 2"):
+        f.attrs["format_version"] = np.int64(3)
+    with pytest.raises(UserError, match="format_version 3"):
         TripletDataset(toy)
 
 

@@ -10,17 +10,17 @@ from render.scene import reflect, rotation_x, rotation_y
 
 
 def test_dof1_train_is_integer_degrees_and_test_is_half_degrees():
-    cfg = RenderConfig(dof=1)
+    cfg = RenderConfig(dof=1, protocol="paper")
     train, test = sequence_factors(cfg, "train", 0), sequence_factors(cfg, "test", 0)
     assert train.shape == test.shape == (360, 1)
     np.testing.assert_array_equal(train[:, 0], np.arange(360.0))
     np.testing.assert_array_equal(test[:, 0], np.arange(360.0) + 0.5)
     assert not set(train[:, 0]) & set(test[:, 0])
-    assert split_shapes(cfg) == {"train": (1, 360), "test": (1, 360)}
+    assert split_shapes(cfg) == {"train": (1, 360), "val": (1, 360), "test": (1, 360), "heldout": (0, 360)}
 
 
 def test_dof1_frames_sets_steps_per_turn():
-    f = sequence_factors(RenderConfig(dof=1, frames=4), "train", 0)
+    f = sequence_factors(RenderConfig(dof=1, frames=4, protocol="paper"), "train", 0)
     np.testing.assert_array_equal(f[:, 0], [0, 90, 180, 270])
 
 
@@ -45,7 +45,7 @@ def test_sequences_depend_on_seed_split_and_index_only():
 
 
 def test_dof6_positions_stay_inside_and_reflect():
-    cfg = RenderConfig(dof=6, frames=400)
+    cfg = RenderConfig(dof=6, frames=400, motion="bounce", protocol="paper")
     f = sequence_factors(cfg, "train", 0)
     assert f.shape == (400, 6)
     bound = 1 - SIX_DOF_SCALE

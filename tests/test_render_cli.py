@@ -34,7 +34,8 @@ def test_render_writes_a_valid_file_with_sidecars(rendered):
         assert h["config"]["frames"] == 4 and h["renderer"]["platform"] in ("egl", "osmesa")
         assert h["renderer"]["gl_renderer"] and h["generator"].startswith("inbetween-bench")
     card = h5format.card_path(path).read_text()
-    assert "render-dataset --dof 2 --size 8 --frames 4 --train-sequences 3 --test-sequences 2" in card
+    assert ("render-dataset --dof 2 --size 8 --frames 4 --train-sequences 3 --val-sequences 2 --test-sequences 2 "
+            "--heldout-sequences 2 --protocol heldout --heldout-margin 10.0") in card
 
 
 def test_same_seed_gives_identical_arrays_for_any_worker_count(rendered):
@@ -48,11 +49,14 @@ def test_same_seed_gives_identical_arrays_for_any_worker_count(rendered):
 
 def test_dof1_and_dof6_render(tmp_path):
     out1 = tmp_path / "d1.h5"
-    r = CliRunner().invoke(render_dataset, ["--dof", "1", "--size", "8", "--frames", "8", "--quiet", "--out", str(out1)])
+    r = CliRunner().invoke(render_dataset, ["--dof", "1", "--size", "8", "--frames", "8", "--protocol", "paper",
+                                            "--quiet", "--out", str(out1)])
     assert r.exit_code == 0, r.output
-    with h5py.File(out1) as f:
+    with h5py.File(out1) as f:  # the paper's protocol: full training turn, test at half steps, no heldout
         np.testing.assert_array_equal(f["train/factors"][0, :, 0], np.arange(8) * 45.0)
         np.testing.assert_array_equal(f["test/factors"][0, :, 0], np.arange(8) * 45.0 + 22.5)
+        np.testing.assert_array_equal(f["val/factors"][0, :, 0], np.arange(8) * 45.0 + 11.25)
+        assert f["heldout/frames"].shape[0] == 0
         assert not np.array_equal(f["train/frames"][()], f["test/frames"][()])
     out6 = tmp_path / "d6.h5"
     r = CliRunner().invoke(render_dataset, ["--dof", "6", *TINY, "--out", str(out6)])
@@ -107,11 +111,11 @@ def test_inspect_bad_files_exit_2(tmp_path, rendered):
     newer = tmp_path / "v2.h5"
     newer.write_bytes(rendered[1].read_bytes())
     with h5py.File(newer, "r+") as f:
-        f.attrs["format_version"] = 2
+        f.attrs["format_version"] = 3
     cut = tmp_path / "cut.h5"
     cut.write_bytes(rendered[1].read_bytes()[:3000])
     for path, message in [(tmp_path / "missing.h5", "no such file"), (text, "not an HDF5 file"),
-                          (foreign, "not an inbetween-sequences dataset"), (newer, "format_version 2"),
+                          (foreign, "not an inbetween-sequences dataset"), (newer, "format_version 3"),
                           (cut, "truncated or corrupt")]:
         r = CliRunner().invoke(inspect_dataset, [str(path)])
         assert r.exit_code == 2, (path, r.output)

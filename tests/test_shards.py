@@ -46,7 +46,8 @@ def test_merged_shards_equal_the_unsharded_file_byte_for_byte(shards, tmp_path):
 def test_shard_files_say_which_sequences_they_hold(shards):
     with h5format.open_dataset(shards / "s1.h5") as f:
         h = h5format.read_header(f)
-        assert h["shard"] == {"index": 1, "count": 3, "sequences": {"train": [1, 3], "test": [1, 2]}}
+        assert h["shard"] == {"index": 1, "count": 3, "sequences": {"train": [1, 3], "val": [1, 2], "test": [1, 2],
+                                                                   "heldout": [1, 2]}}
         assert f["train/frames"].shape[0] == 2
     assert "--shard 1/3" in h5format.card_path(shards / "s1.h5").read_text()
 
