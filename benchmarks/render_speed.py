@@ -28,7 +28,7 @@ import numpy as np
 
 from render import backend
 from render.dataset import render_dataset
-from render.presets import RenderConfig, poses_from_factors, scene_for, sequence_factors
+from render.presets import RenderConfig, poses_from_factors, scene_for, sequence_factors, split_shapes
 
 
 def _naive_loop(config: RenderConfig, poses: np.ndarray, platform: str) -> float:
@@ -51,10 +51,11 @@ def main() -> None:
     args = parser.parse_args()
 
     n_seq = max(1, args.frames // 50)
-    config = RenderConfig(dof=2, train_sequences=n_seq, test_sequences=2)  # 2: one per shard
+    config = RenderConfig(dof=2, train_sequences=n_seq, test_sequences=2)  # 2 (and val, heldout): one per shard
     poses = np.concatenate([poses_from_factors(config, sequence_factors(config, "train", i)) for i in range(n_seq)])
     platform = backend.probe_platform()["platform"]
-    n_frames = (n_seq + 2) * config.frames  # the pipeline also renders its two test sequences
+    # The pipeline also renders the val, test and heldout sequences (2 each: one per shard).
+    n_frames = sum(n * t for n, t in split_shapes(config).values())
 
     naive, ours, one, shards = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:

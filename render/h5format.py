@@ -168,18 +168,19 @@ class DatasetWriter:
             n_seq, n_frames = self.shapes[split]
             g = f.create_group(split)
             tc = max(1, min(n_frames, CHUNK_BYTES // (size * size * 3)))
-            opts = dict(compression="gzip", compression_opts=GZIP_LEVEL)
-            g.create_dataset("frames", (n_seq, n_frames, size, size, 3), np.uint8,
-                             chunks=(1, tc, size, size, 3), **opts)
-            g.create_dataset("factors", (n_seq, n_frames, n_factors), np.float32,
-                             chunks=(1, n_frames, n_factors), **opts)
-            g.create_dataset("masks", (n_seq, n_frames, size, size), np.uint8,
-                             chunks=(1, tc, size, size), **opts)
+            layouts = {
+                "frames": ((n_seq, n_frames, size, size, 3), np.uint8, (1, tc, size, size, 3)),
+                "factors": ((n_seq, n_frames, n_factors), np.float32, (1, n_frames, n_factors)),
+                "masks": ((n_seq, n_frames, size, size), np.uint8, (1, tc, size, size)),
+            }
             if h.camera is not None:
-                g.create_dataset("poses", (n_seq, n_frames, n_objects, 4, 4), np.float32,
-                                 chunks=(1, n_frames, n_objects, 4, 4), **opts)
+                layouts["poses"] = ((n_seq, n_frames, n_objects, 4, 4), np.float32, (1, n_frames, n_objects, 4, 4))
             if split == "heldout":
-                g.create_dataset("scored", (n_seq, n_frames), np.uint8, chunks=(1, n_frames), **opts)
+                layouts["scored"] = ((n_seq, n_frames), np.uint8, (1, n_frames))
+            for name, (shape, dtype, chunks) in layouts.items():
+                # An empty split (the heldout split of --protocol paper) cannot be chunked: store it plain.
+                opts = dict(chunks=chunks, compression="gzip", compression_opts=GZIP_LEVEL) if n_seq else {}
+                g.create_dataset(name, shape, dtype, **opts)
             self._next[split] = 0
             self._hashes[split] = {name: hashlib.sha256() for name in g}
         return self
