@@ -86,7 +86,8 @@ def dataset_card(config: RenderConfig, header: Header, out: Path) -> str:
     object_rows = "\n".join(f"| {o['index']} | {o['name']} | {o['colour']} |" for o in header.objects)
     motion = {
         1: f"one {config.object} turning about the x-axis through a full turn in {config.frames} steps; "
-           "the test turn is offset by half a step, so no test image equals a training image",
+           "the test turn is offset by half a step (val by a quarter), so no test image equals a training image"
+           + ("" if config.protocol == "paper" else "; train, val and test skip the held-out arc"),
         2: f"one {config.object} whose rotation about x and y moves in a straight line in angle space "
            f"(random start, random per-axis speed {config.rot_speed_deg[0]}-{config.rot_speed_deg[1]} deg/frame, "
            "angles unwrapped)",
@@ -103,8 +104,9 @@ def dataset_card(config: RenderConfig, header: Header, out: Path) -> str:
                     if region is None else
                     f"Protocol `heldout`: the region `{json.dumps(region.to_json())}` "
                     f"(render/tasks.py `HeldoutRegion`) is shown only by the heldout split; no train or val frame "
-                    f"comes within {region.margin:g} {region.unit} of it (rejection sampling from the seeded "
-                    "streams). Score heldout triplets whose middle frame has `heldout/scored` = 1.")
+                    f"comes within {region.margin:g} {region.unit} of it ("
+                    + ("the turn's frames near it are cut from train, val and test; heldout is the full half-step turn"
+                       if config.dof == 1 else "rejection sampling from the seeded streams") + "). Score heldout triplets whose middle frame has `heldout/scored` = 1.")
     return f"""# Dataset card: {out.name}
 
 **What.** Synthetic sequences for image in-betweening (predict frame t from frames t-k and t+k):

@@ -128,6 +128,9 @@ class RenderConfig:
             fill("objects", (self.object,) + tuple(c for c in COMPANIONS if c != self.object)[:2])
         else:
             fill("objects", (self.object,))
+        if self.dof == 1:
+            for split in SPLITS:
+                turn_angles(self, split)  # UserError if the held-out cut leaves fewer than 3 frames
 
     @property
     def preset(self) -> str:
