@@ -99,7 +99,7 @@ def check_target(path: Path, overwrite: bool) -> None:
 
 @dataclass(frozen=True)
 class Header:
-    """The root attributes of a v1 file (format and format_version are implied)."""
+    """The root attributes of a v2 file (format and format_version are implied)."""
 
     dof: int
     preset: str
