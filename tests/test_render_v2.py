@@ -194,3 +194,8 @@ def test_a_killed_render_leaves_no_worker_and_no_temporary_file(tmp_path, sig):
         assert r.exit_code == 0, r.output  # ... but the next render to that path removes the dead process's file
     assert not tmp.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_scored_only_needs_the_heldout_split(dof6):
+    with pytest.raises(Exception, match="no scored frames"):
+        TripletDataset(dof6, "test", gaps=1, scored_only=True)
