@@ -17,4 +17,4 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     train(TrainConfig(data=args.data, out_dir=args.out_dir, gaps=(1,), alpha=10.0, latent=4, width=0.05,
                       steps=args.steps, batch_size=args.batch_size, lr=1e-3, seed=3, device="cpu", progress=False,
-                      resume=args.resume))
+                      resume=args.resume, val_split="none"))

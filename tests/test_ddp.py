@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
 
 def test_only_rank_0_writes_and_the_log_covers_every_step(runs):
     _, ddp, _ = runs
-    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv"]
+    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json"]
     assert int(_last_row(ddp)["step"]) == STEPS
 
 
@@ -110,7 +110,8 @@ def test_resuming_with_another_process_count_warns(runs, tmp_path):
     shutil.copytree(ddp, tmp_path / "run")
     data = ddp.parent / "toy.h5"
     config = TrainConfig(data=str(data), out_dir=str(tmp_path / "run"), gaps=(1,), alpha=10.0, latent=4, width=0.05,
-                         steps=STEPS + 1, batch_size=8, lr=1e-3, seed=3, device="cpu", progress=False, resume=True)
+                         steps=STEPS + 1, batch_size=8, lr=1e-3, seed=3, device="cpu", progress=False, resume=True,
+                         val_split="none")
     with pytest.warns(UserWarning, match="saved by 2 process"):
         train(config)
     assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == STEPS + 1
