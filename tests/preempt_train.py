@@ -44,15 +44,15 @@ def frame_cnn(data, out_dir, resume=False):
                resume=resume, progress=False)
 
 
-def hold_until_signalled(step: int) -> None:
+def hold_until_signalled(step: int, who: str = "") -> None:
     flag = signal.getsignal(signal.SIGTERM).__self__  # the trainer's ibutil.preempt.StopFlag
-    print(f"waiting at step {step}", flush=True)
+    print(f"{who}waiting at step {step}", flush=True)
     deadline = time.monotonic() + 60
     while not flag.requested and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
-def counting(fn, wait_at: int):
+def counting(fn, wait_at: int, who: str = ""):
     """Wrap a training forward so that it holds at the wait_at-th call made with gradients on."""
     calls = [0]
 
@@ -61,7 +61,7 @@ def counting(fn, wait_at: int):
         if torch.is_grad_enabled() and not any(isinstance(a, FakeTensor) for a in args):
             calls[0] += 1
             if calls[0] == wait_at:
-                hold_until_signalled(wait_at)
+                hold_until_signalled(wait_at, who)
         return fn(*args, **kwargs)
     return wrapped
 

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +95,36 @@ def test_an_uneven_last_batch_matches_one_process(tmp_path):
     # The same tolerances as above: only the sampling noise differs.
     assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=4e-3)
     assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=2e-4)
+
+
+def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_resumes_exactly(runs, tmp_path):
+    # Rank 1 holds step 3 (of 5 in the first epoch) until it gets SIGTERM; the flag travels in the
+    # step's all-reduce, so both ranks finish step 3, rank 0 writes the checkpoint and both exit 143.
+    _, ddp, _ = runs
+    data, out = ddp.parent / "toy.h5", tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SCRIPT.parent), os.getcwd()]))
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                              "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT), str(data), str(out),
+                              str(STEPS), "--wait-at", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = agent.stdout.readline()  # "rank 1 pid P waiting at step 3"
+        assert line.endswith("waiting at step 3\n"), line + agent.stderr.read()
+        os.kill(int(line.split()[3]), signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode != 0  # torchrun reports its workers' exit 143 as a failure
+    stop_line = f"stopped: SIGTERM received: stopped after step 3 and saved {out / 'checkpoint.pt'}"
+    assert stderr.count(stop_line) == 2, stderr[-3000:]  # one line from each rank
+    assert "exitcode  : 143" in stderr  # torchrun's report of each worker
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
+    _torchrun(str(data), str(out), str(STEPS), "--resume")
+    a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(out / "checkpoint.pt")
+    assert b["step"] == STEPS and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
 
 
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
