@@ -259,7 +259,10 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, val=None, out_dir: str | os.PathL
            "stopped_early": False}
     best_state = None  # the selected weights, on the CPU
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create out_dir {out}: {exc.strerror}") from None
         if (out / CHECKPOINT_NAME).exists():
             if not resume:
                 raise UserError(f"{out} already holds a frame-cnn run; pass resume=True to continue it or choose "

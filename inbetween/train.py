@@ -519,7 +519,8 @@ def _select(model: AlphaVAE, val_set: TripletDataset, config: TrainConfig, devic
         if selection.update(step, val["loss"]):
             save_best(out / BEST_NAME, model, config, step, val["loss"])
         with open(out / VAL_LOG_NAME, "a", newline="") as fh:
-            csv.writer(fh).writerow([step] + [val[k] for k in TERMS] + [selection.best_step, selection.best_loss])
+            best = [] if selection.best_step is None else [selection.best_step, selection.best_loss]
+            csv.writer(fh).writerow([step] + [val[k] for k in TERMS] + (best or ["", ""]))
         stop = selection.should_stop
     if world > 1:
         flag = torch.tensor([float(stop)], device=device)

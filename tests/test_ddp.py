@@ -1,6 +1,7 @@
 """DistributedDataParallel training under torchrun (2 CPU processes, gloo) against one process."""
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -125,6 +126,20 @@ def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_resumes_exactly(
     a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(out / "checkpoint.pt")
     assert b["step"] == STEPS and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
+
+
+def test_early_stopping_stops_every_rank_and_only_rank_0_writes_best(tmp_path):
+    # Rank 0 alone evaluates val and decides; were the decision not broadcast, rank 1 would wait
+    # in the next step's all-reduce for a rank 0 that has left, and the run would fail or hang.
+    from valdata import write_toy_with_val
+
+    data = write_toy_with_val(tmp_path / "toy.h5", train=6, val=2, test=1)
+    _torchrun(str(data), str(tmp_path / "run"), str(STEPS * 2), "--early-stop")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 4, 2)
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
+        ["best.pt", "checkpoint.pt", "log.csv", "summary.json", "val.csv"]
 
 
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
