@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ibutil.flops import steps_for_budget, training_step_flops
 from ibutil.preempt import Preempted, StopFlag
-from ibutil.selection import Selection
+from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.train import package_version, resolve_device, torch_save_atomic
 from render.errors import UserError, write_text_atomic
 
@@ -48,9 +48,9 @@ class FrameCNNConfig:
     loss: str = "mse"  # training loss on [0, 1] pixels: "mse" (the benchmark's metric) or "l1"
     seed: int = 0  # seeds weight initialisation and batch sampling (torch.Generator)
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
-    eval_every: int = 250  # with val data: evaluate the val loss every this many steps, and at the last step
-    patience: int = 10  # stop after this many evaluations in a row without a new best (0: never stop early)
-    min_delta: float = 0.0  # a new best must be lower than the old by more than this (loss units)
+    eval_every: int = EVAL_EVERY  # with val data: evaluate the val loss every this many steps, and at the last step
+    patience: int = PATIENCE  # stop after this many evaluations in a row without a new best (0: never stop early)
+    min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this (loss units)
     budget_gflop: float | None = None  # when set, train floor(budget / FLOPs per step) steps instead of `steps`
     checkpoint_every: int = 0  # with out_dir: also checkpoint every this many steps (0: at evaluations and the end)
 

@@ -9,6 +9,10 @@ from typing import Sequence
 from render.errors import UserError
 
 LR_RATIO = 3.0  # neighbouring learning rates of a sweep differ by this factor
+# The selection rule's defaults, shared by every learned method's config so all are selected alike.
+EVAL_EVERY = 250  # steps between validation evaluations (and one at the last step)
+PATIENCE = 10  # evaluations in a row without a new best before stopping early (0: never)
+MIN_DELTA = 0.0  # a new best must be lower than the old by more than this
 
 
 @dataclass
@@ -20,8 +24,8 @@ class Selection:
     improvement, should_stop turns true (patience 0: never stop early).
     """
 
-    patience: int = 0
-    min_delta: float = 0.0
+    patience: int = PATIENCE
+    min_delta: float = MIN_DELTA
     best_loss: float = math.inf
     best_step: int | None = None  # None until the first finite evaluation
     evals_since_best: int = 0

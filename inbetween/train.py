@@ -8,6 +8,7 @@ import gc
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from ibutil.flops import steps_for_budget, training_step_flops
 from ibutil.preempt import Preempted, StopFlag
-from ibutil.selection import Selection
+from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.data import TripletDataset, normalize_gaps
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, LossTerms, VAEConfig, alpha_vae_loss, num_params
 from render.errors import UserError, write_text_atomic
@@ -36,6 +37,7 @@ SUMMARY_NAME = "summary.json"  # params, FLOPs, seconds, selected step and lr of
 LOG_NAME = "log.csv"
 VAL_LOG_NAME = "val.csv"  # one row per validation evaluation
 NO_VAL = "none"  # val_split value that turns selection off (the last step is selected)
+NOT_FOR_SELECTION = ("train", "test", "heldout")  # the fitted split and the scored ones
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
 # Fields that may change when a run resumes: they say how long, how loudly and where (a run folder
 # may be moved or copied) to train, not what.
@@ -65,9 +67,9 @@ class TrainConfig:
     dtype: str = "fp32"  # fp32, or bf16 autocast for the convolutions (heads and loss stay fp32)
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at the end of each epoch)
     val_split: str = "val"  # split whose loss selects the step (best.pt) and stops early; "none": the last step
-    eval_every: int = 250  # evaluate on val_split every this many steps, and at the last step
-    patience: int = 10  # stop after this many evaluations in a row without a new best (0: never stop early)
-    min_delta: float = 0.0  # a new best must be lower than the old by more than this (nats per triplet)
+    eval_every: int = EVAL_EVERY  # evaluate on val_split every this many steps, and at the last step
+    patience: int = PATIENCE  # stop after this many evaluations in a row without a new best (0: never stop early)
+    min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this (nats per triplet)
     budget_gflop: float | None = None  # train floor(budget / FLOPs per step) steps instead of epochs or steps
     resume: bool = False  # continue from out_dir/checkpoint.pt instead of refusing to overwrite it
     progress: bool = True  # show a tqdm progress bar with the running loss
@@ -108,9 +110,9 @@ class TrainConfig:
             bad(f"checkpoint_every must be an integer >= 0 (0 = end of each epoch), got {self.checkpoint_every!r}")
         if not isinstance(self.val_split, str) or not self.val_split:
             bad(f"val_split must name a split of the file (e.g. 'val') or be 'none', got {self.val_split!r}")
-        if self.val_split in ("train", "test"):
+        if self.val_split in NOT_FOR_SELECTION:
             bad(f"val_split must not be the {self.val_split} split: selection looks only at held-out "
-                "validation data; use 'val' or 'none'")
+                "validation data, never at training or scored data; use 'val' or 'none'")
         if not _posint(self.eval_every):
             bad(f"eval_every must be a positive integer (steps), got {self.eval_every!r}")
         Selection(self.patience, self.min_delta)  # validates both
@@ -309,7 +311,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     with fixed noise (`evaluate`) and logged to val.csv; a new best (lower by more than min_delta)
     is written to best.pt, and after `patience` evaluations without one the run stops early. The
     returned model is the best.pt one (with val_split="none": the last step). summary.json records
-    params, FLOPs, seconds, the selected step and the lr (`RunSummary` fields in `_summary`).
+    params, FLOPs, seconds, the selected step and the lr (the fields are listed in `_summary`).
 
     Preemption: SIGTERM or SIGINT lets the current step finish, writes checkpoint.pt and raises
     ibutil.preempt.Preempted (exit code 143 / 130 in the CLIs); resume=True continues bit for bit.
@@ -428,7 +430,8 @@ def train(config: TrainConfig) -> AlphaVAE:
                 if preempt and step < total and not run["stopped_early"]:  # else the run ends normally now
                     bar.close()
                     checkpoint()
-                    exc = Preempted(stop.signum or 15, step, ckpt_path)  # 15: SIGTERM, sent to a rank by its peer
+                    # A rank stopped by another rank's signal reports SIGTERM, what schedulers send.
+                    exc = Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
                     if rank == 0:
                         _write_summary(out, _summary(config, run, accounting, step, "preempted"))
                     if owns_group:

@@ -79,7 +79,8 @@ def test_select_trial_takes_the_lowest_finite_val_loss_and_the_first_of_equals()
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"val_split": "test"}, "must not be the test split"), ({"val_split": ""}, "val_split must"),
+    ({"val_split": "test"}, "must not be the test split"), ({"val_split": "heldout"}, "must not be the heldout"),
+    ({"val_split": "train"}, "must not be the train"), ({"val_split": ""}, "val_split must"),
     ({"eval_every": 0}, "eval_every"), ({"patience": -1}, "patience"), ({"min_delta": -1.0}, "min_delta"),
     ({"budget_gflop": 0.0}, "budget_gflop"), ({"budget_gflop": 1.0, "steps": 5}, "not both"),
 ])
