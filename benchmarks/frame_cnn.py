@@ -9,7 +9,7 @@ import os
 import re
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ibutil.flops import steps_for_budget, training_step_flops
+from ibutil.flops import run_summary, steps_for_budget, training_step_flops, write_summary
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.train import package_version, resolve_device, torch_save_atomic
@@ -32,7 +32,6 @@ PREDICT_BATCH = 256  # triplets per forward pass in predict()
 CURVE_POINTS = 100  # fit() logs the mean training loss of each of about this many blocks of steps
 CHECKPOINT_NAME = "checkpoint.pt"  # fit(out_dir=...): the last state, resumable (load_checkpoint reads its weights)
 BEST_NAME = "best.pt"  # the selected (lowest val loss) weights
-SUMMARY_NAME = "summary.json"  # params, FLOPs, seconds, selected step and lr
 # Fields that may differ when a run resumes: where it runs and how often it saves, not what it trains.
 RESUMABLE_CHANGES = ("device", "checkpoint_every")
 
@@ -315,13 +314,13 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, val=None, out_dir: str | os.PathL
             if stop.requested and step < total and not run["stopped_early"]:
                 bar.close()
                 checkpoint()
-                _write_summary(out, _summary(config, run, accounting, step, val is not None, "preempted"))
+                write_summary(out, _summary(config, run, accounting, step, val is not None, "preempted"))
                 raise Preempted(stop.signum, step, out / CHECKPOINT_NAME)
         bar.close()
     if out is not None:
         checkpoint()
         status = "stopped-early" if run["stopped_early"] else "finished"
-        _write_summary(out, _summary(config, run, accounting, step, val is not None, status))
+        write_summary(out, _summary(config, run, accounting, step, val is not None, status))
     if log_path is not None:
         _write_curve(curve, Path(log_path))
     if best_state is not None:
@@ -336,7 +335,9 @@ def _restore(path: Path, config: FrameCNNConfig, model: FrameCNN, optimiser, gen
     if state is None:
         raise UserError(f"{path} holds final weights only, not a resumable state; choose another out_dir")
     saved, ours = json.loads(payload["config"]), asdict(config)
-    changed = [k for k in ours if k not in RESUMABLE_CHANGES and saved.get(k) != ours[k]]
+    # A field the checkpoint's release did not have yet counts as its default.
+    changed = [f.name for f in fields(FrameCNNConfig)
+               if f.name not in RESUMABLE_CHANGES and saved.get(f.name, f.default) != ours[f.name]]
     if changed:
         raise UserError(f"cannot resume {path}: it was trained with a different {', '.join(changed)}; "
                         "use the same settings or another out_dir")
@@ -348,31 +349,10 @@ def _restore(path: Path, config: FrameCNNConfig, model: FrameCNN, optimiser, gen
 
 def _summary(config: FrameCNNConfig, run: dict, accounting: dict, step: int, selecting: bool, status: str) -> dict:
     """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
-    sel = run["selection"]
-    return {
-        "method": "frame-cnn",
-        "status": status,  # in-progress, finished, stopped-early or preempted
-        "params": accounting["params"],
-        "flops_per_step": accounting["flops_per_step"],
-        "flops_counted": "forward + backward matmuls and convolutions of one batch; optimiser excluded",
-        "steps": step,
-        "planned_steps": accounting["planned_steps"],
-        "train_flops": accounting["flops_per_step"] * step,
-        "train_seconds": round(run["train_seconds"], 3),
-        "budget_gflop": config.budget_gflop,
-        "lr": config.lr,
-        "selected_step": sel["best_step"] if selecting else step,
-        "best_val_loss": sel["best_loss"] if sel["best_step"] is not None else None,
-        "selected_checkpoint": BEST_NAME if selecting else CHECKPOINT_NAME,
-        "patience": config.patience,
-        "min_delta": config.min_delta,
-        "eval_every": config.eval_every,
-        "version": package_version(),
-    }
-
-
-def _write_summary(out: Path, summary: dict) -> None:
-    write_text_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    return run_summary(method="frame-cnn", status=status, **accounting, steps=step,
+                       train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
+                       selection=run["selection"], selecting=selecting, eval_every=config.eval_every,
+                       version=package_version())
 
 
 def _write_curve(curve: list[tuple[int, float]], path: Path) -> None:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ibutil.flops import steps_for_budget, training_step_flops
+from ibutil.flops import run_summary, steps_for_budget, training_step_flops, write_summary
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.data import TripletDataset, normalize_gaps
@@ -33,7 +33,6 @@ from render.h5format import open_dataset
 CHECKPOINT_FORMAT = "inbetween-alpha-vae-checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"  # the last state, resumable
 BEST_NAME = "best.pt"  # the weights of the selected step (lowest val loss), loadable by load_checkpoint
-SUMMARY_NAME = "summary.json"  # params, FLOPs, seconds, selected step and lr of the run
 LOG_NAME = "log.csv"
 VAL_LOG_NAME = "val.csv"  # one row per validation evaluation
 NO_VAL = "none"  # val_split value that turns selection off (the last step is selected)
@@ -433,7 +432,7 @@ def train(config: TrainConfig) -> AlphaVAE:
                     # A rank stopped by another rank's signal reports SIGTERM, what schedulers send.
                     exc = Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
                     if rank == 0:
-                        _write_summary(out, _summary(config, run, accounting, step, "preempted"))
+                        write_summary(out, _summary(config, run, accounting, step, "preempted"))
                     if owns_group:
                         _leave_group(net, device)
                     raise exc
@@ -455,7 +454,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     bar.close()
     if rank == 0:
         status = "stopped-early" if run["stopped_early"] else "finished"
-        _write_summary(out, _summary(config, run, accounting, step, status))
+        write_summary(out, _summary(config, run, accounting, step, status))
     if owns_group:
         _leave_group(net, device)
     if val_set is not None and selection.best_step is not None and rank == 0:
@@ -560,34 +559,10 @@ def save_best(path: Path, model: AlphaVAE, config: TrainConfig, step: int, val_l
 
 def _summary(config: TrainConfig, run: dict, accounting: dict, step: int, status: str) -> dict:
     """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
-    sel = run["selection"]
-    selected = sel["best_step"] if config.val_split != NO_VAL else step
-    summary = {
-        "method": "alpha-vae",
-        "status": status,  # in-progress, finished, stopped-early or preempted
-        "params": accounting["params"],
-        "flops_per_step": accounting["flops_per_step"],
-        "flops_counted": "forward + backward matmuls and convolutions of one global batch; optimiser excluded",
-        "steps": step,
-        "planned_steps": accounting["planned_steps"],
-        "train_flops": accounting["flops_per_step"] * step,
-        "train_seconds": round(run["train_seconds"], 3),
-        "budget_gflop": config.budget_gflop,
-        "lr": config.lr,
-        "val_split": config.val_split,
-        "selected_step": selected,
-        "best_val_loss": sel["best_loss"] if sel["best_step"] is not None else None,
-        "selected_checkpoint": BEST_NAME if config.val_split != NO_VAL else CHECKPOINT_NAME,
-        "patience": config.patience,
-        "min_delta": config.min_delta,
-        "eval_every": config.eval_every,
-        "version": package_version(),
-    }
-    return summary
-
-
-def _write_summary(out: Path, summary: dict) -> None:
-    write_text_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    return run_summary(method="alpha-vae", status=status, **accounting, steps=step,
+                       train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
+                       selection=run["selection"], selecting=config.val_split != NO_VAL,
+                       eval_every=config.eval_every, version=package_version())
 
 
 def _barrier(device: torch.device) -> None:
@@ -629,8 +604,9 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, gen, device, ran
     state = read_checkpoint(path, device)
     saved = _config_from_json(state["config"])
     ours = asdict(config)
+    # A field the checkpoint's release did not have yet counts as its default.
     changed = [f.name for f in fields(TrainConfig)
-               if f.name not in RESUMABLE_CHANGES and saved.get(f.name) != ours[f.name]]
+               if f.name not in RESUMABLE_CHANGES and saved.get(f.name, f.default) != ours[f.name]]
     if changed:
         raise UserError(f"cannot resume {path}: it was trained with a different {', '.join(changed)}; "
                         "use the same settings or another out_dir")
