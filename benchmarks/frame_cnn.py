@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ibutil.flops import run_summary, steps_for_budget, training_step_flops, write_summary
+from ibutil.flops import flops_of_steps, run_summary, steps_for_budget, training_step_flops, write_summary
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.train import package_version, resolve_device, torch_save_atomic
@@ -349,7 +349,9 @@ def _restore(path: Path, config: FrameCNNConfig, model: FrameCNN, optimiser, gen
 
 def _summary(config: FrameCNNConfig, run: dict, accounting: dict, step: int, selecting: bool, status: str) -> dict:
     """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
+    # Every batch is a full one (sampled with replacement).
     return run_summary(method="frame-cnn", status=status, **accounting, steps=step,
+                       train_flops=flops_of_steps(step, accounting["flops_per_step"]),
                        train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
                        selection=run["selection"], selecting=selecting, eval_every=config.eval_every,
                        version=package_version())

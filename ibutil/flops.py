@@ -38,12 +38,33 @@ def training_step_flops(build: Callable[[], nn.Module], loss: Callable[[nn.Modul
     return int(counter.get_total_flops())
 
 
-def steps_for_budget(budget_gflop: float, flops_per_step: int, what: str = "this model") -> int:
-    """The whole optimiser steps a budget buys: floor(budget / flops_per_step); UserError if not even one."""
+def flops_of_steps(steps: int, flops_per_step: int, epoch_steps: int | None = None,
+                   last_step_flops: int | None = None) -> int:
+    """FLOPs of `steps` optimiser steps. With epoch_steps, every epoch_steps-th step is an epoch's last,
+    smaller batch costing last_step_flops (a loop over the data in order); else all cost flops_per_step."""
+    if epoch_steps is None:
+        return steps * flops_per_step
+    last = steps // epoch_steps  # epochs completed, each ended by one last batch
+    return (steps - last) * flops_per_step + last * last_step_flops
+
+
+def steps_for_budget(budget_gflop: float, flops_per_step: int, what: str = "this model",
+                     epoch_steps: int | None = None, last_step_flops: int | None = None) -> int:
+    """The most optimiser steps the budget pays for (flops_of_steps <= budget); UserError if not even one.
+
+    Without epochs this is floor(budget / flops_per_step); with them the smaller last batches are
+    counted at their own cost. Either way less than one step's FLOPs of the budget is left unspent.
+    """
     if not isinstance(budget_gflop, (int, float)) or isinstance(budget_gflop, bool) \
             or not math.isfinite(budget_gflop) or budget_gflop <= 0:
         raise UserError(f"budget_gflop must be a positive number of GFLOP, got {budget_gflop!r}")
-    steps = math.floor(budget_gflop * 1e9 / flops_per_step)
+    budget = math.floor(budget_gflop * 1e9)
+    if epoch_steps is None:
+        steps = budget // flops_per_step
+    else:
+        epoch = flops_of_steps(epoch_steps, flops_per_step, epoch_steps, last_step_flops)
+        epochs, rest = divmod(budget, epoch)
+        steps = epochs * epoch_steps + min(epoch_steps - 1, rest // flops_per_step)  # rest < one epoch's cost
     if steps < 1:
         raise UserError(f"a budget of {budget_gflop:g} GFLOP buys no training step of {what} "
                         f"({flops_per_step / 1e9:.4g} GFLOP per step); raise budget_gflop")
@@ -51,13 +72,13 @@ def steps_for_budget(budget_gflop: float, flops_per_step: int, what: str = "this
 
 
 def run_summary(*, method: str, status: str, params: int, flops_per_step: int, steps: int, planned_steps: int,
-                train_seconds: float, budget_gflop: float | None, lr: float, selection: dict, selecting: bool,
+                train_flops: int, train_seconds: float, budget_gflop: float | None, lr: float, selection: dict, selecting: bool,
                 eval_every: int, version: str) -> dict:
     """The record every learned method writes as summary.json (and into its checkpoint).
 
     status: in-progress (inside a checkpoint), finished, stopped-early or preempted. selection:
     ibutil.selection.Selection.state_dict(); without selection (selecting False) the last step is
-    the selected one. train_flops counts the optimiser steps run, not evaluation.
+    the selected one. train_flops: flops_of_steps of the optimiser steps run (evaluation not counted).
     """
     return {
         "method": method,
@@ -67,7 +88,7 @@ def run_summary(*, method: str, status: str, params: int, flops_per_step: int, s
         "flops_counted": "forward + backward matmuls and convolutions of one training batch; optimiser excluded",
         "steps": steps,
         "planned_steps": planned_steps,
-        "train_flops": flops_per_step * steps,
+        "train_flops": train_flops,
         "train_seconds": round(train_seconds, 3),
         "budget_gflop": budget_gflop,
         "lr": lr,

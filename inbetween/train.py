@@ -11,7 +11,7 @@ import os
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ibutil.flops import run_summary, steps_for_budget, training_step_flops, write_summary
+from ibutil.flops import flops_of_steps, run_summary, steps_for_budget, training_step_flops, write_summary
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.data import TripletDataset, normalize_gaps
@@ -369,9 +369,12 @@ def train(config: TrainConfig) -> AlphaVAE:
 
     n, bs = len(train_set), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
-    flops = flops_per_step(config, train_set.image_size)  # the global batch's, whatever the world size
+    # FLOPs of a full global batch (whatever the world size) and of an epoch's last, smaller one.
+    flops = flops_per_step(config, train_set.image_size)
+    last_flops = flops_per_step(replace(config, batch_size=n - (steps_per_epoch - 1) * bs), train_set.image_size)
+    epochs = {"epoch_steps": steps_per_epoch, "last_step_flops": last_flops}
     if config.budget_gflop is not None:
-        total = steps_for_budget(config.budget_gflop, flops, "the alpha-VAE")
+        total = steps_for_budget(config.budget_gflop, flops, "the alpha-VAE", **epochs)
     else:
         total = config.steps if config.steps is not None else config.epochs * steps_per_epoch
     accounting = {"params": num_params(model), "flops_per_step": flops, "planned_steps": total}
@@ -385,7 +388,7 @@ def train(config: TrainConfig) -> AlphaVAE:
         run["train_seconds"] = seconds_before + time.perf_counter() - t_run
         run["selection"] = selection.state_dict()
         _checkpoint(ckpt_path, model, optimizer, config, step, gen, epoch_sums, rank, world, run,
-                    _summary(config, run, accounting, step, "in-progress"))
+                    _summary(config, run, accounting, epochs, step, "in-progress"))
 
     with StopFlag() as stop:
         while step < total and not run["stopped_early"]:
@@ -432,7 +435,7 @@ def train(config: TrainConfig) -> AlphaVAE:
                     # A rank stopped by another rank's signal reports SIGTERM, what schedulers send.
                     exc = Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
                     if rank == 0:
-                        write_summary(out, _summary(config, run, accounting, step, "preempted"))
+                        write_summary(out, _summary(config, run, accounting, epochs, step, "preempted"))
                     if owns_group:
                         _leave_group(net, device)
                     raise exc
@@ -454,7 +457,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     bar.close()
     if rank == 0:
         status = "stopped-early" if run["stopped_early"] else "finished"
-        write_summary(out, _summary(config, run, accounting, step, status))
+        write_summary(out, _summary(config, run, accounting, epochs, step, status))
     if owns_group:
         _leave_group(net, device)
     if val_set is not None and selection.best_step is not None and rank == 0:
@@ -557,9 +560,10 @@ def save_best(path: Path, model: AlphaVAE, config: TrainConfig, step: int, val_l
     }, path)
 
 
-def _summary(config: TrainConfig, run: dict, accounting: dict, step: int, status: str) -> dict:
+def _summary(config: TrainConfig, run: dict, accounting: dict, epochs: dict, step: int, status: str) -> dict:
     """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
     return run_summary(method="alpha-vae", status=status, **accounting, steps=step,
+                       train_flops=flops_of_steps(step, accounting["flops_per_step"], **epochs),
                        train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
                        selection=run["selection"], selecting=config.val_split != NO_VAL,
                        eval_every=config.eval_every, version=package_version())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import frame_cnn as fc
-from ibutil.flops import steps_for_budget, training_step_flops
+from ibutil.flops import flops_of_steps, steps_for_budget, training_step_flops
 from inbetween import TrainConfig, train
 from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
@@ -52,6 +53,16 @@ def test_counts_scale_with_the_batch_and_are_cached_per_shape():
     assert train_module.flops_per_step(TrainConfig(data="x.h5", latent=4, width=0.05, batch_size=8), 8) == 2 * one
 
 
+def test_budget_to_steps_with_smaller_last_batches():
+    # 3 steps per epoch, the last one a smaller batch: 10 + 10 + 4 = 24 GFLOP per epoch.
+    epochs = dict(epoch_steps=3, last_step_flops=4 * 10**9)
+    assert [flops_of_steps(s, 10**10, **epochs) for s in range(1, 8)] == [x * 10**9 for x in (10, 20, 24, 34, 44, 48, 58)]
+    assert steps_for_budget(50.0, 10**10, **epochs) == 6  # 48 spent, the 7th step would need 58
+    assert steps_for_budget(59.0, 10**10, **epochs) == 7
+    assert steps_for_budget(71.0, 10**10, **epochs) == 8  # 68 spent; step 9 (an epoch's last) would make 72
+    assert steps_for_budget(72.0, 10**10, **epochs) == 9
+
+
 def test_budget_to_steps():
     assert steps_for_budget(10.0, 3 * 10**9) == 3
     assert steps_for_budget(9.0, 3 * 10**9) == 3  # an exact multiple spends it all
@@ -63,13 +74,19 @@ def test_budget_to_steps():
 
 def test_both_trainers_spend_the_same_budget_within_one_step(tmp_path):
     data = write_toy_dataset(tmp_path / "toy.h5", image_size=8, frames=8, train=4, test=1)
-    budget = 0.2  # GFLOP: 8 steps of this alpha-VAE (22.8 MFLOP each), 39 of this frame CNN (5.1 MFLOP)
-    train(TrainConfig(data=str(data), out_dir=str(tmp_path / "vae"), width=0.05, latent=4, batch_size=8,
-                      budget_gflop=budget, device="cpu", progress=False, val_split="none"))
+    budget = 0.2  # GFLOP: 8 steps of this alpha-VAE (28.5 MFLOP per full batch), 31 of this frame CNN (6.4)
+    # 24 triplets in batches of 10: every third alpha-VAE step is an epoch's last batch, of 4 triplets.
+    cfg = TrainConfig(data=str(data), out_dir=str(tmp_path / "vae"), width=0.05, latent=4, batch_size=10,
+                      budget_gflop=budget, device="cpu", progress=False, val_split="none")
+    train(cfg)
     tr = TripletDataset(data, "train").batch_uint8(np.arange(24))
-    fc.fit(fc.FrameCNNConfig(channels=4, batch_size=8, budget_gflop=budget, device="cpu"), tr["x0"], tr["x1"], tr["x2"],
-           out_dir=tmp_path / "cnn", progress=False)
+    fc.fit(fc.FrameCNNConfig(channels=4, batch_size=10, budget_gflop=budget, device="cpu"), tr["x0"], tr["x1"],
+           tr["x2"], out_dir=tmp_path / "cnn", progress=False)
     for run in ("vae", "cnn"):
         s = json.loads((tmp_path / run / "summary.json").read_text())
         assert s["budget_gflop"] == budget and s["steps"] == s["planned_steps"] >= 5
         assert budget * 1e9 - s["flops_per_step"] < s["train_flops"] <= budget * 1e9, run
+    s = json.loads((tmp_path / "vae" / "summary.json").read_text())
+    full, last = (train_module.flops_per_step(replace(cfg, batch_size=b), 8) for b in (10, 4))
+    assert s["flops_per_step"] == full and last < full
+    assert s["train_flops"] == (s["steps"] - s["steps"] // 3) * full + s["steps"] // 3 * last
