@@ -28,8 +28,9 @@ def training_step_flops(build: Callable[[], nn.Module], loss: Callable[[nn.Modul
 
     The model and its inputs are built under FakeTensorMode (torch's shape-only tensors, the same
     machinery torch.compile traces with), so nothing is computed: the count is exact for the real
-    shapes but takes milliseconds even for the paper-width model on a CPU, and leaves every RNG,
-    device and real model untouched. `loss` must create its inputs itself (e.g. torch.rand(shape)).
+    shapes, leaves every RNG, device and real model untouched, and costs about 0.2-0.5 s at any
+    width on a 2-core CPU (the first count in a process also imports torch._dynamo: 1-4 s there).
+    `loss` must create its inputs itself (e.g. torch.rand(shape)).
     """
     with torch.random.fork_rng(devices=[]), FakeTensorMode():
         model = build()
