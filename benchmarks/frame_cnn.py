@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from inbetween.train import resolve_device, torch_save_atomic
+from ibutil.flops import flops_of_steps, run_summary, steps_for_budget, training_step_flops, write_summary
+from ibutil.preempt import Preempted, StopFlag
+from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
+from inbetween.train import package_version, resolve_device, torch_save_atomic
 from render.errors import UserError, write_text_atomic
 
 CHECKPOINT_FORMAT = "frame-cnn"
@@ -25,6 +30,10 @@ LOSSES = ("mse", "l1")
 DOWNSAMPLINGS = 2  # U-Net depth: inputs are zero-padded to a multiple of 2**DOWNSAMPLINGS
 PREDICT_BATCH = 256  # triplets per forward pass in predict()
 CURVE_POINTS = 100  # fit() logs the mean training loss of each of about this many blocks of steps
+CHECKPOINT_NAME = "checkpoint.pt"  # fit(out_dir=...): the last state, resumable (load_checkpoint reads its weights)
+BEST_NAME = "best.pt"  # the selected (lowest val loss) weights
+# Fields that may differ when a run resumes: where it runs and how often it saves, not what it trains.
+RESUMABLE_CHANGES = ("device", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -32,12 +41,17 @@ class FrameCNNConfig:
     """Architecture and training budget of the frame CNN; stored in every checkpoint."""
 
     channels: int = 32  # feature channels at full resolution, doubled after each downsampling
-    steps: int = 5000  # optimiser steps; set steps * batch_size to the alpha-VAE's budget
+    steps: int = 5000  # optimiser steps (replaced by the budget's when budget_gflop is set)
     batch_size: int = 64  # triplets per step, sampled uniformly with replacement
     lr: float = 1e-3  # Adam peak learning rate, cosine-decayed to lr / 10 over the steps
     loss: str = "mse"  # training loss on [0, 1] pixels: "mse" (the benchmark's metric) or "l1"
     seed: int = 0  # seeds weight initialisation and batch sampling (torch.Generator)
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
+    eval_every: int = EVAL_EVERY  # with val data: evaluate the val loss every this many steps, and at the last step
+    patience: int = PATIENCE  # stop after this many evaluations in a row without a new best (0: never stop early)
+    min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this (loss units)
+    budget_gflop: float | None = None  # when set, train floor(budget / FLOPs per step) steps instead of `steps`
+    checkpoint_every: int = 0  # with out_dir: also checkpoint every this many steps (0: at evaluations and the end)
 
     def __post_init__(self):
         for name in ("channels", "steps", "batch_size"):
@@ -53,6 +67,16 @@ class FrameCNNConfig:
             raise UserError(f"frame-cnn seed must be a non-negative integer, got {self.seed!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise UserError(f"unknown device {self.device!r}; choose auto, cpu, cuda or cuda:N")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 1:
+            raise UserError(f"frame-cnn eval_every must be a positive integer (steps), got {self.eval_every!r}")
+        if not isinstance(self.checkpoint_every, int) or isinstance(self.checkpoint_every, bool) \
+                or self.checkpoint_every < 0:
+            raise UserError(f"frame-cnn checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        Selection(self.patience, self.min_delta)  # validates both
+        if self.budget_gflop is not None and (not isinstance(self.budget_gflop, (int, float))
+                                              or isinstance(self.budget_gflop, bool)
+                                              or not math.isfinite(self.budget_gflop) or self.budget_gflop <= 0):
+            raise UserError(f"frame-cnn budget_gflop must be a positive number of GFLOP or None, got {self.budget_gflop!r}")
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -151,9 +175,52 @@ def _deterministic_cudnn():
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
-def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
-        log_path: str | os.PathLike | None = None) -> FrameCNN:
+def step_flops(config: FrameCNNConfig, height: int, width: int) -> int:
+    """FLOPs of one training step of batch_size triplets at H x W (forward + backward; optimiser excluded)."""
+    return _step_flops(config.channels, config.batch_size, height, width)
+
+
+@functools.lru_cache(maxsize=64)  # one count per model and batch shape
+def _step_flops(channels: int, batch_size: int, height: int, width: int) -> int:
+    def loss(model: FrameCNN) -> torch.Tensor:
+        x0, x1, x2 = (torch.rand(batch_size, 3, height, width) for _ in range(3))
+        return F.mse_loss(model(x0, x2), x1)  # l1 costs the same matmul and convolution FLOPs
+    return training_step_flops(lambda: FrameCNN(FrameCNNConfig(channels=channels, device="cpu")), loss)
+
+
+def total_steps(config: FrameCNNConfig, height: int, width: int) -> int:
+    """The run's optimiser steps: config.steps, or what budget_gflop buys at this image size."""
+    if config.budget_gflop is None:
+        return config.steps
+    return steps_for_budget(config.budget_gflop, step_flops(config, height, width), "the frame CNN")
+
+
+@torch.no_grad()
+def val_loss(model: FrameCNN, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> float:
+    """The training loss (unclamped output) averaged over every val triplet, in fixed batches: deterministic."""
+    loss_fn = F.mse_loss if model.config.loss == "mse" else F.l1_loss
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, len(x0), PREDICT_BATCH):
+        a, target, b = (_to_float(x[i:i + PREDICT_BATCH], model.device) for x in (x0, x1, x2))
+        total += loss_fn(model(a, b), target, reduction="sum").item() / target[0].numel()
+    model.train(was_training)
+    return total / len(x0)
+
+
+def fit(config: FrameCNNConfig, x0, x1, x2, *, val=None, out_dir: str | os.PathLike | None = None,
+        resume: bool = False, progress: bool = True, log_path: str | os.PathLike | None = None) -> FrameCNN:
     """Train a fresh FrameCNN on triplets: x0, x1, x2 each (N, 3, H, W), numpy or torch, float [0, 1] or uint8.
+
+    Returns the selected model in eval mode: with val=(x0, x1, x2) validation triplets, the weights
+    of the evaluation (every eval_every steps and at the last) with the lowest val loss, stopping
+    after `patience` evaluations without a new best; without val, the last step's weights.
+
+    With out_dir: out_dir/checkpoint.pt holds the resumable state (written at each evaluation,
+    every checkpoint_every steps and at the end), best.pt the selected weights, summary.json the
+    params, FLOPs, seconds, selected step and lr. SIGTERM or SIGINT then lets the current step
+    finish, checkpoints and raises ibutil.preempt.Preempted; resume=True continues bit for bit.
 
     The data stay where they are (CPU) and each batch moves to config.device; the same config,
     data and seed give the same weights byte for byte on the CPU. With log_path, the training
@@ -166,7 +233,14 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
     n = x0.shape[0]
     if n == 0:
         raise UserError("frame-cnn needs at least one training triplet; the training split is empty")
+    if val is not None:
+        val = tuple(_as_tensor(v, f"val x{j}") for j, v in enumerate(val))
+        if len(val) != 3 or not (val[0].shape == val[1].shape == val[2].shape) or len(val[0]) == 0 \
+                or val[0].shape[1:] != x0.shape[1:]:
+            raise UserError("val must be three non-empty (N, 3, H, W) arrays x0, x1, x2 of the training frames' size")
     device = resolve_device(config.device)
+    total = total_steps(config, *x0.shape[-2:])
+    out = Path(out_dir) if out_dir is not None else None
     generator = torch.Generator().manual_seed(config.seed)  # CPU generator: same draws on any device
 
     model = FrameCNN(config)
@@ -174,14 +248,45 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = F.mse_loss if config.loss == "mse" else F.l1_loss
+    accounting = {"params": sum(p.numel() for p in model.parameters()),
+                  "flops_per_step": step_flops(config, *x0.shape[-2:]), "planned_steps": total}
 
-    every = max(1, config.steps // CURVE_POINTS)  # steps per logged block
-    curve, block = [], torch.zeros((), device=device)  # block: the loss summed on the device (no sync per step)
-    with _deterministic_cudnn():
-        bar = tqdm(range(config.steps), desc="frame-cnn", disable=not progress, leave=False)
-        for step in bar:
+    every = max(1, total // CURVE_POINTS)  # steps per logged block
+    # block: the loss summed on the device (no sync per step); run: what a checkpoint adds to the weights.
+    step, curve, block = 0, [], torch.zeros((), device=device)
+    run = {"selection": Selection(config.patience, config.min_delta).state_dict(), "train_seconds": 0.0,
+           "stopped_early": False}
+    best_state = None  # the selected weights, on the CPU
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create out_dir {out}: {exc.strerror}") from None
+        if (out / CHECKPOINT_NAME).exists():
+            if not resume:
+                raise UserError(f"{out} already holds a frame-cnn run; pass resume=True to continue it or choose "
+                                "another out_dir")
+            step, curve, block_value, run = _restore(out / CHECKPOINT_NAME, config, model, optimiser, generator)
+            block.fill_(block_value)
+            if (out / BEST_NAME).exists():
+                best_state = torch.load(out / BEST_NAME, map_location="cpu", weights_only=True)["state_dict"]
+    selection = Selection.from_state(run["selection"])
+    t_run, seconds_before = time.perf_counter(), run["train_seconds"]
+
+    def checkpoint():
+        run["train_seconds"] = seconds_before + time.perf_counter() - t_run
+        run["selection"] = selection.state_dict()
+        summary = _summary(config, run, accounting, step, val is not None, "in-progress")
+        save_checkpoint(model, out / CHECKPOINT_NAME, summary=summary, train_state={
+            "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
+            "curve": curve, "block": block.item(), "run": run})
+
+    # Signals are caught only when there is a folder to checkpoint into; otherwise they act as before.
+    with _deterministic_cudnn(), (StopFlag() if out is not None else nullcontext(StopFlag())) as stop:
+        bar = tqdm(total=total, initial=step, desc="frame-cnn", disable=not progress, leave=False)
+        while step < total and not run["stopped_early"]:
             # Cosine decay from lr to lr / 10: large early steps, a settled finish.
-            lr = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+            lr = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
             for group in optimiser.param_groups:
                 group["lr"] = lr
             idx = torch.randint(n, (config.batch_size,), generator=generator)  # (B,) on CPU
@@ -191,13 +296,65 @@ def fit(config: FrameCNNConfig, x0, x1, x2, *, progress: bool = True,
             loss.backward()
             optimiser.step()
             block += loss.detach()
-            if (step + 1) % every == 0 or step == config.steps - 1:  # .item() waits for the device
-                curve.append((step + 1, block.item() / ((step % every) + 1)))
+            step += 1
+            bar.update(1)
+            evaluated = val is not None and (step % config.eval_every == 0 or step == total)
+            if evaluated:
+                if selection.update(step, val_loss(model, *val)):
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    if out is not None:
+                        save_checkpoint(model, out / BEST_NAME, step=step, val_loss=selection.best_loss)
+                run["stopped_early"] = selection.should_stop
+            if step % every == 0 or step == total or run["stopped_early"]:  # .item() waits for the device
+                curve.append((step, block.item() / (((step - 1) % every) + 1)))
                 block.zero_()
                 bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
+            if out is not None and (evaluated or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+                checkpoint()
+            if stop.requested and step < total and not run["stopped_early"]:
+                bar.close()
+                checkpoint()
+                write_summary(out, _summary(config, run, accounting, step, val is not None, "preempted"))
+                raise Preempted(stop.signum, step, out / CHECKPOINT_NAME)
+        bar.close()
+    if out is not None:
+        checkpoint()
+        status = "stopped-early" if run["stopped_early"] else "finished"
+        write_summary(out, _summary(config, run, accounting, step, val is not None, status))
     if log_path is not None:
         _write_curve(curve, Path(log_path))
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model.eval()
+
+
+def _restore(path: Path, config: FrameCNNConfig, model: FrameCNN, optimiser, generator: torch.Generator):
+    """Load checkpoint.pt's state into model, optimiser and generator; UserError if it is another run's."""
+    payload = _read(path)
+    state = payload.get("train_state")
+    if state is None:
+        raise UserError(f"{path} holds final weights only, not a resumable state; choose another out_dir")
+    saved, ours = json.loads(payload["config"]), asdict(config)
+    # A field the checkpoint's release did not have yet counts as its default.
+    changed = [f.name for f in fields(FrameCNNConfig)
+               if f.name not in RESUMABLE_CHANGES and saved.get(f.name, f.default) != ours[f.name]]
+    if changed:
+        raise UserError(f"cannot resume {path}: it was trained with a different {', '.join(changed)}; "
+                        "use the same settings or another out_dir")
+    model.load_state_dict(payload["state_dict"])
+    optimiser.load_state_dict(state["optimiser"])
+    generator.set_state(state["generator"])
+    return state["step"], [tuple(row) for row in state["curve"]], state["block"], state["run"]
+
+
+def _summary(config: FrameCNNConfig, run: dict, accounting: dict, step: int, selecting: bool, status: str) -> dict:
+    """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
+    # Every batch is a full one (sampled with replacement).
+    return run_summary(method="frame-cnn", status=status, **accounting, steps=step,
+                       train_flops=flops_of_steps(step, accounting["flops_per_step"]),
+                       train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
+                       selection=run["selection"], selecting=selecting, eval_every=config.eval_every,
+                       version=package_version())
 
 
 def _write_curve(curve: list[tuple[int, float]], path: Path) -> None:
@@ -206,20 +363,33 @@ def _write_curve(curve: list[tuple[int, float]], path: Path) -> None:
     write_text_atomic(path, "step,train_loss\n" + "".join(f"{step},{loss!r}\n" for step, loss in curve))
 
 
-def save_checkpoint(model: FrameCNN, path: str | os.PathLike) -> Path:
-    """Write weights and config to `path` atomically (temporary file, then rename); returns the path."""
+def save_checkpoint(model: FrameCNN, path: str | os.PathLike, **extra) -> Path:
+    """Write weights, config and `extra` entries to `path` atomically (temporary file, then rename); returns the path."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": json.dumps(asdict(model.config), sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
     }
     return torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:
-    """Rebuild a FrameCNN from save_checkpoint's file, in eval mode on `device`."""
+    """Rebuild a FrameCNN from save_checkpoint's file (or fit's checkpoint.pt / best.pt), in eval mode on `device`."""
     path = Path(path)
+    payload = _read(path)
+    try:
+        config = FrameCNNConfig(**json.loads(payload["config"]))
+    except (TypeError, ValueError) as exc:  # unknown or missing fields, broken JSON
+        raise UserError(f"{path} has an unreadable frame-cnn config ({exc}); re-train it") from None
+    model = FrameCNN(config)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(resolve_device(device)).eval()
+
+
+def _read(path: Path) -> dict:
+    """The validated payload of a frame-cnn checkpoint file; UserError if it is missing or foreign."""
     if not path.is_file():
         raise UserError(f"no frame-cnn checkpoint at {path}; train one first or fix the path")
     try:
@@ -231,10 +401,4 @@ def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:
     if payload.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"{path} is {CHECKPOINT_FORMAT} checkpoint version {payload.get('version')}, "
                         f"this release reads version {CHECKPOINT_VERSION}; re-train it")
-    try:
-        config = FrameCNNConfig(**json.loads(payload["config"]))
-    except (TypeError, ValueError) as exc:  # unknown or missing fields, broken JSON
-        raise UserError(f"{path} has an unreadable frame-cnn config ({exc}); re-train it") from None
-    model = FrameCNN(config)
-    model.load_state_dict(payload["state_dict"])
-    return model.to(resolve_device(device)).eval()
+    return payload

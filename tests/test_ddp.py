@@ -1,7 +1,9 @@
 """DistributedDataParallel training under torchrun (2 CPU processes, gloo) against one process."""
 
 import csv
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +57,7 @@ def runs(tmp_path_factory):
 
 def test_only_rank_0_writes_and_the_log_covers_every_step(runs):
     _, ddp, _ = runs
-    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv"]
+    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json"]
     assert int(_last_row(ddp)["step"]) == STEPS
 
 
@@ -96,6 +98,50 @@ def test_an_uneven_last_batch_matches_one_process(tmp_path):
     assert float(b["test_loss"]) == pytest.approx(float(a["test_loss"]), rel=2e-4)
 
 
+def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_resumes_exactly(runs, tmp_path):
+    # Rank 1 holds step 3 (of 5 in the first epoch) until it gets SIGTERM; the flag travels in the
+    # step's all-reduce, so both ranks finish step 3, rank 0 writes the checkpoint and both exit 143.
+    _, ddp, _ = runs
+    data, out = ddp.parent / "toy.h5", tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SCRIPT.parent), os.getcwd()]))
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                              "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT), str(data), str(out),
+                              str(STEPS), "--wait-at", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = agent.stdout.readline()  # "rank 1 pid P waiting at step 3"
+        assert line.endswith("waiting at step 3\n"), line + agent.stderr.read()
+        os.kill(int(line.split()[3]), signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode != 0  # torchrun reports its workers' exit 143 as a failure
+    stop_line = f"stopped: SIGTERM received: stopped after step 3 and saved {out / 'checkpoint.pt'}"
+    assert stderr.count(stop_line) == 2, stderr[-3000:]  # one line from each rank
+    assert "exitcode  : 143" in stderr  # torchrun's report of each worker
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
+    _torchrun(str(data), str(out), str(STEPS), "--resume")
+    a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(out / "checkpoint.pt")
+    assert b["step"] == STEPS and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
+
+
+def test_early_stopping_stops_every_rank_and_only_rank_0_writes_best(tmp_path):
+    # Rank 0 alone evaluates val and decides; were the decision not broadcast, rank 1 would wait
+    # in the next step's all-reduce for a rank 0 that has left, and the run would fail or hang.
+    from valdata import write_toy_with_val
+
+    data = write_toy_with_val(tmp_path / "toy.h5", train=6, val=2, test=1)
+    _torchrun(str(data), str(tmp_path / "run"), str(STEPS * 2), "--early-stop")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 4, 2)
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
+        ["best.pt", "checkpoint.pt", "log.csv", "summary.json", "val.csv"]
+
+
 def test_rank_seeds_are_distinct_and_rank_0_keeps_the_run_seed():
     assert rank_seed(7, 0) == 7
     assert len({rank_seed(7, r) for r in range(8)}) == 8
@@ -110,7 +156,8 @@ def test_resuming_with_another_process_count_warns(runs, tmp_path):
     shutil.copytree(ddp, tmp_path / "run")
     data = ddp.parent / "toy.h5"
     config = TrainConfig(data=str(data), out_dir=str(tmp_path / "run"), gaps=(1,), alpha=10.0, latent=4, width=0.05,
-                         steps=STEPS + 1, batch_size=8, lr=1e-3, seed=3, device="cpu", progress=False, resume=True)
+                         steps=STEPS + 1, batch_size=8, lr=1e-3, seed=3, device="cpu", progress=False, resume=True,
+                         val_split="none")
     with pytest.warns(UserWarning, match="saved by 2 process"):
         train(config)
     assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == STEPS + 1

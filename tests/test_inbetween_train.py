@@ -27,7 +27,7 @@ def toy(tmp_path_factory):
 
 def config(toy, out, **kw):
     base = dict(data=str(toy), out_dir=str(out), width=0.05, latent=4, batch_size=8, lr=3e-3,
-                epochs=2, device="cpu", progress=False)
+                epochs=2, device="cpu", progress=False, val_split="none")
     return TrainConfig(**{**base, **kw})
 
 
@@ -93,7 +93,7 @@ def test_end_to_end_loss_decreases_and_checkpoint_round_trips(toy, tmp_path):
     assert float(last["train_loss"]) < float(first["train_loss"])
     assert float(last["test_loss"]) < float(first["test_loss"])
     assert all(0 <= float(r["data_frac"]) < 1 for r in rows)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.csv"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json"]  # no temp files
 
     loaded = load_checkpoint(out / "checkpoint.pt")
     assert same_weights(model, loaded)

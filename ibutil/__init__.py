@@ -1,0 +1,1 @@
+"""Small method-independent utilities shared by the trainers: selection, compute accounting, preemption."""

@@ -1,0 +1,90 @@
+"""Train a tiny alpha-VAE or frame CNN in a child process; tests/test_preempt.py sends it a real SIGTERM.
+
+At the start of training step --wait-at K the child prints "waiting at step K" and holds that step
+until its stop flag is set, so the signal lands inside step K whatever the machine's speed.
+"""
+
+import argparse
+import signal
+import sys
+import time
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensor
+
+from ibutil.preempt import preemption_exits
+from valdata import val_split_readable
+
+
+STEPS = 14  # 24 train triplets / batch 4 = 6 steps per epoch: step 4 is inside the first epoch
+
+
+def alpha_vae(data, out_dir, resume=False):
+    """Train the alpha-VAE of the preemption tests (selecting on val every 3 steps); returns the model."""
+    from inbetween import TrainConfig, train
+
+    return train(TrainConfig(data=str(data), out_dir=str(out_dir), gaps=(1,), alpha=10.0, latent=4, width=0.05,
+                             steps=STEPS, batch_size=4, lr=3e-3, seed=5, device="cpu", progress=False,
+                             eval_every=3, patience=100, resume=resume))
+
+
+def frame_cnn(data, out_dir, resume=False):
+    """Train the frame CNN of the preemption tests on the file's train split, selecting on val; returns it."""
+    import numpy as np
+
+    from benchmarks.frame_cnn import FrameCNNConfig, fit
+    from inbetween.data import TripletDataset
+
+    train_set, val_set = (TripletDataset(data, split) for split in ("train", "val"))
+    tr = train_set.batch_uint8(np.arange(len(train_set)))
+    va = val_set.batch_uint8(np.arange(len(val_set)))
+    config = FrameCNNConfig(channels=4, steps=STEPS, batch_size=4, lr=3e-3, seed=5, device="cpu", eval_every=3,
+                            patience=100)
+    return fit(config, tr["x0"], tr["x1"], tr["x2"], val=(va["x0"], va["x1"], va["x2"]), out_dir=out_dir,
+               resume=resume, progress=False)
+
+
+def hold_until_signalled(step: int, who: str = "") -> None:
+    flag = signal.getsignal(signal.SIGTERM).__self__  # the trainer's ibutil.preempt.StopFlag
+    print(f"{who}waiting at step {step}", flush=True)
+    deadline = time.monotonic() + 60
+    while not flag.requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def counting(fn, wait_at: int, who: str = ""):
+    """Wrap a training forward so that it holds at the wait_at-th call made with gradients on."""
+    calls = [0]
+
+    def wrapped(*args, **kwargs):
+        # Training steps only: not evaluation (no grad), not the FLOP count (shape-only fake tensors).
+        if torch.is_grad_enabled() and not any(isinstance(a, FakeTensor) for a in args):
+            calls[0] += 1
+            if calls[0] == wait_at:
+                hold_until_signalled(wait_at, who)
+        return fn(*args, **kwargs)
+    return wrapped
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("method", choices=["alpha-vae", "frame-cnn"])
+    parser.add_argument("data")
+    parser.add_argument("out_dir")
+    parser.add_argument("--wait-at", type=int, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with val_split_readable(), preemption_exits():
+        if args.method == "alpha-vae":
+            import importlib
+
+            train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
+
+            train_module.compute_loss = counting(train_module.compute_loss, args.wait_at)
+            alpha_vae(args.data, args.out_dir)
+        else:
+            from benchmarks.frame_cnn import FrameCNN
+
+            FrameCNN.forward = counting(FrameCNN.forward, args.wait_at)
+            frame_cnn(args.data, args.out_dir)
+    sys.exit(0)

@@ -1,0 +1,102 @@
+"""Preemption with a real SIGTERM in the middle of an epoch: checkpoint, exit 143, resume to the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import preempt_train
+from ibutil.preempt import Preempted, StopFlag, preemption_exits
+from valdata import val_split_readable, write_toy_with_val
+
+SCRIPT = Path(__file__).with_name("preempt_train.py")
+WAIT_AT = 4  # the signal lands inside training step 4 (of 6 in the first epoch)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_toy_with_val(tmp_path_factory.mktemp("data") / "toy.h5", train=4, val=2, test=1)
+
+
+def interrupted_run(method: str, data: Path, out: Path) -> subprocess.CompletedProcess:
+    """Start the child, wait until it holds step WAIT_AT, send SIGTERM, wait for it to exit."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SCRIPT.parent), str(Path.cwd())]))
+    child = subprocess.Popen([sys.executable, str(SCRIPT), method, str(data), str(out), "--wait-at", str(WAIT_AT)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = child.stdout.readline()  # blocks until the child reaches step WAIT_AT (or dies)
+        assert line.strip() == f"waiting at step {WAIT_AT}", line + child.stderr.read()
+        child.send_signal(signal.SIGTERM)
+        stdout, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return subprocess.CompletedProcess(child.args, child.returncode, line + stdout, stderr)
+
+
+def state_dict(path: Path) -> dict:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload.get("model", payload.get("state_dict"))
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["alpha-vae", "frame-cnn"])
+def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_bytes(method, data, tmp_path):
+    train = preempt_train.alpha_vae if method == "alpha-vae" else preempt_train.frame_cnn
+    stopped = interrupted_run(method, data, tmp_path / "split")
+    assert stopped.returncode == 143, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last == (f"stopped: SIGTERM received: stopped after step {WAIT_AT} and saved "
+                    f"{tmp_path / 'split' / 'checkpoint.pt'}; run again with resume to continue")
+    assert "Traceback" not in stopped.stderr
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    step = ckpt["step"] if method == "alpha-vae" else ckpt["train_state"]["step"]
+    assert step == WAIT_AT  # the step in flight finished, nothing after it ran
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["steps"] == WAIT_AT and summary["selected_step"] == 3
+    assert not list((tmp_path / "split").glob(".*tmp*"))  # no half-written file
+
+    with val_split_readable():
+        with pytest.raises(Exception, match="resume"):  # refuses to start over a preempted run silently
+            train(data, tmp_path / "split")
+        resumed = train(data, tmp_path / "split", resume=True)
+        straight = train(data, tmp_path / "straight")
+    assert same(resumed.state_dict(), straight.state_dict())  # the selected models
+    for name in ("checkpoint.pt", "best.pt"):
+        assert same(state_dict(tmp_path / "split" / name), state_dict(tmp_path / "straight" / name)), name
+    a, b = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("split", "straight"))
+    assert a["status"] == b["status"] == "finished" and a["steps"] == b["steps"] == preempt_train.STEPS
+    assert a["selected_step"] == b["selected_step"] and a["best_val_loss"] == b["best_val_loss"]
+    assert a["train_flops"] == b["train_flops"] == a["flops_per_step"] * preempt_train.STEPS
+
+
+def test_stop_flag_restores_handlers_and_a_second_signal_is_not_swallowed():
+    before = signal.getsignal(signal.SIGINT)
+    with StopFlag() as flag:
+        assert not flag.requested
+        signal.raise_signal(signal.SIGINT)
+        assert flag.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C stops at once, as Python's default does
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_preempted_exit_codes_and_cli_line(capsys):
+    assert Preempted(signal.SIGTERM, 7, "run/checkpoint.pt").exit_code == 143
+    assert Preempted(signal.SIGINT, 7, "run/checkpoint.pt").exit_code == 130
+    with pytest.raises(SystemExit) as info, preemption_exits():
+        raise Preempted(signal.SIGTERM, 7, Path("run") / "checkpoint.pt")
+    assert info.value.code == 143
+    assert capsys.readouterr().err == ("stopped: SIGTERM received: stopped after step 7 and saved run/checkpoint.pt; "
+                                       "run again with resume to continue\n")
