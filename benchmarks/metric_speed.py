@@ -1,0 +1,90 @@
+"""Measure the v2 metrics on the default datasets: table build time and size, scoring time, ground-truth ceiling.
+
+python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 2 6] [--size 32]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from benchmarks import metrics
+from render import h5format
+from render.dataset import render_dataset
+from render.presets import RenderConfig
+
+
+def _dataset(cache: Path, config: RenderConfig) -> Path:
+    from benchmarks.suite import config_hash  # the benchmark's own dataset cache naming
+
+    path = cache / "data" / f"dof{config.dof}-{config_hash(config.to_json())}.h5"
+    if not path.exists():
+        render_dataset(config, path, workers=2, overwrite=True)
+    return path
+
+
+def _timed(fn, *args, repeats: int = 3):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
+    path = _dataset(cache, RenderConfig(dof=dof, size=size))
+    start = time.perf_counter()
+    table = metrics.table_for(path, cache)
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics.table_for(path, cache)
+    cached_call = time.perf_counter() - start
+    test = h5format.read_split(path, "test")
+    s, t = test.factors.shape[:2]
+    x = test.frames.reshape(s * t, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    f = test.factors.reshape(s * t, -1).astype(np.float64)
+    truth, seconds = _timed(metrics.table_metrics, x, f, table)
+    # copy-x0 at `gap`: predict frame t by frame t - gap of the same sequence
+    seq = np.arange(s * t).reshape(s, t)
+    target, source = seq[:, gap:].ravel(), seq[:, :-gap].ravel()
+    copy = metrics.table_metrics(x[source], f[target], table)
+    out = {"dof": dof, "size": size, "table_frames": int(table.meta["frames"]),
+           "table_build_s": table.meta["build_seconds"], "table_first_call_s": round(first_call, 2),
+           "table_cached_call_s": round(cached_call, 3), "table_mib": round(table.nbytes / 2**20, 2),
+           "table_file_mib": round(sum(p.stat().st_size for p in (cache / "tables").glob(f"*dof{dof}-*.npz")) / 2**20, 2),
+           "frames_scored": len(x), "seconds_per_1000": round(seconds / len(x) * 1000, 3)}
+    if dof in (1, 2):
+        err = truth["pose_error_deg"]
+        out.update(step_deg=table.step_deg, truth_error_mean=float(err.mean()), truth_error_max=float(err.max()),
+                   truth_off_share=float((err > table.step_deg).mean()),
+                   truth_off_errors=sorted(np.round(err[err > table.step_deg], 1).tolist())[-20:],
+                   truth_nn_distance_mean=float(truth["nn_distance"].mean()),
+                   copy_gap=gap, copy_error_mean=float(copy["pose_error_deg"].mean()),
+                   copy_nn_distance_mean=float(copy["nn_distance"].mean()))
+    else:
+        out.update(truth_error_mean=float(truth["position_error_px"].mean()),
+                   truth_error_max=float(truth["position_error_px"].max()),
+                   truth_found=float(truth["position_found"].mean()), copy_gap=gap,
+                   copy_error_mean=float(copy["position_error_px"].mean()))
+    return out
+
+
+@click.command()
+@click.option("--cache", default=".cache/inbetween-bench", show_default=True, help="Dataset and table cache folder.")
+@click.option("--dof", "dofs", type=click.Choice(["1", "2", "6"]), multiple=True, default=("1", "2", "6"),
+              help="DoF presets to measure (repeat the option).")
+@click.option("--size", default=32, show_default=True, help="Frame size of the default datasets.")
+@click.option("--gap", default=10, show_default=True, help="Gap of the copy-x0 hedge that is scored too.")
+def main(cache: str, dofs: tuple[str, ...], size: int, gap: int) -> None:
+    """Print one JSON line per DoF: table build time and size, seconds per 1000 frames, ground-truth scores."""
+    for dof in dofs:
+        click.echo(json.dumps(measure(Path(cache), int(dof), size, gap)))
+
+
+if __name__ == "__main__":
+    main()
