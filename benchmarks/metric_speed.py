@@ -48,7 +48,10 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
     s, t = test.factors.shape[:2]
     x = test.frames.reshape(s * t, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     f = test.factors.reshape(s * t, -1).astype(np.float64)
+    masks = test.masks.reshape(s * t, size, size)
     truth, seconds = _timed(metrics.table_metrics, x, f, table)
+    _, before = _timed(metrics.all_metrics, x, x, masks)  # the five v1 metrics
+    _, after = _timed(lambda: metrics.all_metrics(x, x, masks, factors=f, table=table))
     # copy-x0 at `gap`: predict frame t by frame t - gap of the same sequence
     seq = np.arange(s * t).reshape(s, t)
     target, source = seq[:, gap:].ravel(), seq[:, :-gap].ravel()
@@ -57,7 +60,9 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
            "table_build_s": table.meta["build_seconds"], "table_first_call_s": round(first_call, 2),
            "table_cached_call_s": round(cached_call, 3), "table_mib": round(table.nbytes / 2**20, 2),
            "table_file_mib": round(sum(p.stat().st_size for p in (cache / "tables").glob(f"*dof{dof}-*.npz")) / 2**20, 2),
-           "frames_scored": len(x), "seconds_per_1000": round(seconds / len(x) * 1000, 3)}
+           "frames_scored": len(x), "table_metrics_s_per_1000": round(seconds / len(x) * 1000, 3),
+           "all_metrics_s_per_1000_before": round(before / len(x) * 1000, 3),
+           "all_metrics_s_per_1000_after": round(after / len(x) * 1000, 3)}
     if dof in (1, 2):
         err = truth["pose_error_deg"]
         out.update(step_deg=table.step_deg, truth_error_mean=float(err.mean()), truth_error_max=float(err.max()),

@@ -23,12 +23,16 @@ CHUNK_FRAMES = 240  # frames per pool task: big enough to amortise the task, sma
 def dataset_config(path: str | os.PathLike) -> RenderConfig:
     """The RenderConfig stored in a dataset file's `config` attribute (what every table is built from)."""
     with h5format.open_dataset(path) as f:
-        values = h5format.read_header(f)["config"]
+        header = h5format.read_header(f)
     try:
-        return config_from_json(values)
-    except TypeError as exc:  # a hand-written file whose config is not a RenderConfig
+        config = config_from_json(header["config"])
+    except (TypeError, UserError) as exc:  # a hand-written file whose config is not a RenderConfig
         raise UserError(f"{path}: its config attribute is not a render config ({exc}); "
                         "tables need a file written by render-dataset") from None
+    if (config.dof, config.size) != (header["dof"], header["image_size"]):
+        raise UserError(f"{path}: its config attribute (dof {config.dof}, {config.size} px) does not describe the file "
+                        f"(dof {header['dof']}, {header['image_size']} px); tables need a file written by render-dataset")
+    return config
 
 
 def table_key(kind: str, config: RenderConfig, **params) -> dict:

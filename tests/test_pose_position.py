@@ -175,3 +175,9 @@ def test_all_metrics_with_tables(dof1, dof6):
         assert M.all_metrics(blurred, x, masks, factors=f, table=table)["sharpness"].max() < 0.6
     with pytest.raises(UserError):
         M.all_metrics(x, x, masks, table=table)
+
+
+def test_a_file_without_a_render_config_is_refused(tiny_h5):
+    path, _ = tiny_h5  # GL-free 8 px file whose config attribute is only {"dof": 2}
+    with pytest.raises(UserError, match="render-dataset"):
+        M.table_for(path, path.parent / "cache")
