@@ -6,13 +6,16 @@ python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 2 6] [
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
+import torch
 
-from benchmarks import metrics
+from benchmarks import metrics, pose
 from render import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig
@@ -25,6 +28,31 @@ def _dataset(cache: Path, config: RenderConfig) -> Path:
     if not path.exists():
         render_dataset(config, path, workers=2, overwrite=True)
     return path
+
+
+def look_alikes(table, queries: int = 2000, apart_deg: float = 30.0) -> dict:
+    """How alike two distinct poses can look: for up to `queries` table frames (evenly picked), the cosine
+    distance to the nearest table frame more than `apart_deg` away in pose, against the distance to the
+    adjacent grid frame. A look-alike closer than a grid step is a pose a small error can flip to."""
+    pick = np.linspace(0, len(table.frames) - 1, min(queries, len(table.frames))).astype(int)
+    unit = table.unit_rows(torch.device("cpu"))
+    apart, partner, step = [], [], []
+    for start in range(0, len(pick), 64):  # (64, T, 3, 3) float64 rotations per block
+        idx = pick[start:start + 64]
+        dist = (1.0 - unit[idx] @ unit.T).double().numpy()  # (B, T)
+        angle = pose.geodesic_deg(table.rotations[idx][:, None], table.rotations[None])  # (B, T)
+        far = np.where(angle > apart_deg, dist, np.inf)
+        apart.append(far.min(axis=1))
+        partner.append(far.argmin(axis=1))
+        step.append(np.where((angle > 0) & (angle <= table.step_deg * 1.01), dist, np.inf).min(axis=1))
+    apart, partner, step = np.concatenate(apart), np.concatenate(partner), np.concatenate(step)
+    worst = np.argsort(apart)[:5]
+    return {"lookalike_queries": len(pick), "adjacent_step_distance_median": float(np.median(step)),
+            "lookalike_distance_min": float(apart.min()), "lookalike_distance_p01": float(np.quantile(apart, 0.01)),
+            "lookalike_distance_median": float(np.median(apart)),
+            "lookalike_closer_than_a_step": float((apart < step).mean()),
+            "lookalike_worst_pairs": [[table.factors[pick[i]].round(1).tolist(), table.factors[partner[i]].round(1).tolist(),
+                                       round(float(apart[i]), 5)] for i in worst]}
 
 
 def _timed(fn, *args, repeats: int = 3):
@@ -65,9 +93,16 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
            "all_metrics_s_per_1000_after": round(after / len(x) * 1000, 3)}
     if dof in (1, 2):
         err = truth["pose_error_deg"]
-        out.update(step_deg=table.step_deg, truth_error_mean=float(err.mean()), truth_error_max=float(err.max()),
-                   truth_off_share=float((err > table.step_deg).mean()),
-                   truth_off_errors=sorted(np.round(err[err > table.step_deg], 1).tolist())[-20:],
+        bound = table.step_deg / 2 * (1 if dof == 1 else math.sqrt(2))  # farthest a pose can be from the grid
+        blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 1.0) for im in x]).transpose(0, 3, 1, 2)
+        blur_err = metrics.table_metrics(blurred, f, table)["pose_error_deg"]
+        out.update(step_deg=table.step_deg, grid_bound_deg=round(bound, 3), truth_error_mean=float(err.mean()),
+                   truth_error_max=float(err.max()), truth_beyond_grid_bound=float((err > bound + 1e-6).mean()),
+                   truth_beyond_10deg=float((err > 10).mean()),
+                   truth_worst=sorted(np.round(err, 1).tolist())[-10:],
+                   blur1px_error_median=float(np.median(blur_err)), blur1px_beyond_10deg=float((blur_err > 10).mean()),
+                   blur1px_worst=sorted(np.round(blur_err, 1).tolist())[-10:],
+                   **look_alikes(table),
                    truth_nn_distance_mean=float(truth["nn_distance"].mean()),
                    copy_gap=gap, copy_error_mean=float(copy["pose_error_deg"].mean()),
                    copy_nn_distance_mean=float(copy["nn_distance"].mean()))
