@@ -13,7 +13,7 @@ from benchmarks import pose, position, tables
 from render import h5format
 from render.dataset import render_dataset
 from render.errors import UserError
-from render.presets import RenderConfig
+from render.presets import RenderConfig, poses_from_factors
 from render.scene import rotation_x, rotation_y
 
 
@@ -136,6 +136,15 @@ def test_dof6_true_frames_shifts_blur_and_missing_objects(dof6):
     for n in (1, 3):
         shifted = position.position_metrics(_shifted_truth(templates, placed, n), placed, templates)
         np.testing.assert_allclose(shifted["position_error_px"], n, rtol=0.03)
+    # The same with real renders of the shifted scene (not composites): 2 px right, and 2 px down.
+    moved = np.concatenate([placed, placed, placed])
+    moved[2:4, 0::2] += 2 * 2 / 32
+    moved[4:6, 1::2] -= 2 * 2 / 32
+    frames, _, _ = tables.render_poses(templates.config, poses_from_factors(templates.config, moved), 32,
+                                       templates.config.supersample, progress=False)
+    real = position.position_metrics(frames.transpose(0, 3, 1, 2) / 255.0, np.concatenate([placed] * 3), templates)
+    assert real["position_error_px"][:2].max() < 0.35
+    np.testing.assert_allclose(real["position_error_px"][2:], 2.0, atol=0.35)
     blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 2.5) for im in x]).transpose(0, 3, 1, 2)
     blur = position.position_metrics(blurred, f, templates)
     assert blur["position_error_px"].mean() > max(1.0, 4 * truth["position_error_px"].mean())
