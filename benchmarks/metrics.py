@@ -174,11 +174,12 @@ def table_metrics(pred, factors, table, device=None) -> dict[str, np.ndarray]:
 
 
 def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD, factors=None,
-                table=None) -> dict[str, np.ndarray]:
+                table=None, device=None) -> dict[str, np.ndarray]:
     """Every metric per triplet: pred/target (N, 3, H, W) in [0, 1], masks (N, H, W) of the target -> name -> (N,).
 
     The five METRIC_NAMES always; with a `table` (from table_for) and the target's `factors` (N, F)
-    also TABLE_METRIC_NAMES[dof]: sharpness and the pose or position metrics.
+    also TABLE_METRIC_NAMES[dof]: sharpness and the pose or position metrics (those on `device`,
+    e.g. "cuda"; default the CPU, since pred is converted to numpy here).
     """
     pred, target = _check_pair(pred, target)
     out = {
@@ -192,7 +193,7 @@ def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD, fa
         if factors is None:
             raise UserError("all_metrics: a table needs the factors of the target frames")
         out["sharpness"] = sharpness(pred, target)
-        out.update(table_metrics(pred, factors, table))
+        out.update(table_metrics(pred, factors, table, device))
     return out
 
 

@@ -109,7 +109,9 @@ def recover(pred, table: PoseTable, device: str | torch.device | None = None) ->
     """
     device = torch.device(device or (pred.device if isinstance(pred, torch.Tensor) else "cpu"))
     size = table.frames.shape[1]
-    if pred.shape[2:] != (size, size):
+    if len(pred.shape) != 4 or pred.shape[1] != 3:
+        raise UserError(f"predictions must have shape (N, 3, H, W), got {tuple(pred.shape)}")
+    if tuple(pred.shape[2:]) != (size, size):
         raise UserError(f"predictions are {tuple(pred.shape[2:])} px but the table is {size}x{size}; "
                         "score frames of the table's dataset")
     unit = table.unit_rows(device)  # (T, D)

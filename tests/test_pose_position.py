@@ -60,6 +60,10 @@ def test_grey_and_black_frames_are_far_from_the_table(dof1):
     assert grey["nn_distance"].min() > 0.3  # true frames: < 1e-5
     black = pose.pose_metrics(np.zeros((1, 3, 16, 16)), factors[0, :1], table)
     assert black["nn_distance"][0] == pose.BLACK_NN_DISTANCE and black["pose_error_deg"][0] == pose.BLACK_POSE_ERROR_DEG
+    with pytest.raises(UserError, match="table is 16x16"):
+        pose.pose_metrics(np.zeros((1, 3, 8, 8)), factors[0, :1], table)
+    with pytest.raises(UserError, match="factors"):
+        pose.pose_metrics(x[:2], factors[0, :3], table)
 
 
 def test_table_is_cached_by_config_hash(dof1, monkeypatch):
