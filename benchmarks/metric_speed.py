@@ -1,6 +1,6 @@
 """Measure the v2 metrics on the default datasets: table build time and size, scoring time, ground-truth ceiling.
 
-python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 2 6] [--size 32]
+python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 --dof 2 --dof 6] [--size 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -120,8 +120,12 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
               help="DoF presets to measure (repeat the option).")
 @click.option("--size", default=32, show_default=True, help="Frame size of the default datasets.")
 @click.option("--gap", default=10, show_default=True, help="Gap of the copy-x0 hedge that is scored too.")
-def main(cache: str, dofs: tuple[str, ...], size: int, gap: int) -> None:
+@click.option("--threads", default=1, show_default=True,
+              help="torch intra-op threads (0 = torch's default); one is fastest on a shared 2-core machine.")
+def main(cache: str, dofs: tuple[str, ...], size: int, gap: int, threads: int) -> None:
     """Print one JSON line per DoF: table build time and size, seconds per 1000 frames, ground-truth scores."""
+    if threads:
+        torch.set_num_threads(threads)
     for dof in dofs:
         click.echo(json.dumps(measure(Path(cache), int(dof), size, gap)))
 
