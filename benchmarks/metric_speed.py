@@ -51,8 +51,9 @@ def look_alikes(table, queries: int = 2000, apart_deg: float = 30.0) -> dict:
             "lookalike_distance_min": float(apart.min()), "lookalike_distance_p01": float(np.quantile(apart, 0.01)),
             "lookalike_distance_median": float(np.median(apart)),
             "lookalike_closer_than_a_step": float((apart < step).mean()),
-            "lookalike_worst_pairs": [[table.factors[pick[i]].round(1).tolist(), table.factors[partner[i]].round(1).tolist(),
-                                       round(float(apart[i]), 5)] for i in worst]}
+            "lookalike_worst_pairs": [[table.factors[pick[i]].round(1).tolist(),
+                                       table.factors[partner[i]].round(1).tolist(), round(float(apart[i]), 5)]
+                                      for i in worst]}
 
 
 def _timed(fn, *args, repeats: int = 3):
@@ -87,7 +88,8 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
     out = {"dof": dof, "size": size, "table_frames": int(table.meta["frames"]),
            "table_build_s": table.meta["build_seconds"], "table_first_call_s": round(first_call, 2),
            "table_cached_call_s": round(cached_call, 3), "table_mib": round(table.nbytes / 2**20, 2),
-           "table_file_mib": round(sum(p.stat().st_size for p in (cache / "tables").glob(f"*dof{dof}-*.npz")) / 2**20, 2),
+           "table_file_mib": round(sum(p.stat().st_size for p in (cache / "tables").glob(f"*dof{dof}-*.npz"))
+                                   / 2**20, 2),
            "frames_scored": len(x), "table_metrics_s_per_1000": round(seconds / len(x) * 1000, 3),
            "all_metrics_s_per_1000_before": round(before / len(x) * 1000, 3),
            "all_metrics_s_per_1000_after": round(after / len(x) * 1000, 3)}

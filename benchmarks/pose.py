@@ -136,7 +136,8 @@ def geodesic_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arcsin(np.clip(chord, 0.0, 1.0)))
 
 
-def pose_metrics(pred, factors_true, table: PoseTable, device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+def pose_metrics(pred, factors_true, table: PoseTable,
+                 device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Per prediction: `pose_error_deg` (geodesic angle between recovered and true pose) and `nn_distance`.
 
     pred (N, 3, H, W) in [0, 1]; factors_true (N, F) the true factors of the frames predicted.

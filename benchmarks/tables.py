@@ -30,8 +30,9 @@ def dataset_config(path: str | os.PathLike) -> RenderConfig:
         raise UserError(f"{path}: its config attribute is not a render config ({exc}); "
                         "tables need a file written by render-dataset") from None
     if (config.dof, config.size) != (header["dof"], header["image_size"]):
-        raise UserError(f"{path}: its config attribute (dof {config.dof}, {config.size} px) does not describe the file "
-                        f"(dof {header['dof']}, {header['image_size']} px); tables need a file written by render-dataset")
+        raise UserError(f"{path}: its config attribute (dof {config.dof}, {config.size} px) does not describe the "
+                        f"file (dof {header['dof']}, {header['image_size']} px); tables need a file written by "
+                        "render-dataset")
     return config
 
 
