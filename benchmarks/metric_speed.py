@@ -15,16 +15,15 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks import metrics, pose
+from benchmarks import metrics, pose, tables
 from render import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
 
 def _dataset(cache: Path, config: RenderConfig) -> Path:
-    from benchmarks.suite import config_hash  # the benchmark's own dataset cache naming
-
-    path = cache / "data" / f"dof{config.dof}-{config_hash(config.to_json())}.h5"
+    # The benchmark's dataset cache naming (sha256 of the config JSON), so its renders are reused.
+    path = cache / "data" / f"dof{config.dof}-{tables.key_hash(config.to_json())}.h5"
     if not path.exists():
         render_dataset(config, path, workers=2, overwrite=True)
     return path
