@@ -1,8 +1,10 @@
-"""Benchmark metrics: MSE, PSNR, SSIM and the mask-based location metrics (defined in docs/benchmark.md)."""
+"""Benchmark metrics: MSE, PSNR, SSIM, the mask-based location metrics, sharpness, and the table-based
+pose and position metrics of benchmarks.pose and benchmarks.position (defined in docs/benchmark.md)."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -21,6 +23,10 @@ SILHOUETTE_THRESHOLD = 0.3
 # SSIM uses skimage's uniform window of this side, shrunk for small images (see ssim_window).
 SSIM_MAX_WINDOW = 7
 METRIC_NAMES = ("mse", "psnr", "ssim", "iou", "centroid_error")
+# What all_metrics adds when given a table: sharpness, then the table's own metrics (per DoF).
+TABLE_METRIC_NAMES = {1: ("sharpness", "pose_error_deg", "nn_distance"),
+                      2: ("sharpness", "pose_error_deg", "nn_distance"),
+                      6: ("sharpness", "position_error_px", "position_found")}
 
 
 def _as_numpy(images, name: str) -> np.ndarray:
@@ -127,16 +133,68 @@ def centroid_error(pred, masks, threshold: float = SILHOUETTE_THRESHOLD) -> np.n
     return np.where(pred_empty & true_empty, 0.0, dist)
 
 
-def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD) -> dict[str, np.ndarray]:
-    """Every metric per triplet: pred/target (N, 3, H, W) in [0, 1], masks (N, H, W) of the target -> name -> (N,)."""
+def gradient_energy(images) -> np.ndarray:
+    """Sum over pixels and channels of squared forward differences along rows and columns: (N, 3, H, W) -> (N,)."""
+    x = _as_numpy(images, "images")
+    return (np.diff(x, axis=2) ** 2).sum(axis=(1, 2, 3)) + (np.diff(x, axis=3) ** 2).sum(axis=(1, 2, 3))
+
+
+def sharpness(pred, target) -> np.ndarray:
+    """Per-image gradient energy of the prediction over that of the truth: 1 as sharp, < 1 blurred, > 1 noisy.
+
+    1 where both are flat; inf where only the truth is (no preset renders a flat frame).
+    """
     pred, target = _check_pair(pred, target)
-    return {
+    p, t = gradient_energy(pred), gradient_energy(target)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, p / np.where(t > 0, t, 1.0), np.where(p > 0, np.inf, 1.0))
+
+
+def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool = True):
+    """The reference table of a dataset file, from `<cache>/tables/` or rendered once from the file's config:
+    a benchmarks.pose.PoseTable for dof 1 and 2, a benchmarks.position.ObjectTemplates for dof 6."""
+    from benchmarks import pose, position, tables  # these render; plain metrics need no GL
+
+    config = tables.dataset_config(path)
+    if config.dof == 6:
+        return position.object_templates(config, cache, progress=progress)
+    return pose.pose_table(config, cache, progress=progress)
+
+
+def table_metrics(pred, factors, table, device=None) -> dict[str, np.ndarray]:
+    """The table's metrics per prediction: pose_error_deg and nn_distance (dof 1, 2) or position_error_px
+    and position_found (dof 6); factors (N, F) are the true factors of the predicted frames."""
+    from benchmarks import pose, position
+
+    if isinstance(table, pose.PoseTable):
+        return pose.pose_metrics(pred, factors, table, device)
+    if isinstance(table, position.ObjectTemplates):
+        return position.position_metrics(pred, factors, table, device)
+    raise TypeError(f"not a table from table_for: {type(table).__name__}")
+
+
+def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD, factors=None,
+                table=None, device=None) -> dict[str, np.ndarray]:
+    """Every metric per triplet: pred/target (N, 3, H, W) in [0, 1], masks (N, H, W) of the target -> name -> (N,).
+
+    The five METRIC_NAMES always; with a `table` (from table_for) and the target's `factors` (N, F)
+    also TABLE_METRIC_NAMES[dof]: sharpness and the pose or position metrics (those on `device`,
+    e.g. "cuda"; default the CPU, since pred is converted to numpy here).
+    """
+    pred, target = _check_pair(pred, target)
+    out = {
         "mse": mse(pred, target),
         "psnr": psnr(pred, target),
         "ssim": ssim(pred, target),
         "iou": foreground_iou(pred, masks, threshold),
         "centroid_error": centroid_error(pred, masks, threshold),
     }
+    if table is not None:
+        if factors is None:
+            raise UserError("all_metrics: a table needs the factors of the target frames")
+        out["sharpness"] = sharpness(pred, target)
+        out.update(table_metrics(pred, factors, table, device))
+    return out
 
 
 def mean_metrics(per_triplet: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> dict[str, float]:
