@@ -2,18 +2,26 @@
 
     python -m benchmarks.train_speed            # ~3 minutes on 2 CPU cores
     python -m benchmarks.train_speed --rounds 8 --loss-steps 40 --device cuda
+    python -m benchmarks.train_speed --ensemble 2,4,6,12 --width 0.125 --latent 32   # inbetween.ensemble
 
 naive: three separate fp32 forward passes per step (x0, x1, x2), the loss summed, default Adam.
 ours:  one pass over the stacked 3B batch (inbetween.train.compute_loss) with fused Adam, in fp32 and
        in bf16 autocast. The variants run interleaved, one step each per round, so that load from
        other processes hits all of them alike; the table gives medians over the timed rounds.
 Then the same short inbetween.train run in fp32 and in bf16, and both final test losses (fp32 eval).
+
+--ensemble M[,M...]: instead, M models (alphas 0, 1, 10, 100, ... and seeds 0, 1, ... in turn) as one
+inbetween.ensemble step against the M steps of M sequential inbetween.train models, interleaved per
+round; model-images/s (M x 3B images per round), the speed-up and the share of the fp32 matmul peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from inbetween.data import TripletDataset
+from inbetween.ensemble import StackedVAE, _adam, _member_loss
 from inbetween.toy import write_toy_dataset
 from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, resolve_device, train
 from inbetween.vae import inbetween_divergence, kl_standard_normal, reconstruction_nll
@@ -83,6 +92,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--loss-steps", type=int, default=24, help="steps of the fp32-vs-bf16 run (0: skip it)")
     ap.add_argument("--data", default=None, help="an HDF5 v1 file at 32x32 (default: a toy moving-disk file)")
+    ap.add_argument("--latent", type=int, default=128, help="latent size (128 = the paper)")
+    ap.add_argument("--ensemble", default=None,
+                    help="comma-separated ensemble sizes M: time inbetween.ensemble against M sequential models")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,10 +102,12 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="train_speed-")
     data = args.data or str(write_toy_dataset(Path(tmp.name) / "toy32.h5", image_size=32, frames=16,
                                               train=16, test=4, seed=0))
-    config = TrainConfig(data=data, width=args.width, batch_size=args.batch, device=str(device), progress=False)
+    config = TrainConfig(data=data, width=args.width, latent=args.latent, batch_size=args.batch, device=str(device),
+                         progress=False)
     dataset = TripletDataset(data, "train", config.gaps)
     rng = np.random.default_rng(0)
     images = 3 * args.batch
+    print(f"cpu {cpu_name()}")
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{dataset.image_size}x{dataset.image_size}, width {args.width}, batch {args.batch} triplets "
           f"= {images} images/step")
@@ -101,6 +115,11 @@ def main() -> None:
     peak32 = matmul_peak(device, torch.float32)
     peak16 = matmul_peak(device, torch.bfloat16)
     print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    if args.ensemble:
+        sizes = [int(m) for m in args.ensemble.split(",")]
+        time_ensembles(args, sizes, config, dataset, device, rng, images, peak32)
+        tmp.cleanup()
+        return
 
     variants = {
         "naive fp32 (3 passes, Adam)": (naive_step, torch.float32, "foreach"),
@@ -130,6 +149,79 @@ def main() -> None:
     if args.loss_steps:
         compare_dtypes(args, data, device, tmp.name)
     tmp.cleanup()
+
+
+def cpu_name() -> str:
+    """The CPU model and its wide-vector / matrix flags (avx2, avx512*, amx*), from /proc/cpuinfo."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wide = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
+    return f"{model} ({os.cpu_count()} logical cores; flags: {' '.join(wide) or 'none of avx2/avx512/amx'})"
+
+
+def time_ensembles(args, sizes, config, dataset, device, rng, images, peak32):
+    """Per M: one ensemble step and one step of each of M sequential models per round, interleaved; medians."""
+    # Training FLOPs per image, counted on one real step of the sequential model (the ensemble does the same maths).
+    model, opt = build_model(config, dataset.image_size).to(device), None
+    opt = make_optimizer(model, config)
+    batch = dataset.batch(rng.choice(len(dataset), args.batch), device)
+    with FlopCounterMode(display=False) as counter:
+        our_step("fp32")(model, opt, batch, config, torch.Generator(device=device).manual_seed(0))
+    flops_per_image = counter.get_total_flops() / images
+    print(f"training step {flops_per_image / 1e9:.4f} GFLOP/image (width {args.width}, latent {args.latent})")
+    print(f"\n| M | sequential s/round | ensemble s/round | sequential model-img/s | ensemble model-img/s | "
+          f"speed-up | ensemble GFLOP/s | of fp32 peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    alphas = (0.0, 1.0, 10.0, 100.0)
+    for m in sizes:
+        cfgs = [dataclasses.replace(config, alpha=alphas[i % 4], seed=i // 4) for i in range(m)]
+        seq = []
+        for c in cfgs:
+            model = build_model(c, dataset.image_size).to(device)
+            seq.append((model, make_optimizer(model, c), torch.Generator(device=device).manual_seed(c.seed), c))
+        stack = StackedVAE.from_states(model.config, [build_model(c, dataset.image_size).state_dict() for c in cfgs],
+                                       device)
+        ens_opt = _adam(stack, config.lr)
+        gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
+
+        def ensemble_step(b):
+            x = torch.cat([b["x0"], b["x1"], b["x2"]])
+            logits, mu, logvar = stack(x, gens)
+            loss = torch.stack([_member_loss(x, logits[i], mu[i], logvar[i], c, g).loss
+                                for i, (c, g) in enumerate(zip(cfgs, gens))]).sum()
+            ens_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ens_opt.step()
+            return loss
+
+        def sequential_step(b):
+            for model, opt, gen, c in seq:
+                loss = our_step("fp32")(model, opt, b, c, gen)
+            return loss
+
+        times = {"seq": [], "ens": []}
+        for r in range(args.warmup + args.rounds):
+            b = dataset.batch(rng.choice(len(dataset), args.batch), device)
+            for name, fn in (("seq", sequential_step), ("ens", ensemble_step)) if r % 2 else \
+                    (("ens", ensemble_step), ("seq", sequential_step)):
+                sync(device)
+                t0 = time.perf_counter()
+                fn(b).item()
+                sync(device)
+                if r >= args.warmup:
+                    times[name].append(time.perf_counter() - t0)
+        s, e = statistics.median(times["seq"]), statistics.median(times["ens"])
+        gflops = m * images / e * flops_per_image / 1e9
+        print(f"| {m} | {s:.3f} | {e:.3f} | {m * images / s:.0f} | {m * images / e:.0f} | {s / e:.2f}x | "
+              f"{gflops:.0f} | {100 * gflops / peak32:.0f}% |", flush=True)
 
 
 def time_variants(args, variants, state, dataset, config, device, rng, images, flops_per_image, peak32, peak16):

@@ -216,9 +216,20 @@ def alpha_vae_loss(model: AlphaVAE, x0, x1, x2, alpha: float = 1.0, kl_form: str
 
     The three weight-shared VAEs run as one pass over the stacked (3B, 3, H, W) batch.
     """
-    b = x0.shape[0]
     x = torch.cat([x0, x1, x2])  # (3B, 3, H, W): frame 0 of every triplet, then frame 1, then frame 2
     logits, mu, logvar = model(x, generator)
+    return loss_terms(x, logits, mu, logvar, alpha, kl_form, likelihood, generator, mixture_samples)
+
+
+def loss_terms(x, logits, mu, logvar, alpha: float = 1.0, kl_form: str = "avg-gaussian",
+               likelihood: str = "bernoulli", generator: torch.Generator | None = None,
+               mixture_samples: int = 1) -> LossTerms:
+    """The loss of alpha_vae_loss from one model's outputs on the stacked triplets.
+
+    x: (3B, 3, H, W) in [0, 1], frames 0, 1, 2 of B triplets; logits (3B, 3, H, W); mu, logvar (3B, L).
+    Split out so that inbetween.ensemble computes each model's loss with exactly these operations.
+    """
+    b = x.shape[0] // 3
     nll = reconstruction_nll(logits, x, likelihood).view(3, b)  # (3, B)
     kl = kl_standard_normal(mu, logvar).view(3, b)  # (3, B)
     (mu0, mu1, mu2), (lv0, lv1, lv2) = mu.view(3, b, -1), logvar.view(3, b, -1)  # each (B, L)
