@@ -27,7 +27,8 @@ from inbetween.train import (CHECKPOINT_NAME, LOG_NAME, TrainConfig, load_checkp
                              torch_save_atomic, train)
 from inbetween.vae import KL_FORMS, inbetween, interpolate
 from render import h5format
-from render.errors import UserError, ensure_writable_folder
+from ibutil.errors import UserError
+from ibutil.io import ensure_writable_folder
 from render.presets import PRESETS, RenderConfig
 
 METHODS = ("pixel-average", "optical-flow", "frame-cnn", "alpha-vae")

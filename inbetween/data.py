@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.h5format import SPLITS, open_dataset, read_header, read_split
 
 # Splits whose frames take more bytes than this stay on disk and are read per item, with the

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 import render
 from render import backend, h5format
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.h5format import DatasetWriter, Header
 from render.presets import (RenderConfig, factor_names, poses_from_factors, scene_for, sequence_factors, shard_ranges,
                             split_shapes)

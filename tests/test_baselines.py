@@ -12,7 +12,7 @@ from benchmarks import frame_cnn as fc
 from benchmarks import metrics as M
 from benchmarks import optical_flow as of
 from benchmarks import pixel_average as pa
-from render.errors import UserError
+from ibutil.errors import UserError
 
 
 def square_triplet(size: int, side: int, top: int, left: int, dy: int, dx: int,

@@ -1,0 +1,1 @@
+"""Project-neutral helpers shared by render/, inbetween/ and benchmarks/ (errors, atomic files, devices)."""
