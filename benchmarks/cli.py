@@ -25,7 +25,8 @@ for _name, _module in methods.REGISTRY.items():
 
 
 @click.command(cls=MultiValueCommand, context_settings=CONTEXT)
-@click.option("--quick", is_flag=True, help="Tiny CI profile: 16 px data, tiny models, gaps 1 3, 30 steps; a few minutes.")
+@click.option("--quick", is_flag=True,
+              help="Tiny CI profile: 16 px data, tiny models, gaps 1 3, 30 steps; a few minutes.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the run's independent jobs (renders, trainings, evaluations) as JSON lines and exit.")

@@ -44,7 +44,7 @@ def method_label(r: dict[str, Any]) -> str:
 
 def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
               tau: float = HEADLINE_TAU) -> tuple[list[str], list[int], dict]:
-    """Rows (method labels, in first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split and tau."""
+    """Rows (method labels, first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split and tau."""
     rows: list[str] = []
     cells: dict[tuple[str, int], list[float]] = {}
     for r in records:
@@ -67,7 +67,7 @@ def _fmt(metric: str, mean: float, std: float, n: int) -> str:
 
 
 def markdown(config, result) -> str:
-    """results.md: per DoF and evaluation split, methods x gaps tables of every metric at tau = 0.5 (mean ± std over seeds)."""
+    """results.md: per DoF and evaluation split, methods x gaps tables of every metric at tau = 0.5 (mean ± std)."""
     lines = ["# Benchmark results", "",
              f"Mean ± standard deviation over {config.seeds} seed(s) for seeded methods "
              "(the others have one value). The tables score the middle frame (tau = 0.5) of every window "
@@ -122,7 +122,8 @@ def compute_table(records: list[dict]) -> list[str]:
         return "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
     lines = ["## Compute", "", "Per trained model (train split only; `–`: not counted yet).", "",
-             "| dof | method | seed | params | train s | train FLOPs | selected step | lr |", "|---|---|---|---|---|---|---|---|"]
+             "| dof | method | seed | params | train s | train FLOPs | selected step | lr |",
+             "|---|---|---|---|---|---|---|---|"]
     for (dof, label, seed), r in seen.items():
         lines.append(f"| {dof} | {label} | {show(seed)} | {show(r['params'])} | {show(r['train_seconds'])} | "
                      f"{show(r['train_flops'])} | {show(r['selected_step'])} | {show(r['lr'])} |")
@@ -165,7 +166,7 @@ def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict
     # The strips: one example (the middle one), decoded at evenly spaced tau; the truth at the nearest frames.
     m = len(pick) // 2
     taus = np.linspace(0, 1, INTERP_STEPS)
-    frames_t = (t[m] - k + np.round(taus * 2 * k)).long()
+    frames_t = torch.from_numpy(int(t[m]) - k + np.round(taus * 2 * k).astype(np.int64))
     strips = {"ground truth": video[s[m], frames_t].numpy()}
     inner = torch.from_numpy(taus[1:-1]).float()
     a, b = x0[m:m + 1].expand(len(inner), -1, -1, -1), x2[m:m + 1].expand(len(inner), -1, -1, -1)

@@ -170,8 +170,8 @@ def plan(config: BenchmarkConfig) -> list[Job]:
     Jobs of one kind are independent of each other, so a scheduler can run each kind as an array.
     """
     dofs = dataset_dofs(config)
-    identity = {dof: (h5format.sha256_file(given) if given is not None
-                      else config_hash(render_config(config, dof).to_json())) for dof, given in dofs.items()}
+    identity = {dof: h5format.sha256_file(given) if given is not None else render_hash(config, dof)
+                for dof, given in dofs.items()}
     budget = {k: v for k, v in asdict(config).items() if k in BUDGET_OPTIONS}
     jobs: list[Job] = [RenderJob(dof, identity[dof]) for dof, given in dofs.items() if given is None]
     renders = {dof: (f"render-dof{dof}",) if given is None else () for dof, given in dofs.items()}
@@ -212,7 +212,12 @@ def dataset_path(config: BenchmarkConfig, dof: int) -> Path:
     given = dataset_dofs(config)[dof]
     if given is not None:
         return given
-    return Path(config.cache) / "data" / f"dof{dof}-{config_hash(render_config(config, dof).to_json())}.h5"
+    return Path(config.cache) / "data" / f"dof{dof}-{render_hash(config, dof)}.h5"
+
+
+def render_hash(config: BenchmarkConfig, dof: int) -> str:
+    """The hash of a render job: of the render config, which fixes the dataset's bytes."""
+    return config_hash(render_config(config, dof).to_json())
 
 
 def model_dir(config: BenchmarkConfig, job: TrainJob) -> Path:

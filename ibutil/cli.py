@@ -1,4 +1,4 @@
-"""Thin click CLIs from config dataclasses: one option per field, its help from the field's comment, its default stated once.
+"""Thin click CLIs from config dataclasses: one option per field, help from its comment, its default stated once.
 
 An option generated here defaults to None ("not given"), so the dataclass's own default (or a
 profile's, e.g. --quick) applies; the help shows that default.

@@ -66,21 +66,24 @@ def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path: str | os.PathLike, fmt: str, device="cpu", hint: str = "") -> dict:
+def read_checkpoint(path: str | os.PathLike, fmt: str, device="cpu", what: str | None = None,
+                    hint: str = "") -> dict:
     """The dict torch.save wrote at `path`, whose "format" entry is `fmt`, tensors mapped to `device`.
 
-    UserError (ending with `hint`, e.g. what writes such a file) if it is missing, unreadable or foreign.
+    UserError naming `what` (default: fmt) and ending with `hint` (e.g. what writes such a file) if
+    the file is missing, unreadable or another kind of file.
     """
     import torch
 
-    path = Path(path)
+    path, what = Path(path), what or fmt
     hint = f"; {hint}" if hint else ""
+    article = "an" if what[0].lower() in "aeiou" else "a"
     if not path.is_file():
-        raise UserError(f"no such {fmt} checkpoint: {path}{hint}")
+        raise UserError(f"no such checkpoint: {path}{hint}")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files
-        raise UserError(f"{path} is not a readable {fmt} checkpoint ({type(exc).__name__}){hint}") from None
+        raise UserError(f"{path} is not a readable {what} checkpoint ({type(exc).__name__}){hint}") from None
     if not isinstance(state, dict) or state.get("format") != fmt:
-        raise UserError(f"{path} is not a {fmt} checkpoint{hint}")
+        raise UserError(f"{path} is not {article} {what} checkpoint{hint}")
     return state

@@ -181,7 +181,8 @@ def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig,
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """The raw checkpoint dict (validated), tensors mapped to `device`; UserError if it is not one."""
-    return _read(path, CHECKPOINT_FORMAT, device, hint="give a checkpoint.pt written by inbetween.train")
+    return _read(path, CHECKPOINT_FORMAT, device, what="alpha-VAE",
+                 hint="give a checkpoint.pt written by inbetween.train")
 
 
 def checkpoint_config(path: str | os.PathLike) -> TrainConfig:
