@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -68,7 +69,7 @@ def dataset_dofs(config: BenchmarkConfig) -> dict[int, Path | None]:
 def check_gaps(config: BenchmarkConfig, dof: int, path: Path) -> None:
     """Every gap must fit the sequences of every split of the dataset: 2k+1 <= T."""
     with h5format.open_dataset(path) as f:
-        n_frames = min(f[s]["frames"].shape[1] for s in f if "frames" in f[s])
+        n_frames = min(g["frames"].shape[1] for g in f.values() if isinstance(g, h5py.Group) and "frames" in g)
     for k in config.gaps:
         if 2 * k + 1 > n_frames:
             raise UserError(f"--gap {k} is too large for dof {dof} ({path}): sequences have {n_frames} frames, "

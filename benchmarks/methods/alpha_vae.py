@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, num_params
@@ -94,8 +95,6 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
-    from ibutil.device import resolve_device
-
     return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, resolve_device(device)).eval()
 
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.methods import alpha_vae
-from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import read_checkpoint, torch_save_atomic, write_text_atomic
