@@ -1,4 +1,4 @@
-"""Every registered method behind the one interface: config, train on the train split, load, predict(model, x0, x2, tau)."""
+"""Every registered method behind one interface: config, train on the train split, load, predict(model, x0, x2, tau)."""
 
 from __future__ import annotations
 
