@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from render.errors import UserError
+from ibutil.errors import UserError
 
 # PSNR of an exact prediction is infinite; report this finite cap instead so means stay finite.
 PSNR_CAP_DB = 100.0

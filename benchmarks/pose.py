@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks import tables
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 
 # Grid spacing in degrees per DoF (issue 13: at most 0.5 deg for DoF 1, at most 2 deg for DoF 2).

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks import tables
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 
 OUT_OF_VIEW = 10.0  # ndc position that puts an object outside the orthographic view (half extent 1)

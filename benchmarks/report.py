@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import sys
 from dataclasses import asdict
 from importlib import metadata
@@ -19,9 +18,17 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB  # noqa: E402
+import torch  # noqa: E402
 
-RECORD_KEYS = ("dof", "method", "alpha", "kl", "gap", "seed", *METRIC_NAMES, "n_triplets")
+from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB  # noqa: E402
+from ibutil.io import atomic_path  # noqa: E402
+from inbetween.data import triplet_index  # noqa: E402
+
+RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "seed", *METRIC_NAMES, "n_triplets",
+               "params", "train_flops", "train_seconds", "selected_step", "lr")
+HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
+N_EXAMPLES = 6  # test pairs shown in each in-between grid
+INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
 METRIC_TITLES = {"mse": "MSE (lower is better)", "psnr": f"PSNR dB (higher; capped at {PSNR_CAP_DB:g})",
                  "ssim": "SSIM (higher)", "iou": "silhouette IoU (higher)",
                  "centroid_error": "centroid error px (lower)"}
@@ -30,18 +37,18 @@ PACKAGES = ("inbetween-bench", "torch", "numpy", "h5py", "opencv-python-headless
 
 
 def method_label(r: dict[str, Any]) -> str:
-    """Row label of a record: the method, with alpha and KL form for the alpha-VAE."""
-    if r["method"] != "alpha-vae":
-        return r["method"]
-    return f"alpha-vae α={r['alpha']:g}" + (f" ({r['kl']})" if r["kl"] else "")
+    """Row label of a record: the method, with its alpha and KL form where it has them."""
+    return r["method"] + (f" α={r['alpha']:g}" if r.get("alpha") is not None else "") + \
+        (f" ({r['kl']})" if r.get("kl") else "")
 
 
-def aggregate(records: list[dict], dof: int, metric: str) -> tuple[list[str], list[int], dict]:
-    """Rows (method labels, in first-seen order), gaps, and (label, gap) -> (mean, std, n seeds)."""
+def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
+              tau: float = HEADLINE_TAU) -> tuple[list[str], list[int], dict]:
+    """Rows (method labels, first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split and tau."""
     rows: list[str] = []
     cells: dict[tuple[str, int], list[float]] = {}
     for r in records:
-        if r["dof"] != dof:
+        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", HEADLINE_TAU) != tau:
             continue
         label = method_label(r)
         if label not in rows:
@@ -60,40 +67,67 @@ def _fmt(metric: str, mean: float, std: float, n: int) -> str:
 
 
 def markdown(config, result) -> str:
-    """results.md: per DoF, methods x gaps tables of every metric (mean ± std over seeds)."""
+    """results.md: per DoF and evaluation split, methods x gaps tables of every metric at tau = 0.5 (mean ± std)."""
     lines = ["# Benchmark results", "",
-             f"Mean ± standard deviation over {config.seeds} seed(s) for learned methods "
-             "(deterministic baselines have one value). Every test triplet (t-k, t, t+k) of every test sequence "
-             "counts; see docs/benchmark.md for the metrics.", ""]
+             f"Mean ± standard deviation over {config.seeds} seed(s) for seeded methods "
+             "(the others have one value). The tables score the middle frame (tau = 0.5) of every window "
+             "(t-k, t+k) of every sequence of the split; results.json also holds every other intermediate frame "
+             "(field `tau`). See docs/benchmark.md for the methods and metrics.", ""]
     for dof in sorted(result.datasets):
         info = result.datasets[dof]
         lines += [f"## DoF {dof}", "", f"Data: `{info['file']}` (sha256 `{info['sha256'][:16]}…`)", ""]
-        for metric in METRIC_NAMES:
-            rows, gaps, stats = aggregate(result.records, dof, metric)
-            lines += [f"### {METRIC_TITLES[metric]}", "",
-                      "| method | " + " | ".join(f"gap {g}" for g in gaps) + " |",
-                      "|---|" + "---|" * len(gaps)]
-            for label in rows:
-                cells = [_fmt(metric, *stats[(label, g)]) if (label, g) in stats else "–" for g in gaps]
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            if metric in ("iou", "centroid_error", "ssim"):
-                ceil = {c["gap"]: c[metric] for c in result.ceiling if c["dof"] == dof}
-                lines.append("| *true x1 (ceiling)* | " + " | ".join(
-                    _fmt(metric, ceil[g], 0, 1) if g in ceil else "–" for g in gaps) + " |")
-            lines.append("")
-        n = {c["gap"]: c["n_triplets"] for c in result.ceiling if c["dof"] == dof}
-        lines += ["Test triplets per gap: " + ", ".join(f"{g}: {n[g]}" for g in sorted(n)), ""]
+        splits = list(dict.fromkeys(r["split"] for r in result.records if r["dof"] == dof))
+        for split in splits:
+            lines += [f"### Split {split}", ""] if len(splits) > 1 else []
+            for metric in METRIC_NAMES:
+                rows, gaps, stats = aggregate(result.records, dof, metric, split)
+                lines += [f"#### {METRIC_TITLES[metric]}" if len(splits) > 1 else f"### {METRIC_TITLES[metric]}", "",
+                          "| method | " + " | ".join(f"gap {g}" for g in gaps) + " |",
+                          "|---|" + "---|" * len(gaps)]
+                for label in rows:
+                    cells = [_fmt(metric, *stats[(label, g)]) if (label, g) in stats else "–" for g in gaps]
+                    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                if metric in ("iou", "centroid_error", "ssim"):
+                    ceil = {c["gap"]: c[metric] for c in result.ceiling
+                            if c["dof"] == dof and c["split"] == split and c["tau"] == HEADLINE_TAU}
+                    lines.append("| *true x1 (ceiling)* | " + " | ".join(
+                        _fmt(metric, ceil[g], 0, 1) if g in ceil else "–" for g in gaps) + " |")
+                lines.append("")
+            n = {c["gap"]: c["n_triplets"] for c in result.ceiling
+                 if c["dof"] == dof and c["split"] == split and c["tau"] == HEADLINE_TAU}
+            lines += [f"{split.capitalize()} pairs per gap: " + ", ".join(f"{g}: {n[g]}" for g in sorted(n)), ""]
+    lines += compute_table(result.records)
     lines += ["## Figures", ""]
     for dof in sorted(result.datasets):
         lines.append(f"![in-betweens dof {dof}](inbetween-dof{dof}.png)")
-        if len(result.strips.get(dof, {})) > 1:
-            lines.append(f"![latent interpolation dof {dof}](interpolation-dof{dof}.png)")
-    lines += ["![MSE against gap](mse-vs-gap.png)"]
+        lines.append(f"![interpolation paths dof {dof}](interpolation-dof{dof}.png)")
+    lines += ["![MSE against gap](mse-vs-gap.png)", "![MSE against tau](mse-vs-tau.png)"]
     if result.curves:
         lines.append("![training curves](training-curves.png)")
     lines += ["", f"Wall time of this command: {result.wall_s / 60:.1f} min (models and evaluations found in the cache "
                   "are reused, not re-timed).", ""]
     return "\n".join(lines)
+
+
+def compute_table(records: list[dict]) -> list[str]:
+    """Markdown lines: each trained model's parameters, training time, FLOPs, selected step and lr (first DoF seen)."""
+    seen: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("params") is not None:
+            seen.setdefault((r["dof"], method_label(r), r["seed"]), r)
+    if not seen:
+        return []
+
+    def show(v):
+        return "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+    lines = ["## Compute", "", "Per trained model (train split only; `–`: not counted yet).", "",
+             "| dof | method | seed | params | train s | train FLOPs | selected step | lr |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dof, label, seed), r in seen.items():
+        lines.append(f"| {dof} | {label} | {show(seed)} | {show(r['params'])} | {show(r['train_seconds'])} | "
+                     f"{show(r['train_flops'])} | {show(r['selected_step'])} | {show(r['lr'])} |")
+    return lines + [""]
 
 
 def versions() -> dict[str, str]:
@@ -112,6 +146,34 @@ def versions() -> dict[str, str]:
 
 def _img(x: np.ndarray) -> np.ndarray:
     return np.clip(np.transpose(x, (1, 2, 0)), 0, 1)  # (3, H, W) -> (H, W, 3)
+
+
+def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict]:
+    """The inputs of the example grid and the interpolation strips, from the test split at gap k.
+
+    frames: (S, T, H, W, 3) uint8; rows: scoring.Row objects to draw. Returns
+    examples: label -> (N_EXAMPLES, 3, H, W) (x0, the true middle frame, each row's prediction at tau = 0.5, x2);
+    strips: label -> (INTERP_STEPS, 3, H, W) along tau = 0..1 for the middle example, ends the true frames.
+    """
+    video = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255  # (S, T, 3, H, W)
+    index = triplet_index(video.shape[0], video.shape[1], (k,))
+    pick = np.unique(np.linspace(0, len(index) - 1, N_EXAMPLES).round().astype(int))
+    s, t, _ = torch.from_numpy(index[pick]).T
+    x0, x1, x2 = video[s, t - k], video[s, t], video[s, t + k]  # (n, 3, H, W)
+    examples = {"first frame x0": x0.numpy(), "ground truth x1": x1.numpy()}
+    examples |= {r.label: r.predict(x0, x2, HEADLINE_TAU).float().clamp(0, 1).numpy() for r in rows}
+    examples["second frame x2"] = x2.numpy()
+    # The strips: one example (the middle one), decoded at evenly spaced tau; the truth at the nearest frames.
+    m = len(pick) // 2
+    taus = np.linspace(0, 1, INTERP_STEPS)
+    frames_t = torch.from_numpy(int(t[m]) - k + np.round(taus * 2 * k).astype(np.int64))
+    strips = {"ground truth": video[s[m], frames_t].numpy()}
+    inner = torch.from_numpy(taus[1:-1]).float()
+    a, b = x0[m:m + 1].expand(len(inner), -1, -1, -1), x2[m:m + 1].expand(len(inner), -1, -1, -1)
+    for r in rows:
+        path = r.predict(a, b, inner).float().clamp(0, 1)
+        strips[r.label] = torch.cat([x0[m:m + 1], path, x2[m:m + 1]]).numpy()
+    return examples, strips
 
 
 def figure_grid(rows: dict[str, np.ndarray], title: str, path: Path) -> None:
@@ -152,11 +214,36 @@ def figure_mse_vs_gap(records: list[dict], dofs: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def figure_curves(curves: dict[str, str], path: Path) -> None:
-    """Training curves of every seed-0 learned model (from its log.csv), one column per DoF.
+def figure_mse_vs_tau(records: list[dict], dofs: list[int], path: Path) -> None:
+    """MSE against tau at the largest gap (test split), one panel per DoF: how error grows away from the ends."""
+    fig, axes = plt.subplots(1, len(dofs), figsize=(4.6 * len(dofs), 3.6), squeeze=False)
+    for ax, dof in zip(axes[0], dofs):
+        mine = [r for r in records if r["dof"] == dof and r["split"] == "test"]
+        if not mine:
+            continue
+        k = max(r["gap"] for r in mine)
+        curves: dict[str, dict[float, list[float]]] = {}
+        for r in (r for r in mine if r["gap"] == k):
+            curves.setdefault(method_label(r), {}).setdefault(r["tau"], []).append(r["mse"])
+        for label, by_tau in curves.items():
+            taus = sorted(by_tau)
+            ax.plot(taus, [np.mean(by_tau[t]) for t in taus], marker=".", label=label)
+        ax.set_title(f"DoF {dof}, gap {k}")
+        ax.set_xlabel("tau (0 = x(t-k), 1 = x(t+k))")
+        ax.set_ylabel("MSE")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-    Top row: alpha-VAE train and test loss (nats per triplet) per epoch. Bottom row, when frame-CNN
-    logs exist: its training MSE per step (the mean over each block of steps).
+
+def figure_curves(curves: dict[str, str], path: Path) -> None:
+    """Training curves of every seed-0 trained model (from its log.csv), one column per DoF.
+
+    Top row: alpha-VAE train and test loss (nats per triplet) per epoch. Bottom row, when per-step
+    logs exist (frame CNN: MSE; autoencoder: reconstruction nats per triplet): the mean training loss
+    of each block of steps.
     """
     logs = {label: _read_log(log) for label, log in curves.items()}
     logs = {label: rows for label, rows in logs.items() if rows}
@@ -175,13 +262,13 @@ def figure_curves(curves: dict[str, str], path: Path) -> None:
                 x = [float(r["epoch"]) for r in rows]
                 line, = top.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=name + " train")
                 top.plot(x, [float(r["test_loss"]) for r in rows], ls="--", color=line.get_color(), label="  test")
-            else:  # a frame-CNN log (benchmarks.frame_cnn)
+            else:  # a per-step log (step, train_loss)
                 bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], marker=".",
                             markersize=3, label=name)
         top.set_title(f"{dof}: alpha-VAE loss per triplet")
         top.set_xlabel("epoch")
         if cnn:
-            bottom.set_title(f"{dof}: frame-CNN training MSE")
+            bottom.set_title(f"{dof}: training loss per step")
             bottom.set_xlabel("step")
         for ax in {top, bottom}:
             ax.set_yscale("log")
@@ -205,11 +292,9 @@ def _read_log(log: str | None) -> list[dict[str, str]]:
 
 
 def write_output(config, result, out: Path) -> Path:
-    """Write everything into a temporary sibling folder, then rename it to `out`."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Write everything into a temporary sibling folder, then rename it to `out` (ibutil.io.atomic_path)."""
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
         records = [{k: r.get(k) for k in RECORD_KEYS} for r in result.records]
         doc = {"datasets": {str(d): v for d, v in sorted(result.datasets.items())}, "records": records,
                "ceiling": result.ceiling}
@@ -223,20 +308,15 @@ def write_output(config, result, out: Path) -> Path:
                                 "command": " ".join(sys.argv)}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
         dofs = sorted(result.datasets)
+        gap = max(config.gaps)
         for dof in dofs:
-            gap = max(config.gaps)
             figure_grid(result.examples[dof], f"DoF {dof}: in-betweens at gap {gap} (test set)",
                         tmp / f"inbetween-dof{dof}.png")
-            if len(result.strips.get(dof, {})) > 1:
-                figure_grid(result.strips[dof], f"DoF {dof}: decoded latent interpolation between x(t-{gap}) and "
-                            f"x(t+{gap})", tmp / f"interpolation-dof{dof}.png")
-        figure_mse_vs_gap(records, dofs, tmp / "mse-vs-gap.png")
+            figure_grid(result.strips[dof], f"DoF {dof}: every method from x(t-{gap}) to x(t+{gap}), tau = 0..1",
+                        tmp / f"interpolation-dof{dof}.png")
+        headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU]
+        figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
+        figure_mse_vs_tau(records, dofs, tmp / "mse-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from render import backend, h5format
 from render.dataset import GENERATOR, config_from_json
-from render.errors import UserError, ensure_writable_folder
+from ibutil.errors import UserError
+from ibutil.io import ensure_writable_folder
 from render.presets import RenderConfig, scene_for
 
 TABLE_VERSION = 1  # bump when what a cached table holds changes; old files are then rebuilt under a new hash

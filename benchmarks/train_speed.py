@@ -34,7 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from inbetween.data import TripletDataset
 from inbetween.ensemble import StackedVAE, _adam, _member_loss
 from inbetween.toy import write_toy_dataset
-from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, resolve_device, train
+from ibutil.device import resolve_device
+from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, train
 from inbetween.vae import inbetween_divergence, kl_standard_normal, reconstruction_nll
 
 

@@ -1,1 +1,1 @@
-"""Small method-independent utilities shared by the trainers: selection, compute accounting, preemption."""
+"""Project-neutral helpers shared by render/, inbetween/ and benchmarks/: errors, atomic files, devices, CLI options, validation selection, compute accounting and preemption."""

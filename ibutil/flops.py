@@ -13,7 +13,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from render.errors import UserError, write_text_atomic
+from ibutil.errors import UserError
+from ibutil.io import write_text_atomic
 
 SUMMARY_NAME = "summary.json"  # the record of a training run, beside its checkpoints
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from render.errors import UserError
+from ibutil.errors import UserError
 
 LR_RATIO = 3.0  # neighbouring learning rates of a sweep differ by this factor
 # The selection rule's defaults, shared by every learned method's config so all are selected alike.

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ibutil.errors import UserError
 from render import tasks
-from render.errors import UserError
 from render.h5format import open_dataset, read_header, read_split, require_field, require_split
 
 # Splits whose frames take more bytes than this stay on disk and are read per item, with the

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from inbetween.data import TripletDataset
-from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, resolve_device
-from render.errors import write_text_atomic
+from ibutil.device import resolve_device
+from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer
+from ibutil.io import write_text_atomic
 
 CACHE_SUBDIR = "dtype-choice"
 

@@ -35,10 +35,11 @@ from tqdm import tqdm
 
 from inbetween.data import TripletDataset
 from inbetween.train import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, DTYPES, LOG_COLUMNS, LOG_NAME, TERMS, TrainConfig,
-                             _accumulate, _config_from_json, _zero_sums, build_model, package_version,
-                             resolve_device, torch_save_atomic)
+                             _accumulate, _config_from_json, _zero_sums, build_model, package_version)
 from inbetween.vae import AlphaVAE, LossTerms, VAEConfig, loss_terms
-from render.errors import UserError
+from ibutil.device import resolve_device
+from ibutil.errors import UserError
+from ibutil.io import torch_save_atomic
 
 ENSEMBLE_FORMAT = "inbetween-alpha-vae-ensemble-checkpoint"
 ENSEMBLE_CHECKPOINT = "ensemble.pt"

@@ -27,7 +27,9 @@ from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.data import TripletDataset, normalize_gaps
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, LossTerms, VAEConfig, alpha_vae_loss, num_params
-from render.errors import UserError, write_text_atomic
+from ibutil.device import resolve_device
+from ibutil.errors import UserError
+from ibutil.io import read_checkpoint as _read, torch_save_atomic, write_text_atomic
 from render.h5format import open_dataset
 
 CHECKPOINT_FORMAT = "inbetween-alpha-vae-checkpoint"
@@ -134,18 +136,6 @@ class NonFiniteLoss(UserError):
     """The loss became NaN or inf; training stopped before the bad step changed any weight."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available, else cpu; UserError if cuda is asked for and absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} was asked for but this torch build sees no CUDA GPU; use cpu or auto")
-        index = int(name[5:]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-    return torch.device(name)
-
 
 def package_version() -> str:
     try:
@@ -221,32 +211,11 @@ def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig,
     torch_save_atomic(state, path)
 
 
-def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
     """The raw checkpoint dict (validated), tensors mapped to `device`; UserError if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such checkpoint: {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or truncated files
-        raise UserError(f"{path} is not a readable alpha-VAE checkpoint ({type(exc).__name__}); "
-                        "give a checkpoint.pt written by inbetween.train") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not an alpha-VAE checkpoint; give a checkpoint.pt written by inbetween.train")
-    return state
+    return _read(path, CHECKPOINT_FORMAT, device, what="alpha-VAE",
+                 hint="give a checkpoint.pt written by inbetween.train")
 
 
 def checkpoint_config(path: str | os.PathLike) -> TrainConfig:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from render.errors import UserError
+from ibutil.errors import UserError
 
 # Channels of the paper's 32x32 model, listed from the 2x2 end of the network outwards, so that
 # other image sizes add or drop stages at the high-resolution end and keep the bottleneck as is.

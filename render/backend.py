@@ -20,7 +20,7 @@ from importlib import metadata
 
 import numpy as np
 
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.objects import render_mesh
 from render.scene import CameraSpec, SceneSpec, camera_pose, light_pose
 

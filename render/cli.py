@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from render.errors import UserError
+from ibutil.errors import UserError
 
 
 @contextmanager

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 import render
 from render import backend, h5format
+from ibutil.errors import UserError
 from render.croissant import croissant
-from render.errors import UserError
 from render.h5format import DatasetWriter, Header
 from render.presets import (RenderConfig, factor_names, heldout_region, heldout_scored, poses_from_factors, scene_for,
                             sequence_factors, shard_ranges, split_shapes)

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from render.errors import UserError, ensure_writable_folder, write_text_atomic
+from ibutil.errors import UserError
+from ibutil.io import ensure_writable_folder, write_text_atomic
 
 FORMAT = "inbetween-sequences"
 FORMAT_VERSION = 2

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from render import h5format
-from render.errors import UserError, ensure_writable_folder
+from ibutil.errors import UserError
+from ibutil.io import ensure_writable_folder
 
 
 def summary(path: str | os.PathLike) -> str:

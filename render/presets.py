@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.objects import COLOURS, OBJECT_NAMES
 from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect, rotation_x, rotation_y
 from render.tasks import HeldoutRegion

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-from dataclasses import replace
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import frame_cnn as fc
 from benchmarks import metrics as M
-from benchmarks import optical_flow as of
-from benchmarks import pixel_average as pa
-from render.errors import UserError
+from benchmarks.methods import frame_cnn as fc
+from benchmarks.methods import optical_flow as of
+from benchmarks.methods import pixel_average as pa
+from ibutil.errors import UserError
 
 
 def square_triplet(size: int, side: int, top: int, left: int, dy: int, dx: int,
@@ -29,33 +27,20 @@ def square_triplet(size: int, side: int, top: int, left: int, dy: int, dx: int,
     return (*frames, mask)
 
 
-def moving_squares(n: int, rng: np.random.Generator, size: int = 8, side: int = 3) -> np.ndarray:
-    """n triplets of a random-colour square moving one pixel per frame along an axis: (3, n, 3, H, W)."""
-    out = np.zeros((3, n, 3, size, size), np.float32)
-    for i in range(n):
-        colour = rng.uniform(0.3, 1.0, 3)
-        dy, dx = [(0, 1), (1, 0), (0, -1), (-1, 0)][rng.integers(4)]
-        top, left = rng.integers(1, size - side, 2)  # x1's corner, one pixel clear of every edge
-        for t in range(3):
-            r, c = top + (t - 1) * dy, left + (t - 1) * dx
-            out[t, i, :, r:r + side, c:c + side] = colour[:, None, None]
-    return out
-
-
 # ----------------------------------------------------------------------------- pixel average
 
 
 def test_pixel_average_is_the_mean():
     x0, x2 = torch.full((2, 3, 8, 8), 0.2), torch.full((2, 3, 8, 8), 0.6)
     x1 = torch.full((2, 3, 8, 8), 0.4)  # a linear fade: the average is exact
-    pred = pa.predict(x0, x2)
+    pred = pa.predict(pa.Config(), x0, x2, 0.5)
     assert torch.allclose(pred, x1, atol=1e-7)
     assert M.mse(pred, x1).max() < 1e-14
 
 
 def test_pixel_average_ghosts_a_moving_square():
     x0, x1, x2, mask = square_triplet(8, 2, 3, 3, 0, 2)
-    pred = pa.predict(x0, x2)
+    pred = pa.predict(pa.Config(), x0, x2, 0.5)
     # Two half-bright ghosts at columns 1-2 and 5-6; the true square (columns 3-4) is black.
     assert torch.allclose(pred[0, :, 3:5, 1:3], x0[0, :, 3:5, 1:3] / 2)
     assert pred[0, :, 3:5, 3:5].abs().max() == 0
@@ -81,7 +66,7 @@ def test_estimated_flow_points_from_a_to_b(algorithm):
     x0, _, x2, _ = square_triplet(32, 8, 12, 12, 1, 2)  # moves (+2, +4) pixels from x0 to x2
     a = of.to_gray(x0[0].permute(1, 2, 0).numpy())
     b = of.to_gray(x2[0].permute(1, 2, 0).numpy())
-    flow = of.estimate_flow(a, b, of.FlowConfig(algorithm=algorithm))
+    flow = of.estimate_flow(a, b, of.Config(algorithm=algorithm))
     inside = a > 0
     dx, dy = flow[inside].mean(axis=0)
     assert dx == pytest.approx(4.0, abs=0.5) and dy == pytest.approx(2.0, abs=0.5)
@@ -91,7 +76,7 @@ def test_estimated_flow_points_from_a_to_b(algorithm):
 def test_flow_is_nearly_exact_on_a_translating_square(dy, dx):
     # A 32x32 frame, an 8x8 square moving 2k = 2*|d| pixels between the ends (k = 2 frames apart).
     x0, x1, x2, mask = square_triplet(32, 8, 12, 12, dy, dx)
-    flow_pred, avg_pred = of.predict(x0, x2), pa.predict(x0, x2)
+    flow_pred, avg_pred = of.predict(of.Config(), x0, x2, 0.5), pa.predict(pa.Config(), x0, x2, 0.5)
     flow_mse, avg_mse = M.mse(flow_pred, x1)[0], M.mse(avg_pred, x1)[0]
     assert flow_mse < avg_mse / 20, (flow_mse, avg_mse)
     assert M.foreground_iou(flow_pred, mask)[0] > 0.9
@@ -101,17 +86,17 @@ def test_flow_is_nearly_exact_on_a_translating_square(dy, dx):
 @pytest.mark.parametrize("algorithm", of.ALGORITHMS)
 def test_flow_beats_average_on_small_images(algorithm):
     # The test-suite size: 8x8 frames, a 3x3 square shifted by 2 pixels between the ends.
-    config = of.FlowConfig(algorithm=algorithm)
+    config = of.Config(algorithm=algorithm)
     for dy, dx in [(0, 1), (1, 0), (0, -1), (-1, 0)]:
         x0, x1, x2, mask = square_triplet(8, 3, 2, 2, dy, dx)
-        flow_mse = M.mse(of.predict(x0, x2, config), x1)[0]
-        avg_mse = M.mse(pa.predict(x0, x2), x1)[0]
+        flow_mse = M.mse(of.predict(config, x0, x2, 0.5), x1)[0]
+        avg_mse = M.mse(pa.predict(pa.Config(), x0, x2, 0.5), x1)[0]
         assert flow_mse < avg_mse / 4, (algorithm, dy, dx, flow_mse, avg_mse)
 
 
 def test_flow_predict_keeps_dtype_device_and_range():
     x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
-    pred = of.predict(x0.double(), x2.double())
+    pred = of.predict(of.Config(), x0.double(), x2.double(), 0.5)
     assert pred.dtype == torch.float64 and pred.device == x0.device and pred.shape == x0.shape
     assert pred.min() >= 0 and pred.max() <= 1
 
@@ -122,80 +107,100 @@ def test_flow_predict_keeps_dtype_device_and_range():
 ])
 def test_bad_flow_config_raises(kwargs):
     with pytest.raises(UserError):
-        of.FlowConfig(**kwargs)
+        of.Config(**kwargs)
 
 
 # ----------------------------------------------------------------------------- frame CNN
 
-TINY = dict(channels=8, steps=20, batch_size=8, lr=3e-3, device="cpu")
+TINY = dict(steps=20, batch_size=8, device="cpu")  # fit()'s budget in the fast tests
 
+
+def square_sequences(n: int, n_frames: int, rng: np.random.Generator, size: int = 8, side: int = 3) -> torch.Tensor:
+    """n sequences of a random-colour square moving one pixel per frame along an axis: (n, T, 3, H, W) uint8."""
+    out = np.zeros((n, n_frames, 3, size, size), np.uint8)
+    for i in range(n):
+        colour = rng.integers(80, 256, 3)
+        dy, dx = [(0, 1), (1, 0), (0, -1), (-1, 0)][rng.integers(4)]
+        lo, hi = n_frames // 2 + 1, size - side - n_frames // 2 - 1  # the path stays clear of every edge
+        top, left = rng.integers(min(lo, hi), max(lo, hi) + 1, 2)
+        for t in range(n_frames):
+            r, c = top + (t - n_frames // 2) * dy, left + (t - n_frames // 2) * dx
+            out[i, t, :, r:r + side, c:c + side] = colour[:, None, None]
+    return torch.from_numpy(out)
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255
 
 
 @pytest.fixture(scope="module")
 def squares():
     rng = np.random.default_rng(0)
-    return moving_squares(512, rng), moving_squares(128, rng)  # train, held-out test
+    return square_sequences(512, 3, rng), square_sequences(128, 3, rng)  # train, held-out test (gap 1)
 
 
-def test_untrained_cnn_is_the_pixel_average():
-    model = fc.FrameCNN(fc.FrameCNNConfig(**TINY))
+def test_untrained_cnn_is_the_pixel_blend():
+    model = fc.FrameCNN(fc.Config(channels=8))
     model.reset_parameters(torch.Generator().manual_seed(0))
     x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
-    assert torch.allclose(model.predict(x0, x2), pa.predict(x0, x2))
+    for tau in (0.25, 0.5, 0.75):
+        assert torch.allclose(fc.predict(model, x0, x2, tau), pa.predict(pa.Config(), x0, x2, tau))
 
 
-def test_cnn_learns_translation_and_beats_the_average(squares, tmp_path):
+def test_cnn_learns_translation_and_beats_the_average(squares):
     train, test = squares
-    config = fc.FrameCNNConfig(channels=16, steps=150, batch_size=16, lr=3e-3, seed=0, device="cpu")
-    model = fc.fit(config, *train, progress=False, log_path=tmp_path / "log.csv")
-    x0, x1, x2 = (torch.from_numpy(a) for a in test)
-    cnn_mse = M.mse(model.predict(x0, x2), x1).mean()
-    avg_mse = M.mse(pa.predict(x0, x2), x1).mean()
+    model, curve = fc.fit(fc.Config(channels=16, lr=3e-3), train, (1,), steps=150, batch_size=16, seed=0,
+                          device="cpu", progress=False)
+    x0, x1, x2 = (as_float(test[:, t]) for t in range(3))
+    cnn_mse = M.mse(fc.predict(model, x0, x2, 0.5), x1).mean()
+    avg_mse = M.mse(pa.predict(pa.Config(), x0, x2, 0.5), x1).mean()
     assert cnn_mse < avg_mse / 3, (cnn_mse, avg_mse)
     # The training curve: one row per block of 150 // 100 = 1 step, and the loss fell.
-    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
-    assert [int(r["step"]) for r in rows] == list(range(1, 151))
-    first, last = (np.mean([float(r["train_loss"]) for r in part]) for part in (rows[:10], rows[-10:]))
+    assert [step for step, _ in curve] == list(range(1, 151))
+    first, last = np.mean([v for _, v in curve[:10]]), np.mean([v for _, v in curve[-10:]])
     assert last < first / 2
-    # Blocks of several steps average them: 250 steps -> blocks of 2, the last one complete.
-    fc.fit(replace(config, steps=250), *train, progress=False, log_path=tmp_path / "log250.csv")
-    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "log250.csv"))] == list(range(2, 251, 2))
+
+
+def test_cnn_is_conditioned_on_tau():
+    # Gap 2 on 5-frame sequences: the targets are frames t-1, t, t+1 at tau = 1/4, 1/2, 3/4.
+    rng = np.random.default_rng(1)
+    train, test = square_sequences(512, 5, rng), square_sequences(64, 5, rng)
+    model, _ = fc.fit(fc.Config(channels=16, lr=3e-3), train, (2,), steps=200, batch_size=16, seed=0,
+                      device="cpu", progress=False)
+    x0, x2 = as_float(test[:, 0]), as_float(test[:, 4])
+    for j, tau in ((1, 0.25), (3, 0.75)):
+        truth = as_float(test[:, j])
+        cnn = M.mse(fc.predict(model, x0, x2, tau), truth).mean()
+        blend = M.mse(pa.predict(pa.Config(), x0, x2, tau), truth).mean()
+        other = M.mse(fc.predict(model, x0, x2, 1 - tau), truth).mean()  # the mirrored position is wrong
+        assert cnn < blend / 2 and cnn < other / 2, (tau, cnn, blend, other)
 
 
 def test_cnn_training_is_deterministic_from_the_seed(squares):
     train, _ = squares
-    a = fc.fit(fc.FrameCNNConfig(**TINY, seed=7), *train, progress=False).state_dict()
-    b = fc.fit(fc.FrameCNNConfig(**TINY, seed=7), *train, progress=False).state_dict()
-    c = fc.fit(fc.FrameCNNConfig(**TINY, seed=8), *train, progress=False).state_dict()
+    a = fc.fit(fc.Config(channels=8), train, (1,), seed=7, progress=False, **TINY)[0].state_dict()
+    b = fc.fit(fc.Config(channels=8), train, (1,), seed=7, progress=False, **TINY)[0].state_dict()
+    c = fc.fit(fc.Config(channels=8), train, (1,), seed=8, progress=False, **TINY)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_cnn_accepts_uint8_frames(squares):
-    train, _ = squares
-    as_uint8 = np.rint(train * 255).astype(np.uint8)
-    a = fc.fit(fc.FrameCNNConfig(**TINY), *(x.astype(np.float32) / 255 for x in as_uint8), progress=False)
-    b = fc.fit(fc.FrameCNNConfig(**TINY), *(torch.from_numpy(x) for x in as_uint8), progress=False)
-    sa, sb = a.state_dict(), b.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_cnn_handles_sizes_the_pooling_does_not_divide():
-    model = fc.FrameCNN(fc.FrameCNNConfig(**TINY))
+    model = fc.FrameCNN(fc.Config(channels=8))
     model.reset_parameters(torch.Generator().manual_seed(0))
     x = torch.rand(2, 3, 7, 10, generator=torch.Generator().manual_seed(1))
-    assert model.predict(x, x).shape == (2, 3, 7, 10)
+    assert fc.predict(model, x, x, torch.tensor([0.3, 0.6])).shape == (2, 3, 7, 10)
 
 
 def test_checkpoint_round_trip(tmp_path, squares):
     train, _ = squares
-    model = fc.fit(fc.FrameCNNConfig(**TINY, seed=3), *train, progress=False)
+    model, _ = fc.fit(fc.Config(channels=8), train, (1,), seed=3, progress=False, **TINY)
     path = fc.save_checkpoint(model, tmp_path / "sub" / "frame_cnn.pt")
     assert [p.name for p in path.parent.iterdir()] == ["frame_cnn.pt"]  # no temporary file left
     loaded = fc.load_checkpoint(path, device="cpu")
     assert loaded.config == model.config and not loaded.training
     x0, _, x2, _ = square_triplet(8, 3, 2, 2, 0, 1)
-    assert torch.equal(loaded.predict(x0, x2), model.predict(x0, x2))
+    assert torch.equal(fc.predict(loaded, x0, x2, 0.5), fc.predict(model, x0, x2, 0.5))
 
 
 def test_bad_checkpoints_raise(tmp_path):
@@ -209,44 +214,50 @@ def test_bad_checkpoints_raise(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(UserError):
         fc.load_checkpoint(foreign)
+    old = tmp_path / "old.pt"  # version 1: the middle-frame-only network
+    torch.save({"format": "frame-cnn", "version": 1, "config": '{"channels": 8}', "state_dict": {}}, old)
+    with pytest.raises(UserError, match="version 1"):
+        fc.load_checkpoint(old)
     future = tmp_path / "future.pt"
-    torch.save({"format": "frame-cnn", "version": 1, "config": '{"depth": 5}', "state_dict": {}}, future)
+    torch.save({"format": "frame-cnn", "version": 2, "config": '{"depth": 5}', "state_dict": {}}, future)
     with pytest.raises(UserError):
         fc.load_checkpoint(future)
 
 
 @pytest.mark.parametrize("field, value", [
-    ("channels", 0), ("steps", -1), ("batch_size", 1.5), ("batch_size", True), ("lr", 0.0), ("lr", True),
-    ("lr", float("nan")), ("loss", "huber"), ("seed", -1), ("device", "tpu"), ("device", "cuda:x"),
+    ("channels", 0), ("channels", 1.5), ("channels", True), ("lr", 0.0), ("lr", True), ("lr", float("nan")),
+    ("loss", "huber"),
 ])
 def test_bad_cnn_config_raises(field, value):
     with pytest.raises(UserError):
-        fc.FrameCNNConfig(**{field: value})
+        fc.Config(**{field: value})
 
 
 def test_bad_training_data_raises():
-    config = fc.FrameCNNConfig(**TINY)
-    x = np.zeros((4, 3, 8, 8), np.float32)
-    with pytest.raises(UserError):
-        fc.fit(config, x, x, x[:3], progress=False)
-    with pytest.raises(UserError):
-        fc.fit(config, x[:0], x[:0], x[:0], progress=False)
-    with pytest.raises(UserError):
-        fc.fit(config, x.transpose(0, 2, 3, 1), x, x, progress=False)
+    config = fc.Config(channels=8)
+    with pytest.raises(UserError):  # float frames
+        fc.fit(config, torch.zeros(2, 3, 3, 8, 8), (1,), seed=0, progress=False, **TINY)
+    with pytest.raises(UserError):  # channels last
+        fc.fit(config, torch.zeros(2, 3, 8, 8, 3, dtype=torch.uint8), (1,), seed=0, progress=False, **TINY)
+    with pytest.raises(UserError):  # too short for gap 2
+        fc.fit(config, torch.zeros(2, 3, 3, 8, 8, dtype=torch.uint8), (2,), seed=0, progress=False, **TINY)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
 def test_cuda_without_cuda_is_a_user_error():
+    from ibutil.device import resolve_device
+
     with pytest.raises(UserError):
-        fc.resolve_device("cuda")
+        resolve_device("cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cnn_trains_on_cuda_and_predicts_for_cpu_inputs(squares):
     train, test = squares
-    model = fc.fit(fc.FrameCNNConfig(**{**TINY, "device": "cuda"}), *train, progress=False)
+    model, _ = fc.fit(fc.Config(channels=8), train, (1,), seed=0, progress=False, steps=20, batch_size=8,
+                      device="cuda")
     assert model.device.type == "cuda"
-    x0, _, x2 = (torch.from_numpy(a[:4]) for a in test)
-    pred = model.predict(x0, x2)
+    x0, x2 = as_float(test[:4, 0]), as_float(test[:4, 2])
+    pred = fc.predict(model, x0, x2, 0.5)
     assert pred.device.type == "cpu" and pred.shape == x0.shape
-    assert of.predict(x0.cuda(), x2.cuda()).device.type == "cuda"
+    assert of.predict(of.Config(), x0.cuda(), x2.cuda(), 0.5).device.type == "cuda"

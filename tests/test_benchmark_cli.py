@@ -25,7 +25,8 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_output(quick_run):
     out, _, _, result = quick_run
     assert str(out) in result.output
-    expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "training-curves.png"}
+    expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "mse-vs-tau.png",
+                "training-curves.png"}
     expected |= {f"inbetween-dof{d}.png" for d in (1, 2, 6)} | {f"interpolation-dof{d}.png" for d in (1, 2, 6)}
     assert expected <= {p.name for p in out.iterdir()}
     for name in expected:
@@ -38,19 +39,27 @@ def test_results_json_has_one_record_per_combination(quick_run):
     assert set(doc["datasets"]) == {"1", "2", "6"}
     assert all(len(v["sha256"]) == 64 for v in doc["datasets"].values())
     recs = doc["records"]
-    keys = {(r["dof"], r["method"], r["alpha"], r["kl"], r["gap"], r["seed"]) for r in recs}
-    assert len(keys) == len(recs)  # one record per (dof, method, alpha, kl, gap, seed)
-    # 3 dofs x 2 gaps x (2 baselines + 2 seeds x (frame-cnn + alpha 0 + alpha 100)) = 6 x 8
-    assert len(recs) == 48
+    keys = {(r["dof"], r["split"], r["method"], r["alpha"], r["kl"], r["gap"], r["tau"], r["seed"]) for r in recs}
+    assert len(keys) == len(recs)  # one record per (dof, split, method, alpha, kl, gap, tau, seed)
+    # Gap 1 scores tau 1/2, gap 3 scores tau 1/6 .. 5/6: 6 (gap, tau) per row-maker. Row-makers: 4 unseeded
+    # (copy-x0, mean-frame, pixel-average, optical-flow) + 2 seeds x (frame-cnn, autoencoder, alpha 0, alpha 100).
+    assert {(r["gap"], r["tau"]) for r in recs} == {(1, 0.5)} | {(3, j / 6) for j in range(1, 6)}
+    assert len(recs) == 3 * 6 * (4 + 2 * 4) == 216
     for r in recs:
-        if r["method"] in ("pixel-average", "optical-flow"):
+        assert r["split"] == "test"
+        if r["method"] in ("pixel-average", "optical-flow", "copy-x0", "mean-frame"):
             assert r["alpha"] is None and r["kl"] is None and r["seed"] is None
         if r["method"] == "alpha-vae":
             assert r["alpha"] in (0.0, 100.0) and r["seed"] in (0, 1)
             assert (r["kl"] is None) == (r["alpha"] == 0.0)
+        if r["method"] in ("frame-cnn", "autoencoder", "alpha-vae"):  # the training summary rides along
+            assert r["params"] > 0 and r["selected_step"] == 30 and r["lr"] > 0 and r["train_seconds"] > 0
         assert 0 <= r["mse"] <= 1 and 0 <= r["ssim"] <= 1 and 0 <= r["iou"] <= 1 and r["n_triplets"] > 0
+    # Known answers: pixel-average at tau 1/2 is the mean of the ends; copy-x0 at gap 1 scores x0 against x1.
+    ceiling = doc["ceiling"]
+    assert len(ceiling) == 3 * 6 and all(c["mse"] == 0 for c in ceiling)
     with open(out / "results.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 48
+        assert len(list(csv.DictReader(fh))) == 216
 
 
 def test_results_md_and_config(quick_run):
@@ -59,8 +68,10 @@ def test_results_md_and_config(quick_run):
     for dof in (1, 2, 6):
         assert f"## DoF {dof}" in md
     assert "| pixel-average |" in md and "alpha-vae α=100 (avg-gaussian)" in md and " ± " in md
+    assert "| copy-x0 |" in md and "| mean-frame |" in md and "| autoencoder |" in md and "## Compute" in md
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["alphas"] == [0.0, 100.0] and cfg["quick"] is True and cfg["seeds"] == 2
+    assert cfg["method_configs"]["alpha-vae"]["alphas"] == [0.0, 100.0] and cfg["quick"] is True and cfg["seeds"] == 2
+    assert cfg["method_configs"]["frame-cnn"]["channels"] == 8  # the --quick profile of the method
     assert cfg["versions"]["torch"] and cfg["versions"]["inbetween-bench"] == "0.1.0"
 
 
@@ -75,10 +86,10 @@ def test_rerun_with_one_more_alpha_reuses_cached_models(quick_run, tmp_path):
     assert result.exit_code == 0, result.output
     added = {p.name for p in (cache / "models").iterdir()} - models_before
     # Only the alpha = 10 models are new: one per (dof, seed).
-    assert len(added) == 3 * 2 and all(n.startswith("alpha-vae") for n in added)
-    old = {(r["dof"], r["method"], r["alpha"], r["gap"], r["seed"]): r["mse"]
+    assert len(added) == 3 * 2 and all(n.startswith("train-alpha-vae-a10-") for n in added)
+    old = {(r["dof"], r["method"], r["alpha"], r["gap"], r["tau"], r["seed"]): r["mse"]
            for r in json.loads((out / "results.json").read_text())["records"]}
-    new = {(r["dof"], r["method"], r["alpha"], r["gap"], r["seed"]): r["mse"]
+    new = {(r["dof"], r["method"], r["alpha"], r["gap"], r["tau"], r["seed"]): r["mse"]
            for r in json.loads((new_out / "results.json").read_text())["records"]}
     assert all(new[k] == v for k, v in old.items())  # cached models give the same numbers
 
@@ -147,6 +158,44 @@ def test_train_inbetween_trains_and_reports_bad_input(tmp_path, tiny_data):
     assert r.exit_code == 2 and "alpha must be" in r.output
 
 
+def test_train_inbetween_has_every_train_config_field(tmp_path, tiny_data):
+    import dataclasses
+
+    from benchmarks.cli import train_inbetween
+    from inbetween import TrainConfig, checkpoint_config
+
+    options = {o for p in train_inbetween.params for o in p.opts}
+    renamed = {"gaps": "--gap", "kl_form": "--kl", "progress": "--quiet"}
+    for f in dataclasses.fields(TrainConfig):
+        assert renamed.get(f.name, "--" + f.name.replace("_", "-")) in options, f.name
+    out = tmp_path / "run"
+    r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--out-dir", str(out), "--width", "0.05",
+                                             "--latent", "4", "--steps", "2", "--batch-size", "4", "--quiet",
+                                             "--likelihood", "gaussian", "--kl", "mixture", "--mixture-samples", "3",
+                                             "--checkpoint-every", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = checkpoint_config(out / "checkpoint.pt")
+    assert (cfg.likelihood, cfg.kl_form, cfg.mixture_samples, cfg.checkpoint_every) == ("gaussian", "mixture", 3, 1)
+    assert cfg.lr == TrainConfig.lr and cfg.epochs == TrainConfig.epochs  # untouched options keep the dataclass's default
+
+
+def test_method_options_reach_their_method_only(tmp_path):
+    def plan(*extra):
+        r = CliRunner().invoke(run_benchmark, ["--quick", "--dof", "1", "--plan", "--cache", str(tmp_path), *extra])
+        assert r.exit_code == 0, r.output
+        return {j["id"]: j["hash"] for j in map(json.loads, r.output.strip().splitlines())}
+
+    base, lr, width = plan(), plan("--frame-cnn-lr", "0.02"), plan("--width", "0.1")
+    changed = {i for i in base if lr[i] != base[i]}
+    assert changed == {"train-frame-cnn-dof1-s0", "eval-dof1"}
+    # --width is shared by the latent models: the autoencoder and every alpha-VAE change together.
+    assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-alpha-vae-a0-dof1-s0",
+                                                        "train-alpha-vae-a100-avg-gaussian-dof1-s0", "eval-dof1"}
+    assert plan("--methods", "pixel-average", "alpha-vae", "--width", "0.1")  # shared: only chosen methods take it
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--plan", "--methods", "pixel-average", "--frame-cnn-lr", "0.1"])
+    assert r.exit_code == 2 and "frame-cnn is not among --methods" in r.output
+
+
 def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_path):
     out, cache, args, _ = quick_run
     plan_args = [a for a in args if a != "--quiet"]
@@ -158,7 +207,10 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     jobs = [json.loads(line) for line in r.output.strip().splitlines()]
     kinds = [j["kind"] for j in jobs]
     assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
-    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * 2 * 3 + 3
+    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, alpha 0, alpha 100).
+    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 4) + 3
+    # One hash per job, and it names the job's cache entry.
+    assert len({j["hash"] for j in jobs}) == len(jobs)
     # Each job's needs come earlier in the plan; an evaluation needs its render and every training of its DoF.
     position = {j["id"]: i for i, j in enumerate(jobs)}
     assert all(position[need] < position[j["id"]] for j in jobs for need in j["needs"])
@@ -180,9 +232,16 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
             assert partial.exit_code == 0 and "missing" in partial.output and "eval-dof2" in partial.output
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet", "--overwrite"])
     assert r.exit_code == 0 and "missing" not in r.output, r.output
+    for j in jobs:
+        if j["kind"] == "train":
+            assert (tmp_path / "cache" / "models" / f"{j['id']}-{j['hash']}" / "summary.json").exists()
     plain = json.loads((out / "results.json").read_text())
     fanned = json.loads((tmp_path / "agg" / "results.json").read_text())
-    assert fanned["records"] == plain["records"] and fanned["ceiling"] == plain["ceiling"]
+
+    def untimed(records):  # the training wall time is a measurement, not a result
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+    assert untimed(fanned["records"]) == untimed(plain["records"]) and fanned["ceiling"] == plain["ceiling"]
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--only", "train-nothing"])
     assert r.exit_code == 2 and "no job 'train-nothing'" in r.output
 

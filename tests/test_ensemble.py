@@ -16,7 +16,7 @@ from inbetween.toy import write_toy_dataset
 from inbetween.train import TrainConfig, build_model, compute_loss, load_checkpoint, make_optimizer, read_checkpoint, train
 from inbetween.data import TripletDataset
 from inbetween.vae import AlphaVAE, VAEConfig
-from render.errors import UserError
+from ibutil.errors import UserError
 
 # Equality with the sequential loop, within rounding: a batched GEMM sums in another order than
 # M convolutions, and Adam divides by sqrt(v), so an element whose gradient is itself rounding noise

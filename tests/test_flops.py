@@ -17,7 +17,7 @@ from inbetween import TrainConfig, train
 from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.vae import AlphaVAE, VAEConfig, alpha_vae_loss
-from render.errors import UserError
+from ibutil.errors import UserError
 
 train_module = __import__("importlib").import_module("inbetween.train")
 

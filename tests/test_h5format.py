@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from render import h5format
-from render.errors import UserError
+from ibutil.errors import UserError
 from tests.conftest import write_tiny_dataset
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from inbetween.data import TripletDataset, normalize_gaps, triplet_index
 from inbetween.toy import write_toy_dataset
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.h5format import read_split
 
 

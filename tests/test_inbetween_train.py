@@ -13,7 +13,7 @@ import torch
 import inbetween
 from inbetween import TrainConfig, checkpoint_config, load_checkpoint
 from inbetween.toy import write_toy_dataset
-from render.errors import UserError
+from ibutil.errors import UserError
 
 train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
 

@@ -14,7 +14,7 @@ from inbetween.vae import (
     KL_FORMS, AlphaVAE, VAEConfig, alpha_vae_loss, decoder_channels, encoder_channels, inbetween,
     inbetween_divergence, interpolate, kl_normal, kl_standard_normal, num_params, reconstruction_nll,
 )
-from render.errors import UserError
+from ibutil.errors import UserError
 
 
 

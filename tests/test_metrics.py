@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from benchmarks import metrics as M
-from render.errors import UserError
+from ibutil.errors import UserError
 
 
 def _random_images(n: int, size: int, seed: int = 0) -> np.ndarray:

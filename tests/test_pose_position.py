@@ -12,7 +12,7 @@ from benchmarks import metrics as M
 from benchmarks import pose, position, tables
 from render import h5format
 from render.dataset import render_dataset
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 from render.scene import rotation_x, rotation_y
 

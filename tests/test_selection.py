@@ -16,7 +16,7 @@ from inbetween import TrainConfig, load_checkpoint, train
 from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.train import evaluate
-from render.errors import UserError
+from ibutil.errors import UserError
 from valdata import val_split_readable, write_toy_with_val
 
 

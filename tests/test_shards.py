@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from render import h5format
 from render.cli import merge_dataset, render_dataset
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.presets import RenderConfig, shard_ranges
 
 ARGS = ["--dof", "2", "--size", "8", "--frames", "4", "--train-sequences", "5", "--test-sequences", "3", "--quiet",

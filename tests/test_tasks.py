@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from render.errors import UserError
+from ibutil.errors import UserError
 from render.presets import (SIX_DOF_SCALE, RenderConfig, heldout_region, poses_from_factors, scene_for,
                             sequence_factors, split_shapes, turn_angles)
 from render.scene import camera_json

@@ -1,4 +1,4 @@
-"""The optical-flow baseline: OpenCV flow between x0 and x2, both ends warped halfway (Super SloMo, t = 0.5), blended."""
+"""optical-flow: OpenCV flow between x0 and x2, both ends warped to tau (Super SloMo, eq. 4) and blended."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import cv2
 import numpy as np
 import torch
 
-from render.errors import UserError
+from benchmarks.methods.interface import TrainSummary, check_frames, tau_column
+from ibutil.errors import UserError
+
+NAME = "optical-flow"
+TRAINS = False  # classical flow: nothing is fitted
+SEEDED = False
 
 ALGORITHMS = ("dis", "farneback")
 DIS_PRESETS = {
@@ -19,7 +24,7 @@ DIS_PRESETS = {
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class Config:
     """How flow is estimated; the warping and blending are fixed (see docs/benchmark.md)."""
 
     algorithm: str = "dis"  # "dis" (cv2.DISOpticalFlow) or "farneback" (cv2.calcOpticalFlowFarneback)
@@ -47,7 +52,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def estimate_flow(a: np.ndarray, b: np.ndarray, config: FlowConfig) -> np.ndarray:
+def estimate_flow(a: np.ndarray, b: np.ndarray, config: Config) -> np.ndarray:
     """Flow F from gray frame a to gray frame b, (H, W) uint8 x2 -> (H, W, 2) float32 (dx, dy).
 
     OpenCV's convention: a(y, x) ~ b(y + F[y, x, 1], x + F[y, x, 0]), i.e. F is indexed by a's pixels.
@@ -77,28 +82,42 @@ def backward_warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0))
 
 
-def interpolate(x0: np.ndarray, x2: np.ndarray, config: FlowConfig) -> np.ndarray:
-    """The middle frame of one pair: (H, W, 3) float32 x2 in [0, 1] -> (H, W, 3) float32 in [0, 1]."""
+def interpolate(x0: np.ndarray, x2: np.ndarray, config: Config, tau: float) -> np.ndarray:
+    """The frame at tau of one pair: (H, W, 3) float32 x2 in [0, 1], tau in (0, 1) -> (H, W, 3) float32 in [0, 1]."""
     g0, g2 = to_gray(x0), to_gray(x2)
     f02 = estimate_flow(g0, g2, config)  # (H, W, 2), indexed by x0's pixels
     f20 = estimate_flow(g2, g0, config)  # (H, W, 2), indexed by x2's pixels
-    # Super SloMo (Jiang et al. 2018, eq. 4) at t = 1/2: flows from the unknown middle frame to
-    # each end, assuming the flow field is locally smooth (so F02 and F20 can be read at the
-    # middle frame's pixels). For pure translation by d: f02 = d, f20 = -d, f_t0 = -d/2, f_t2 = d/2.
-    f_t0 = -0.25 * f02 + 0.25 * f20
-    f_t2 = 0.25 * f02 - 0.25 * f20
-    middle = 0.5 * backward_warp(x0, f_t0) + 0.5 * backward_warp(x2, f_t2)
-    return np.clip(middle, 0.0, 1.0)
+    # Super SloMo (Jiang et al. 2018, eq. 4): flows from the unknown frame at t to each end,
+    # assuming the flow field is locally smooth (so F02 and F20 can be read at that frame's pixels).
+    # For pure translation by d: f02 = d, f20 = -d, f_t0 = -t d, f_t2 = (1 - t) d.
+    t = float(tau)
+    f_t0 = -(1 - t) * t * f02 + t * t * f20
+    f_t2 = (1 - t) ** 2 * f02 - t * (1 - t) * f20
+    # No visibility maps: the two warps are blended by temporal distance, as Super SloMo does without them.
+    frame = (1 - t) * backward_warp(x0, f_t0) + t * backward_warp(x2, f_t2)
+    return np.clip(frame, 0.0, 1.0)
 
 
-def predict(x0: torch.Tensor, x2: torch.Tensor, config: FlowConfig = FlowConfig()) -> torch.Tensor:
-    """(N, 3, H, W) x2 in [0, 1] on any device -> (N, 3, H, W) in [0, 1] on that device and dtype.
+def label(config: Config) -> str:
+    return NAME
+
+
+def train(config: Config, spec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
+    return TrainSummary(params=0, train_flops=0, train_seconds=0.0, selected_step=None, lr=None)
+
+
+def load(config: Config, out_dir=None, device: str = "auto") -> Config:
+    return config  # the "model" is the flow settings
+
+
+def predict(model: Config, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
+    """(B, 3, H, W) x2 in [0, 1], tau float or (B,) -> (B, 3, H, W) in [0, 1] on x0's device and dtype.
 
     OpenCV runs on the CPU, one pair at a time.
     """
-    if x0.shape != x2.shape or x0.ndim != 4 or x0.shape[1] != 3:
-        raise UserError(f"x0 {tuple(x0.shape)} and x2 {tuple(x2.shape)} must both be (N, 3, H, W)")
-    a = x0.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, 3)
+    check_frames(x0, x2)
+    taus = tau_column(tau, x0).flatten().tolist()  # B floats
+    a = x0.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()  # (B, H, W, 3)
     b = x2.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
-    middle = np.stack([interpolate(p, q, config) for p, q in zip(a, b)])  # (N, H, W, 3)
-    return torch.from_numpy(middle).permute(0, 3, 1, 2).to(device=x0.device, dtype=x0.dtype)
+    frames = np.stack([interpolate(p, q, model, t) for p, q, t in zip(a, b, taus)])  # (B, H, W, 3)
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).to(device=x0.device, dtype=x0.dtype)

@@ -1,0 +1,103 @@
+"""The benchmark's configuration: what to run (BenchmarkConfig), the --quick profile and the datasets it renders."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any
+
+from benchmarks import methods
+from ibutil.device import check_device_name
+from ibutil.errors import UserError
+from inbetween.data import normalize_gaps
+from render.presets import PRESETS, RenderConfig
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Every option of a benchmark run; written to config.json beside the results."""
+
+    out: str = "results/benchmark"  # output folder, written atomically (a temp folder renamed at the end)
+    dofs: tuple[int, ...] = (1, 2, 6)  # presets to benchmark (ignored when --data names the files)
+    gaps: tuple[int, ...] = (2, 5, 10, 20)  # frame gaps k: tests score frames t-k+1..t+k-1 from (t-k, t+k)
+    methods: tuple[str, ...] = methods.DEFAULT_METHODS  # which registered methods to run, in table order
+    seeds: int = 1  # independent training seeds per seeded method (seeds 0..N-1)
+    epochs: int = 5  # training budget of every trained method: epochs over the training triplets of all gaps
+    steps: int | None = None  # train exactly this many optimiser steps instead of --epochs
+    batch_size: int = 64  # triplets per training step, for every trained method
+    all_taus: bool = True  # score every intermediate frame of each gap (off: the middle frame, tau = 0.5, only)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    data: tuple[str, ...] = ()  # existing HDF5 dataset files, one per DoF; empty = render them into the cache
+    cache: str = ".cache/inbetween-bench"  # rendered datasets, trained models and evaluations, keyed by job hash
+    render_size: int = 32  # image size of the datasets the benchmark renders itself
+    quick: bool = False  # the tiny CI profile (see quick_config)
+    overwrite: bool = False  # replace an existing output folder
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    progress: bool = True  # show progress bars
+    # Method name -> its Config; a dict of field overrides is turned into one (over the --quick profile's
+    # values when quick), and methods not named get their defaults.
+    method_configs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def fill(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        # Repeats would duplicate jobs and records: keep the first of each, in the order given.
+        fill("dofs", tuple(dict.fromkeys(int(d) for d in self.dofs)))
+        fill("methods", tuple(dict.fromkeys(self.methods)))
+        fill("data", tuple(dict.fromkeys(str(p) for p in self.data)))
+        fill("gaps", normalize_gaps(tuple(self.gaps)))
+        for d in self.dofs:
+            if d not in PRESETS:
+                raise UserError(f"--dof must be 1, 2 or 6, not {d}")
+        if not self.methods:
+            raise UserError("no --methods to run")
+        for m in self.methods:
+            methods.get(m)  # UserError naming the registered methods
+        for name in self.method_configs:
+            if name not in self.methods:
+                raise UserError(f"options of method {name} were given but {name} is not among --methods")
+        configs = {}
+        for name in self.methods:
+            module, given = methods.get(name), self.method_configs.get(name, {})
+            if is_dataclass(given):
+                configs[name] = given
+            else:
+                quick = methods.quick_overrides(module) if self.quick else {}
+                configs[name] = module.Config(**(quick | dict(given)))
+        fill("method_configs", configs)
+        if self.seeds < 1:
+            raise UserError(f"--seeds must be at least 1, not {self.seeds}")
+        if self.epochs < 1 or (self.steps is not None and self.steps < 1):
+            raise UserError("--epochs and --steps must be at least 1")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.threads < 0:
+            raise UserError(f"--threads must be >= 0, not {self.threads}")
+        check_device_name(self.device)
+
+
+# The --quick profile: tiny renders and models that finish in a few minutes on 2 cores (the methods'
+# own QUICK dicts shrink their models).
+QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16)
+
+
+def quick_config(**overrides: Any) -> BenchmarkConfig:
+    """The --quick profile with `overrides` on top."""
+    return BenchmarkConfig(**(QUICK | {"quick": True} | overrides))
+
+
+def render_config(config: BenchmarkConfig, dof: int) -> RenderConfig:
+    """The dataset the benchmark renders for one DoF (the preset's defaults, or tiny for --quick)."""
+    if config.quick:
+        frames = 24 if dof == 1 else 10
+        return RenderConfig(dof=dof, size=config.render_size, frames=frames,
+                            train_sequences=None if dof == 1 else 6, test_sequences=None if dof == 1 else 3)
+    return RenderConfig(dof=dof, size=config.render_size)
+
+
+def steps_per_run(config: BenchmarkConfig, n_train_triplets: int) -> int:
+    """Optimiser steps of one trained model: --steps, or --epochs over the training triplets of all gaps."""
+    if config.steps is not None:
+        return config.steps
+    return config.epochs * math.ceil(n_train_triplets / config.batch_size)

@@ -1,0 +1,52 @@
+"""The method registry: name -> the file that implements it (benchmarks/methods/interface.py says what each exports).
+
+Adding a method is adding one file here and one line to REGISTRY.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from benchmarks.methods import (alpha_vae, autoencoder, copy_x0, frame_cnn, mean_frame, optical_flow,
+                                pixel_average)
+from ibutil.errors import UserError
+
+# In table order: hedges, classical baselines, learned methods.
+REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (
+    copy_x0,
+    mean_frame,
+    pixel_average,
+    optical_flow,
+    frame_cnn,
+    autoencoder,
+    alpha_vae,
+)}
+# What a benchmark runs by default: every registered method.
+DEFAULT_METHODS = tuple(REGISTRY)
+
+
+def get(name: str) -> ModuleType:
+    """The module of method `name`; UserError listing the names if there is none."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def variants(module: ModuleType, config) -> list:
+    """The configs of the models a benchmark run builds for one method (one, unless the method sweeps)."""
+    return module.variants(config) if hasattr(module, "variants") else [config]
+
+
+def record_fields(module: ModuleType, config) -> dict:
+    """The fields that tell one method's records apart (alpha and kl for the alpha-VAE); None elsewhere."""
+    return {"alpha": None, "kl": None} | (module.record(config) if hasattr(module, "record") else {})
+
+
+def quick_overrides(module: ModuleType) -> dict:
+    """The method's Config overrides under --quick."""
+    return dict(getattr(module, "QUICK", {}))
+
+
+def shared_options(module: ModuleType) -> dict[str, str]:
+    """Config field -> the unprefixed CLI option it shares with other methods."""
+    return dict(getattr(module, "SHARED", {}))

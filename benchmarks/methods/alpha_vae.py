@@ -1,0 +1,109 @@
+"""alpha-vae: the paper's model (inbetween/), trained by inbetween.train; the frame at tau decodes (1-tau) z0 + tau z2.
+
+z0, z2 are the encoder means of the end frames; tau = 0.5 is the paper's in-between. One benchmark
+row per (alpha, KL form): alpha = 0 is a plain VAE (its divergence term is multiplied by zero, so
+one model serves every KL form).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from ibutil.device import resolve_device
+from ibutil.errors import UserError
+from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
+from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, num_params
+
+NAME = "alpha-vae"
+TRAINS = True
+SEEDED = True
+QUICK = {"width": 0.05, "latent": 8}  # the --quick CI profile
+# Unprefixed CLI options: --alpha and --kl sweep this method; --width and --latent set every latent model alike.
+SHARED = {"alphas": "--alpha", "kls": "--kl", "width": "--width", "latent": "--latent"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The alpha-VAE rows of a benchmark: one model per (alpha, KL form) in the sweep, all of one architecture."""
+
+    alphas: tuple[float, ...] = (0.0, 100.0)  # weights of the in-between divergence D, one model each (0 = plain VAE)
+    kls: tuple[str, ...] = ("avg-gaussian",)  # forms of D, one model each: avg-gaussian, mixture, jensen
+    latent: int = 32  # latent size
+    width: float = 0.25  # channel multiplier (1.0 = the paper's 128-256-512-1024)
+    lr: float = 3e-4  # Adam learning rate (constant)
+    likelihood: str = "bernoulli"  # reconstruction likelihood: bernoulli (BCE) or gaussian (MSE, sigma 0.1)
+    dtype: str = "fp32"  # fp32, or bf16 autocast for the convolutions
+
+    def __post_init__(self):
+        object.__setattr__(self, "alphas", tuple(dict.fromkeys(float(a) for a in self.alphas)))
+        object.__setattr__(self, "kls", tuple(dict.fromkeys(self.kls)))
+        for a in self.alphas:
+            if not math.isfinite(a) or a < 0:
+                raise UserError(f"--alpha must be a finite number >= 0, not {a}")
+        if not self.alphas:
+            raise UserError("alpha-vae needs at least one --alpha")
+        for k in self.kls:
+            if k not in KL_FORMS:
+                raise UserError(f"unknown KL form {k!r}; choose from {', '.join(KL_FORMS)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise UserError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose {' or '.join(DTYPES)}")
+
+
+def variants(config: Config) -> list[Config]:
+    """One config per model to train: each alpha with each KL form (alpha = 0 once, with no form)."""
+    return [replace(config, alphas=(a,), kls=() if a == 0 else (k,))
+            for a in config.alphas for k in ((None,) if a == 0 else config.kls)]
+
+
+def _alpha_kl(config: Config) -> tuple[float, str | None]:
+    """The (alpha, KL form or None) of a variant."""
+    if len(config.alphas) != 1 or len(config.kls) > 1:
+        raise UserError("train, load and label take one variant (see variants()), not a sweep")
+    return config.alphas[0], (config.kls[0] if config.kls else None)
+
+
+def label(config: Config) -> str:
+    alpha, kl = _alpha_kl(config)
+    return f"alpha-vae a={alpha:g}" + (f" {kl}" if kl else "")
+
+
+def record(config: Config) -> dict:
+    """The fields that tell this method's records apart: alpha and KL form."""
+    alpha, kl = _alpha_kl(config)
+    return {"alpha": alpha, "kl": kl}
+
+
+def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
+    """inbetween.train on the train split; an interrupted run in out_dir resumes."""
+    alpha, kl = _alpha_kl(config)
+    start = time.perf_counter()
+    model = train_vae(TrainConfig(
+        data=str(spec.data), out_dir=str(out_dir), gaps=spec.gaps, alpha=alpha, kl_form=kl or "avg-gaussian",
+        likelihood=config.likelihood, latent=config.latent, width=config.width, steps=spec.steps,
+        batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=config.dtype,
+        resume=True, progress=progress))
+    return TrainSummary(params=num_params(model), train_flops=None, train_seconds=time.perf_counter() - start,
+                        selected_step=spec.steps, lr=config.lr)
+
+
+def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
+    return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, resolve_device(device)).eval()
+
+
+@torch.no_grad()
+def predict(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
+    """Decode (1 - tau) mu(x0) + tau mu(x2): (B, 3, H, W) x2 in [0, 1] -> (B, 3, H, W) in [0, 1] on x0's device."""
+    check_frames(x0, x2)
+    dev = next(model.parameters()).device
+    t = tau_column(tau, x0).to(dev).view(-1, 1)  # (B, 1)
+    mu, _ = model.encode(torch.cat([x0, x2]).to(dev, torch.float32))  # (2B, latent)
+    mu0, mu2 = mu.chunk(2)
+    return model.decode((1 - t) * mu0 + t * mu2).to(x0.device, x0.dtype)
