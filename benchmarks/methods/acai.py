@@ -6,8 +6,8 @@ via an Adversarial Regularizer", ICLR 2019 (arXiv 1807.07543). The autoencoder i
 reconstruction loss of x0, x1 and x2), so the two rows differ only by the regulariser:
 
 - Interpolants. Every frame of the batch (x0, x1 and x2 of its B triplets, 3B images) is mixed with
-  its neighbour in the stacked batch, which is always a frame of another triplet (the batch is a
-  random sample of the train split): z_mix = alpha z_j + (1 - alpha) z_{j-1}, alpha = 0.5 - |u - 0.5|,
+  its neighbour in the stacked batch, a frame of another triplet whenever the batch holds two or more
+  (the batch is a random sample of the train split; an epoch's last batch may hold one): z_mix = alpha z_j + (1 - alpha) z_{j-1}, alpha = 0.5 - |u - 0.5|,
   u ~ U(0, 1), so alpha lies in [0, 0.5]. The paper mixes each image with the reversed batch.
 - Critic: the encoder's architecture with its own weights and a scalar head, regressing alpha from
   the decoded interpolant: (critic(x_mix) - alpha)^2 + critic(gamma x + (1 - gamma) x_hat)^2, where
