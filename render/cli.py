@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from ibutil.cli import user_errors
 from ibutil.errors import UserError
-
-
-@contextmanager
-def user_errors():
-    """Turn a UserError into a one-line message on stderr and exit code 2, without a traceback."""
-    try:
-        yield
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(2) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
