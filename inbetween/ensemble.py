@@ -1,4 +1,4 @@
-"""Train M alpha-VAEs of one architecture on one batch stream as one batched network (grouped convolutions).
+"""Train M alpha-VAEs of one architecture on one batch stream as one batched network in one process.
 
 The members of an ensemble share everything that shapes the computation: the dataset, gaps, image
 size, width, latent size, batch size, step budget, lr, dtype and the batch order (one *data seed*).
@@ -12,13 +12,13 @@ it is M Adams), the noise generator, the loss and its log, and early stopping (p
 loss, best state, patience). A member that stops leaves the batched network (the stacks are rebuilt
 without it), so its weights no longer change and the others run faster.
 
-Equality with the sequential loop is within float rounding, not bit for bit: a grouped convolution
-and M separate ones sum in a different order. tests/test_ensemble.py states the tolerance.
+Equality with the sequential loop is within float rounding, not bit for bit: the shared first
+convolution (M times the filters in one call) and the batched linear layers (baddbmm, not addmm)
+sum in another order than one model's layers. tests/test_ensemble.py states the tolerance.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import json
