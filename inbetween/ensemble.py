@@ -1,4 +1,4 @@
-"""Train M alpha-VAEs of one architecture on one batch stream as one batched network (grouped convolutions).
+"""Train M alpha-VAEs of one architecture on one batch stream as one batched network in one process.
 
 The members of an ensemble share everything that shapes the computation: the dataset, gaps, image
 size, width, latent size, batch size, step budget, lr, dtype and the batch order (one *data seed*).
@@ -12,13 +12,13 @@ it is M Adams), the noise generator, the loss and its log, and early stopping (p
 loss, best state, patience). A member that stops leaves the batched network (the stacks are rebuilt
 without it), so its weights no longer change and the others run faster.
 
-Equality with the sequential loop is within float rounding, not bit for bit: a grouped convolution
-and M separate ones sum in a different order. tests/test_ensemble.py states the tolerance.
+Equality with the sequential loop is within float rounding, not bit for bit: the shared first
+convolution (M times the filters in one call) and the batched linear layers (baddbmm, not addmm)
+sum in another order than one model's layers. tests/test_ensemble.py states the tolerance.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import json
@@ -113,9 +113,10 @@ def hold_out(dataset: TripletDataset, val_sequences: int) -> tuple[TripletDatase
 class StackedVAE:
     """M AlphaVAEs of one VAEConfig as leaf tensors (M, ...) keyed like AlphaVAE.state_dict().
 
-    The forward pass runs the M networks as one: the first convolution (whose input all members share)
-    is one conv with M times the output channels, the others grouped convolutions with groups = M,
-    the linear layers batched matrix products. Activations are (N, M*C, H, W), member-major channels.
+    The forward pass: the first convolution (all members see the same images) is one conv with M
+    times the filters; the linear layers are batched matrix products; the other convolutions run per
+    member with PyTorch's own kernels (the decoder's channels last). Grouped convolutions, vmap and
+    batched im2col GEMMs were all measured slower on the 2-core CPU (docs/scale.md).
     """
 
     def __init__(self, config: VAEConfig, params: dict[str, torch.Tensor]):
@@ -143,13 +144,18 @@ class StackedVAE:
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, 3, H, W) in [0, 1], the same for every member -> mu, logvar (M, N, L) in fp32."""
-        p, m = self.params, self.size
-        h = x.permute(0, 2, 3, 1)[None]  # (1, N, H, W, 3): channels last, one copy shared by all members
-        for i in range(self.n_convs):
-            w, b = p[f"encoder.convs.{2 * i}.weight"], p[f"encoder.convs.{2 * i}.bias"]  # (M, Co, Ci, 4, 4), (M, Co)
-            h = F.relu(_conv_cl(h, w, b, stride=2))  # (M, N, H/2, W/2, Co)
-        n = h.shape[1]
-        h = h.permute(0, 1, 4, 2, 3).reshape(m, n, -1)  # (M, N, C*2*2) in AlphaVAE's (C, H, W) flatten order
+        p, m, n = self.params, self.size, x.shape[0]
+        # The first conv sees the same images for every member: one conv with M times the filters.
+        w, b = p["encoder.convs.0.weight"], p["encoder.convs.0.bias"]  # (M, Co, 3, 4, 4), (M, Co)
+        h = F.relu(F.conv2d(x, w.flatten(0, 1), b.flatten(), stride=2, padding=1))  # (N, M*Co, H/2, W/2)
+        outs = []
+        for j, hj in enumerate(h.view(n, m, -1, *h.shape[2:]).unbind(1)):  # member j: (N, Co, H/2, W/2)
+            hj = hj.contiguous()
+            for i in range(1, self.n_convs):
+                hj = F.relu(F.conv2d(hj, p[f"encoder.convs.{2 * i}.weight"][j], p[f"encoder.convs.{2 * i}.bias"][j],
+                                     stride=2, padding=1))
+            outs.append(hj.flatten(1))
+        h = torch.stack(outs)  # (M, N, C*2*2)
         with torch.autocast(device_type=x.device.type, enabled=False):  # fp32 heads, as in AlphaVAE
             h = h.float()
             return self._linear(h, "encoder.mu"), self._linear(h, "encoder.logvar")
@@ -158,12 +164,16 @@ class StackedVAE:
         """z (M, N, L) -> logits (M, N, 3, H, W) in fp32."""
         p, m, n = self.params, self.size, z.shape[1]
         h = F.relu(self._linear(z, "decoder.fc"))  # (M, N, C0*2*2)
-        h = h.reshape(m, n, -1, 2, 2).permute(0, 1, 3, 4, 2)  # (M, N, 2, 2, C0)
-        for i in range(self.n_deconvs):
-            w, b = p[f"decoder.deconvs.{2 * i}.weight"], p[f"decoder.deconvs.{2 * i}.bias"]  # (M, Ci, Co, 4, 4)
-            h = F.relu(_deconv_cl(h, w, b))  # (M, N, 2H, 2W, Co)
-        h = _conv_cl(h, p["decoder.out.weight"], p["decoder.out.bias"], stride=1)  # (M, N, H, W, 3)
-        return h.float().permute(0, 1, 4, 2, 3)  # (M, N, 3, H, W)
+        outs = []
+        for j, hj in enumerate(h.reshape(m, n, -1, 2, 2).unbind(0)):  # member j: (N, C0, 2, 2)
+            # Channels last: oneDNN's transposed convs are fast in that layout (PyTorch's default NCHW
+            # transposed conv was up to ~4x slower on the 32x32 layer here).
+            hj = hj.contiguous(memory_format=torch.channels_last)
+            for i in range(self.n_deconvs):
+                hj = F.relu(F.conv_transpose2d(hj, p[f"decoder.deconvs.{2 * i}.weight"][j],
+                                               p[f"decoder.deconvs.{2 * i}.bias"][j], stride=2, padding=1))
+            outs.append(F.conv2d(hj, p["decoder.out.weight"][j], p["decoder.out.bias"][j], padding=1).float())
+        return torch.stack(outs)  # (M, N, 3, H, W)
 
     def _linear(self, h: torch.Tensor, name: str) -> torch.Tensor:
         """Member-wise nn.Linear: h (M, N, in) -> (M, N, out)."""
@@ -180,59 +190,6 @@ class StackedVAE:
                            for g in generators])  # (M, N, L)
         z = mu + torch.exp(0.5 * logvar) * eps
         return self.decode_logits(z), mu, logvar
-
-
-def _conv_cl(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int) -> torch.Tensor:
-    """Member-wise Conv2d (padding k // 2 - ... as AlphaVAE: k=4,s=2,p=1 or k=3,s=1,p=1) as one batched GEMM.
-
-    x (M or 1, N, H, W, Ci) channels last (1: an input every member shares); w (M, Co, Ci, k, k); b (M, Co)
-    -> (M, N, Ho, Wo, Co). im2col via strided views, then one (N*Ho*Wo, Ci*k*k) x (Ci*k*k, Co) GEMM per
-    member: far larger matrices than M grouped convolutions, which oneDNN runs slowly on narrow layers.
-    """
-    m, co, ci, k = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
-    xp = F.pad(x, (0, 0, 1, 1, 1, 1))  # pad H and W by 1 (both layers of AlphaVAE use padding 1)
-    cols = xp.unfold(2, k, stride).unfold(3, k, stride)  # (M', N, Ho, Wo, Ci, k, k) view
-    g, n, ho, wo = cols.shape[:4]
-    wmat = w.reshape(m, co, ci * k * k).transpose(1, 2)  # (M, Ci*k*k, Co)
-    if g == 1:  # shared input: one GEMM against every member's filters side by side
-        out = torch.addmm(b.reshape(1, m * co), cols.reshape(n * ho * wo, ci * k * k),
-                          wmat.transpose(0, 1).reshape(ci * k * k, m * co))  # (N*Ho*Wo, M*Co)
-        return out.view(n, ho, wo, m, co).permute(3, 0, 1, 2, 4)
-    out = torch.baddbmm(b[:, None, :], cols.reshape(m, n * ho * wo, ci * k * k), wmat)  # (M, N*Ho*Wo, Co)
-    return out.view(m, n, ho, wo, co)
-
-
-class _Fold(torch.autograd.Function):
-    """col2im of a stride-2, 4x4, padding-1 transposed conv, channels last on both sides.
-
-    forward: footprints (B, H*W, Co*4*4) -> (B, 2H, 2W, Co), by F.fold. backward: im2col as strided
-    views of the padded gradient and one copy; F.unfold (aten::im2col) took ~30x longer here.
-    """
-
-    @staticmethod
-    def forward(ctx, y, h, w):
-        b, co = y.shape[0], y.shape[2] // 16
-        out = F.fold(y.transpose(1, 2), (2 * h, 2 * w), kernel_size=4, stride=2, padding=1)  # (B, Co, 2H, 2W)
-        return out.permute(0, 2, 3, 1)
-
-    @staticmethod
-    def backward(ctx, grad):  # grad (B, 2H, 2W, Co)
-        b, h2, w2, co = grad.shape
-        cols = F.pad(grad, (0, 0, 1, 1, 1, 1)).unfold(1, 4, 2).unfold(2, 4, 2)  # (B, H, W, Co, 4, 4) view
-        return cols.reshape(b, (h2 // 2) * (w2 // 2), co * 16), None, None
-
-
-def _deconv_cl(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Member-wise ConvTranspose2d(k=4, s=2, p=1): x (M, N, H, W, Ci), w (M, Ci, Co, 4, 4) -> (M, N, 2H, 2W, Co).
-
-    One (N*H*W, Ci) x (Ci, Co*16) GEMM per member gives every input pixel's 4x4 footprint; col2im
-    (_Fold) adds the overlapping footprints up.
-    """
-    m, n, h, wd, ci = x.shape
-    co = w.shape[2]
-    y = torch.bmm(x.reshape(m, n * h * wd, ci), w.reshape(m, ci, co * 16))  # (M, N*H*W, Co*4*4)
-    out = _Fold.apply(y.view(m * n, h * wd, co * 16), h, wd)  # (M*N, 2H, 2W, Co)
-    return out.reshape(m, n, 2 * h, 2 * wd, co) + b[:, None, None, None, :]
 
 
 # ----------------------------------------------------------------------------- per-member state

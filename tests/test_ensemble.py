@@ -8,10 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from inbetween.ensemble import (EarlyStopping, StackedVAE, _conv_cl, _deconv_cl, check_members, shared_key,
-                                train_ensemble)
+from inbetween.ensemble import EarlyStopping, StackedVAE, check_members, shared_key, train_ensemble
 from inbetween.toy import write_toy_dataset
 from inbetween.train import TrainConfig, build_model, compute_loss, load_checkpoint, make_optimizer, read_checkpoint, train
 from inbetween.data import TripletDataset
@@ -80,25 +78,6 @@ def sequential(cfg: TrainConfig, data_seed: int) -> AlphaVAE:
 
 
 # ----------------------------------------------------------------------------- layers
-
-
-def test_batched_layers_equal_torch_layers():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 8, 8, 5, generator=g)  # (M, N, H, W, Ci)
-    b = torch.randn(2, 4, generator=g)
-    w = torch.randn(2, 4, 5, 4, 4, generator=g)  # Conv2d weights (M, Co, Ci, 4, 4)
-    wt = torch.randn(2, 5, 4, 4, 4, generator=g)  # ConvTranspose2d weights (M, Ci, Co, 4, 4)
-    w3 = torch.randn(2, 4, 5, 3, 3, generator=g)
-    nchw = x.permute(0, 1, 4, 2, 3)
-    for got, ref in [
-        (_conv_cl(x, w, b, 2), [F.conv2d(nchw[i], w[i], b[i], stride=2, padding=1) for i in range(2)]),
-        (_conv_cl(x[:1], w, b, 2), [F.conv2d(nchw[0], w[i], b[i], stride=2, padding=1) for i in range(2)]),
-        (_conv_cl(x, w3, b, 1), [F.conv2d(nchw[i], w3[i], b[i], padding=1) for i in range(2)]),
-        (_deconv_cl(x, wt, b), [F.conv_transpose2d(nchw[i], wt[i], b[i], stride=2, padding=1) for i in range(2)]),
-    ]:
-        ref = torch.stack(ref).permute(0, 1, 3, 4, 2)
-        assert got.shape == ref.shape
-        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_stacked_vae_equals_each_model():
