@@ -17,12 +17,12 @@ from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.train import evaluate
 from ibutil.errors import UserError
-from valdata import val_split_readable, write_toy_with_val
+from inbetween.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_toy_with_val(tmp_path_factory.mktemp("data") / "toy.h5", train=4, val=2, test=1)
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy.h5", image_size=8, frames=8, train=4, val=2, test=1)
 
 
 def vae_config(data, out, **kw):
@@ -112,20 +112,19 @@ def test_a_file_without_val_is_an_error_unless_selection_is_off(tmp_path):
 
 def test_vae_keeps_the_best_val_state_and_its_loss_is_reproducible(data, tmp_path):
     out = tmp_path / "run"
-    with val_split_readable():
-        cfg = vae_config(data, out)
-        model = train(cfg)
-        rows = list(csv.DictReader(open(out / "val.csv")))
-        assert [int(r["step"]) for r in rows] == [3, 6, 9, 12]
-        losses = [float(r["val_loss"]) for r in rows]
-        best = int(np.argmin(losses))  # np.argmin: the first of equals, as Selection
-        state = torch.load(out / "best.pt", weights_only=True)
-        assert state["step"] == 3 * (best + 1) and state["val_loss"] == losses[best]
-        selected = load_checkpoint(out / "best.pt")
-        assert same(model.state_dict(), selected.state_dict())  # train() returns the selected weights
-        # Re-evaluating the selected weights gives the logged loss exactly: fixed eval noise.
-        val = TripletDataset(data, "val", cfg.gaps)
-        assert evaluate(selected, val, cfg, torch.device("cpu"))["loss"] == losses[best]
+    cfg = vae_config(data, out)
+    model = train(cfg)
+    rows = list(csv.DictReader(open(out / "val.csv")))
+    assert [int(r["step"]) for r in rows] == [3, 6, 9, 12]
+    losses = [float(r["val_loss"]) for r in rows]
+    best = int(np.argmin(losses))  # np.argmin: the first of equals, as Selection
+    state = torch.load(out / "best.pt", weights_only=True)
+    assert state["step"] == 3 * (best + 1) and state["val_loss"] == losses[best]
+    selected = load_checkpoint(out / "best.pt")
+    assert same(model.state_dict(), selected.state_dict())  # train() returns the selected weights
+    # Re-evaluating the selected weights gives the logged loss exactly: fixed eval noise.
+    val = TripletDataset(data, "val", cfg.gaps)
+    assert evaluate(selected, val, cfg, torch.device("cpu"))["loss"] == losses[best]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected_step"] == 3 * (best + 1) and summary["best_val_loss"] == losses[best]
     assert summary["status"] == "finished" and summary["lr"] == 3e-3 and summary["params"] > 0
@@ -135,11 +134,10 @@ def test_vae_keeps_the_best_val_state_and_its_loss_is_reproducible(data, tmp_pat
 
 def test_vae_stops_early_after_patience_evaluations_and_a_resume_does_not_restart(data, tmp_path):
     # min_delta larger than any loss: only the first evaluation (against +inf) is an improvement.
-    with val_split_readable():
-        train(vae_config(data, tmp_path, patience=2, min_delta=1e9))
-        summary = json.loads((tmp_path / "summary.json").read_text())
-        assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 9, 3)
-        train(vae_config(data, tmp_path, patience=2, min_delta=1e9, resume=True))
+    train(vae_config(data, tmp_path, patience=2, min_delta=1e9))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 9, 3)
+    train(vae_config(data, tmp_path, patience=2, min_delta=1e9, resume=True))
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 9
     assert len(list(csv.DictReader(open(tmp_path / "val.csv")))) == 3
 
@@ -149,8 +147,7 @@ def test_vae_stops_early_after_patience_evaluations_and_a_resume_does_not_restar
 
 @pytest.fixture(scope="module")
 def triplets(data):
-    with val_split_readable():
-        return [TripletDataset(data, s).batch_uint8(np.arange(len(TripletDataset(data, s)))) for s in ("train", "val")]
+    return [TripletDataset(data, s).batch_uint8(np.arange(len(TripletDataset(data, s)))) for s in ("train", "val")]
 
 
 def cnn_fit(triplets, out=None, val=True, **kw):
