@@ -80,6 +80,30 @@ def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_bytes(m
     assert a["train_flops"] == b["train_flops"] == a["flops_per_step"] * preempt_train.STEPS
 
 
+def test_run_benchmark_exits_143_on_sigterm_during_training_and_a_rerun_resumes(data, tmp_path):
+    from click.testing import CliRunner
+
+    from benchmarks.cli import run_benchmark
+
+    stopped = interrupted_run("run-benchmark", data, tmp_path / "split")
+    assert stopped.returncode == 143, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: SIGTERM received: stopped after step {WAIT_AT} and saved ") and "Traceback" \
+        not in stopped.stderr
+    (folder,) = (tmp_path / "split" / "cache" / "models").iterdir()
+    assert json.loads((folder / "summary.json").read_text())["status"] == "preempted"
+    assert not (tmp_path / "split" / "out").exists()  # no results from an unfinished run
+    for root in ("split", "straight"):  # the rerun resumes; a fresh cache trains from scratch
+        r = CliRunner().invoke(run_benchmark, preempt_train.benchmark_args(data, tmp_path / root))
+        assert r.exit_code == 0, r.output
+    (straight,) = (tmp_path / "straight" / "cache" / "models").iterdir()
+    assert folder.name == straight.name  # the same job
+    for name in ("checkpoint.pt", "best.pt"):
+        assert same(state_dict(folder / name), state_dict(straight / name)), name
+    a, b = (json.loads((tmp_path / root / "out" / "results.json").read_text())["records"] for root in ("split", "straight"))
+    assert [r["mse"] for r in a] == [r["mse"] for r in b]
+
+
 def test_stop_flag_restores_handlers_and_a_second_signal_is_not_swallowed():
     before = signal.getsignal(signal.SIGINT)
     with StopFlag() as flag:
