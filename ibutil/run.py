@@ -261,14 +261,14 @@ class TrainRun:
 
     def summary(self, status: str) -> TrainSummary:
         sel = self.selection
+        best = self.selecting and sel.best_step is not None  # no finite val loss yet: the last step stands in
         return TrainSummary(
             method=self.method, status=status, params=self.params, flops_per_step=self.flops_per_step,
             steps=self.step, planned_steps=self.planned,
             train_flops=flops_of_steps(self.step, self.flops_per_step, **self.epochs),
             train_seconds=round(self.seconds, 3), budget_gflop=self.budget_gflop, lr=self.lr,
-            selected_step=sel.best_step if self.selecting else self.step,
-            best_val_loss=sel.best_loss if self.selecting and sel.best_step is not None else None,
-            selected_checkpoint=BEST_NAME if self.selecting else CHECKPOINT_NAME,
+            selected_step=sel.best_step if best else self.step, best_val_loss=sel.best_loss if best else None,
+            selected_checkpoint=BEST_NAME if best else CHECKPOINT_NAME,
             val_split=self.val_split if self.selecting else None, eval_every=self.eval_every if self.selecting else None,
             patience=sel.patience, min_delta=sel.min_delta, version=package_version())
 

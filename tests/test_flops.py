@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,7 +14,6 @@ from benchmarks.methods import frame_cnn as fc
 from benchmarks.methods.interface import TrainSpec
 from ibutil.flops import flops_of_steps, steps_for_budget, training_step_flops
 from inbetween import TrainConfig, train
-from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.vae import AlphaVAE, VAEConfig, alpha_vae_loss
 from ibutil.errors import UserError

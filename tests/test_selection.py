@@ -19,7 +19,6 @@ from inbetween.toy import write_toy_dataset
 from inbetween.train import evaluate
 from render.h5format import read_split
 from ibutil.errors import UserError
-from inbetween.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")

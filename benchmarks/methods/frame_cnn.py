@@ -10,7 +10,6 @@ eval_every steps; best.pt keeps the best, and patience evaluations without one s
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from contextlib import contextmanager
