@@ -10,6 +10,7 @@ from benchmarks import methods
 from benchmarks.config import BenchmarkConfig, quick_config
 from ibutil.cli import DataclassOptions, MultiValueCommand, user_errors
 from ibutil.errors import UserError
+from ibutil.preempt import preemption_exits
 from inbetween.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -42,12 +43,16 @@ def run_benchmark(quick, overwrite, show_plan, only, aggregate, quiet, **options
 
     To fan out over machines: --plan lists the jobs; run each with the same options plus --only JOB
     (renders, then trainings, then evaluations); then --aggregate writes --out.
+
+    Learned methods select on the val split, get the same --budget-gflop (else the same steps) and
+    --lr-trials learning rates each. SIGTERM during training checkpoints the model and exits 143;
+    running the same command again resumes it.
     """
     import torch
 
     from benchmarks import suite
 
-    with user_errors():
+    with user_errors(), preemption_exits():
         # A shared option (--width) sets every chosen method that has the field; --frame-cnn-lr sets one method.
         chosen = {BENCH, *(options.get("methods") or methods.DEFAULT_METHODS)}
         given = BENCHMARK_OPTIONS.values(options, renamed_only_for=chosen)
@@ -88,10 +93,13 @@ def train_inbetween(quiet, **options):
     """Train one alpha-VAE on a dataset file. Runs under torchrun for DistributedDataParallel:
 
     torchrun --nproc_per_node 2 $(which train-inbetween) --data data/dof2.h5 --alpha 100
+
+    SIGTERM or Ctrl-C: the current step finishes, checkpoint.pt is written and it exits 143 (130);
+    the same command with --resume continues to the same result.
     """
     from inbetween import train
 
-    with user_errors():
+    with user_errors(), preemption_exits():
         train(TrainConfig(**TRAIN_OPTIONS.values(options).get("train", {}), progress=not quiet))
 
 

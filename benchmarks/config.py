@@ -9,6 +9,7 @@ from typing import Any
 from benchmarks import methods
 from ibutil.device import check_device_name
 from ibutil.errors import UserError
+from ibutil.selection import EVAL_EVERY, PATIENCE, Selection
 from inbetween.data import normalize_gaps
 from render.presets import PRESETS, RenderConfig
 
@@ -25,6 +26,10 @@ class BenchmarkConfig:
     epochs: int = 5  # training budget of every trained method: epochs over the training triplets of all gaps
     steps: int | None = None  # train exactly this many optimiser steps instead of --epochs
     batch_size: int = 64  # triplets per training step, for every trained method
+    budget_gflop: float | None = None  # FLOPs per learned model (GFLOP, counted per step), replacing --epochs/--steps
+    lr_trials: int = 1  # learning rates tried per learned model (lr_grid around its default; best val loss wins)
+    eval_every: int = EVAL_EVERY  # steps between val evaluations of every learned method (and one at the last step)
+    patience: int = PATIENCE  # val evaluations without a new best before a learned method stops (0: never)
     all_taus: bool = True  # score every intermediate frame of each gap (off: the middle frame, tau = 0.5, only)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     data: tuple[str, ...] = ()  # existing HDF5 dataset files, one per DoF; empty = render them into the cache
@@ -72,6 +77,14 @@ class BenchmarkConfig:
             raise UserError("--epochs and --steps must be at least 1")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.budget_gflop is not None and not (isinstance(self.budget_gflop, (int, float))
+                                                  and math.isfinite(self.budget_gflop) and self.budget_gflop > 0):
+            raise UserError(f"--budget-gflop must be a positive number of GFLOP, not {self.budget_gflop}")
+        if self.lr_trials < 1:
+            raise UserError(f"--lr-trials must be at least 1, not {self.lr_trials}")
+        if self.eval_every < 1:
+            raise UserError(f"--eval-every must be at least 1, not {self.eval_every}")
+        Selection(self.patience)  # validates --patience
         if self.threads < 0:
             raise UserError(f"--threads must be >= 0, not {self.threads}")
         check_device_name(self.device)
@@ -79,7 +92,7 @@ class BenchmarkConfig:
 
 # The --quick profile: tiny renders and models that finish in a few minutes on 2 cores (the methods'
 # own QUICK dicts shrink their models).
-QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16)
+QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16, eval_every=10)
 
 
 def quick_config(**overrides: Any) -> BenchmarkConfig:
@@ -97,7 +110,8 @@ def render_config(config: BenchmarkConfig, dof: int) -> RenderConfig:
 
 
 def steps_per_run(config: BenchmarkConfig, n_train_triplets: int) -> int:
-    """Optimiser steps of one trained model: --steps, or --epochs over the training triplets of all gaps."""
+    """Optimiser steps of one trained model: --steps, or --epochs over the training triplets of all gaps
+    (a learned method given --budget-gflop trains the steps that budget buys instead)."""
     if config.steps is not None:
         return config.steps
     return config.epochs * math.ceil(n_train_triplets / config.batch_size)

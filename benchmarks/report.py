@@ -25,7 +25,8 @@ from ibutil.io import atomic_path  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
 
 RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "seed", *METRIC_NAMES, "n_triplets",
-               "params", "train_flops", "train_seconds", "selected_step", "lr")
+               "params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step", "best_val_loss",
+               "lr", "lr_trials", "budget_gflop")
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
 N_EXAMPLES = 6  # test pairs shown in each in-between grid
 INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included

@@ -10,20 +10,20 @@ from the HDF5 file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import h5py
 import torch
 from tqdm import tqdm
 
 from benchmarks import metrics, report
-from benchmarks.methods.interface import TrainSummary
+from ibutil.run import RECORD_KEYS
 from inbetween.data import triplet_index
 from render import h5format
 
 EVAL_BATCH = 512  # pairs per forward pass
 NOT_SCORED = ("train", "val")  # splits methods learn or select on
-SUMMARY_KEYS = tuple(f.name for f in fields(TrainSummary))  # every record carries its model's training summary
+SUMMARY_KEYS = (*RECORD_KEYS, "lr_trials")  # every record carries its model's training summary (ibutil.run)
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Row:
 
     label: str  # row name in figures, e.g. "alpha-vae a=100 avg-gaussian"
     predict: Callable  # (x0, x2, tau) -> x_tau, (B, 3, H, W) in [0, 1]
-    fields: dict  # method, alpha, kl, seed and the TrainSummary fields
+    fields: dict  # method, alpha, kl, seed, the TrainSummary's RECORD_KEYS and lr_trials
     shown: bool  # drawn in the example grids and strips (seed 0 or unseeded)
     log: str | None  # its training log.csv, drawn in training-curves.png
 

@@ -3,7 +3,10 @@
 Every job has one hash, of everything that determines its output; its cache entry is named
 `{id}-{hash}`, so the plan and the cache agree by construction. The engine talks to methods only
 through the registry (benchmarks/methods/): trained methods train on the train split only, on
-triplets of all benchmark gaps mixed, once per seed (once in all for unseeded ones).
+triplets of all benchmark gaps mixed, once per seed (once in all for unseeded ones). Learned
+methods select their checkpoint on the val split, get the same budget (--budget-gflop: the same
+FLOPs; else the same steps) and --lr-trials learning rates each (one train job per trial; the
+trial with the lowest val loss is scored).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from benchmarks.config import BenchmarkConfig, render_config, steps_per_run
 from benchmarks.methods.interface import TrainSpec, read_summary, write_summary
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic
+from ibutil.run import RECORD_KEYS
+from ibutil.selection import lr_grid, select_trial
 from render import h5format
 
 
@@ -109,18 +114,26 @@ class Entry:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Train one entry on one DoF's train split."""
+    """Train one entry on one DoF's train split, at one learning rate of its sweep."""
 
     dof: int
     entry: Entry
-    hash: str  # of the method, its config, the seed, the budget and the dataset
+    hash: str  # of the method, its config, the seed, the lr, the budget and the dataset
     needs: tuple[str, ...]
+    lr: float | None = None  # this trial's learning rate (None: the method has none)
+    trial: int | None = None  # index into the lr grid when --lr-trials > 1
     kind: str = "train"
 
     @property
     def id(self) -> str:
         slug = self.entry.label.replace(" ", "-").replace("=", "")
-        return f"train-{slug}-dof{self.dof}" + ("" if self.entry.seed is None else f"-s{self.entry.seed}")
+        return (f"train-{slug}-dof{self.dof}" + ("" if self.entry.seed is None else f"-s{self.entry.seed}")
+                + ("" if self.trial is None else f"-lr{self.trial}"))
+
+    @property
+    def config(self) -> Any:
+        """The method config this job trains: the entry's, at this trial's lr."""
+        return self.entry.config if self.lr is None else replace(self.entry.config, lr=self.lr)
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,7 @@ class EvalJob:
 
     dof: int
     entries: tuple[Entry, ...]
-    models: tuple[str | None, ...]  # per entry: the id of its TrainJob, or None for methods that fit nothing
+    models: tuple[tuple[str, ...], ...]  # per entry: the ids of its TrainJobs (one per lr trial); () if it fits nothing
     hash: str
     needs: tuple[str, ...]
     kind: str = "eval"
@@ -146,7 +159,7 @@ def job_json(job: Job) -> dict[str, Any]:
     """The plan line of a job."""
     line = {"id": job.id, "kind": job.kind, "dof": job.dof, "hash": job.hash, "needs": list(job.needs)}
     if isinstance(job, TrainJob):
-        line |= {"method": job.entry.method, "label": job.entry.label, "seed": job.entry.seed}
+        line |= {"method": job.entry.method, "label": job.entry.label, "seed": job.entry.seed, "lr": job.lr}
     return line
 
 
@@ -162,7 +175,15 @@ def entries(config: BenchmarkConfig) -> list[Entry]:
 
 
 # The options that change what a trained model is, beyond its method's config (the rest say where and how loudly).
-BUDGET_OPTIONS = ("gaps", "epochs", "steps", "batch_size")
+BUDGET_OPTIONS = ("gaps", "epochs", "steps", "batch_size", "budget_gflop", "eval_every", "patience")
+VAL_SPLIT = "val"  # the split every learned method selects on
+
+
+def trial_lrs(config: BenchmarkConfig, entry: Entry) -> list[float | None]:
+    """The learning rates of an entry's train jobs: lr_grid around its config's lr; [None] if it has no lr."""
+    if not methods.learned(methods.get(entry.method)):
+        return [None]
+    return list(lr_grid(entry.config.lr, config.lr_trials))
 
 
 def plan(config: BenchmarkConfig) -> list[Job]:
@@ -174,24 +195,28 @@ def plan(config: BenchmarkConfig) -> list[Job]:
     identity = {dof: h5format.sha256_file(given) if given is not None else render_hash(config, dof)
                 for dof, given in dofs.items()}
     budget = {k: v for k, v in asdict(config).items() if k in BUDGET_OPTIONS}
+    if config.budget_gflop is not None:  # the budget replaces the step count
+        budget = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
     jobs: list[Job] = [RenderJob(dof, identity[dof]) for dof, given in dofs.items() if given is None]
     renders = {dof: (f"render-dof{dof}",) if given is None else () for dof, given in dofs.items()}
     evals = []
     for dof in dofs:
-        models: list[str | None] = []
+        models: list[tuple[str, ...]] = []
         hashes = []
         for e in entries(config):
             if not methods.get(e.method).TRAINS:
-                models.append(None)
+                models.append(())
                 hashes.append(config_hash([e.method, e.config]))
                 continue
-            job = TrainJob(dof, e, config_hash([e.method, e.config, e.seed, budget, identity[dof]]), renders[dof])
-            jobs.append(job)
-            models.append(job.id)
-            hashes.append(job.hash)
+            lrs = trial_lrs(config, e)
+            trials = [TrainJob(dof, e, "", renders[dof], lr, None if len(lrs) == 1 else i) for i, lr in enumerate(lrs)]
+            trials = [replace(j, hash=config_hash([e.method, j.config, e.seed, budget, identity[dof]])) for j in trials]
+            jobs += trials
+            models.append(tuple(j.id for j in trials))
+            hashes.append([j.hash for j in trials])
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
                              config_hash([identity[dof], list(config.gaps), config.all_taus, hashes]),
-                             renders[dof] + tuple(m for m in models if m is not None)))
+                             renders[dof] + tuple(m for trial_ids in models for m in trial_ids)))
     return jobs + evals
 
 
@@ -233,8 +258,9 @@ def is_done(config: BenchmarkConfig, job: Job) -> bool:
     """Whether the output of `job` is in the cache."""
     if isinstance(job, RenderJob):
         return dataset_path(config, job.dof).exists()
-    if isinstance(job, TrainJob):
-        return read_summary(model_dir(config, job)) is not None
+    if isinstance(job, TrainJob):  # a preempted or in-progress run is not done: running it again resumes it
+        summary = read_summary(model_dir(config, job))
+        return summary is not None and summary.trained
     return eval_output(config, job).exists()
 
 
@@ -260,7 +286,7 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
     elif not is_done(config, job):
         path = ready_dataset(config, job.dof)
         jobs = {j.id: j for j in plan(config) if isinstance(j, TrainJob)}
-        rows = [load_row(config, e, jobs.get(m), path) for e, m in zip(job.entries, job.models)]
+        rows = [load_row(config, e, [jobs[m] for m in trial_ids], path) for e, trial_ids in zip(job.entries, job.models)]
         torch_save_atomic(scoring.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
                                                progress=config.progress), eval_output(config, job))
 
@@ -282,36 +308,53 @@ def render_if_missing(config: BenchmarkConfig, dof: int) -> Path:
 
 
 def train_spec(config: BenchmarkConfig, job: TrainJob, data: Path) -> TrainSpec:
-    """The budget every trained method gets: the same steps, batch size and gaps; the entry's seed."""
+    """The budget every trained method gets: the same FLOPs (or steps), batch size, gaps and selection rule."""
     with h5format.open_dataset(data) as f:
         n_seq, n_frames = f["train"]["frames"].shape[:2]
     n_triplets = sum(n_seq * (n_frames - 2 * k) for k in config.gaps)  # every (t-k, t, t+k) of the train split
     return TrainSpec(data=str(data), gaps=config.gaps, steps=steps_per_run(config, n_triplets),
-                     batch_size=config.batch_size, seed=job.entry.seed or 0)
+                     batch_size=config.batch_size, seed=job.entry.seed or 0, val_split=VAL_SPLIT,
+                     eval_every=config.eval_every, patience=config.patience, budget_gflop=config.budget_gflop)
 
 
 def train(config: BenchmarkConfig, job: TrainJob, data: Path) -> None:
-    """Train the entry of `job` into its cache folder; summary.json, written last, marks it finished."""
+    """Train `job` into its cache folder (resuming an interrupted run there); summary.json marks it finished.
+
+    A SIGTERM checkpoints the run and raises ibutil.preempt.Preempted (run-benchmark exits 143); the
+    next run of the job resumes it.
+    """
     out = model_dir(config, job)
     out.mkdir(parents=True, exist_ok=True)
     module = methods.get(job.entry.method)
-    summary = module.train(job.entry.config, train_spec(config, job, data), out, device=config.device,
+    summary = module.train(job.config, train_spec(config, job, data), out, device=config.device,
                            progress=config.progress)
     write_summary(summary, out)
 
 
-def load_row(config: BenchmarkConfig, entry: Entry, job: TrainJob | None, data: Path) -> scoring.Row:
-    """What scoring needs of one entry: its loaded model as a predict function, its record fields, its log."""
-    module = methods.get(entry.method)
-    folder, summary = None, None
-    if job is not None:
-        folder = model_dir(config, job)
-        summary = read_summary(folder)
-        if summary is None:
+def select(config: BenchmarkConfig, trials: list[TrainJob]) -> tuple[TrainJob, Any]:
+    """The trial whose run reached the lowest val loss (the only one without a sweep) and its summary."""
+    summaries = []
+    for job in trials:
+        summary = read_summary(model_dir(config, job))
+        if summary is None or not summary.trained:
             raise UserError(f"{job.id} has not finished; run it first (run-benchmark ... --only {job.id})")
-    model = module.load(entry.config, folder, config.device)
+        summaries.append(summary)
+    best = 0 if len(trials) == 1 else select_trial([s.best_val_loss for s in summaries])
+    return trials[best], summaries[best]
+
+
+def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data: Path) -> scoring.Row:
+    """What scoring needs of one entry: its loaded model (the selected lr trial) as a predict function, its
+    record fields (the selected trial's summary, lr included), its log."""
+    module = methods.get(entry.method)
+    folder, summary, chosen = None, None, entry.config
+    if trials:
+        job, summary = select(config, trials)
+        folder, chosen = model_dir(config, job), job.config
+    model = module.load(chosen, folder, config.device)
     fields = {"method": entry.method, **methods.record_fields(module, entry.config), "seed": entry.seed,
-              **(asdict(summary) if summary is not None else dict.fromkeys(scoring.SUMMARY_KEYS))}
+              **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
+              "lr_trials": config.lr_trials if methods.learned(module) else None}
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
     return scoring.Row(label=entry.label, predict=lambda x0, x2, tau: module.predict(model, x0, x2, tau),
                        fields=fields, shown=entry.seed in (None, 0), log=str(log) if log else None)

@@ -1,11 +1,8 @@
-"""Compute accounting: FLOPs of a training step (torch.utils.flop_counter), a budget as steps, and the run's record."""
+"""Compute accounting: FLOPs of a training step (torch.utils.flop_counter) and a budget as steps (the record: ibutil.run)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -14,9 +11,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ibutil.errors import UserError
-from ibutil.io import write_text_atomic
-
-SUMMARY_NAME = "summary.json"  # the record of a training run, beside its checkpoints
 
 
 def training_step_flops(build: Callable[[], nn.Module], loss: Callable[[nn.Module], torch.Tensor]) -> int:
@@ -71,41 +65,3 @@ def steps_for_budget(budget_gflop: float, flops_per_step: int, what: str = "this
         raise UserError(f"a budget of {budget_gflop:g} GFLOP buys no training step of {what} "
                         f"({flops_per_step / 1e9:.4g} GFLOP per step); raise budget_gflop")
     return steps
-
-
-def run_summary(*, method: str, status: str, params: int, flops_per_step: int, steps: int, planned_steps: int,
-                train_flops: int, train_seconds: float, budget_gflop: float | None, lr: float, selection: dict, selecting: bool,
-                eval_every: int, version: str) -> dict:
-    """The record every learned method writes as summary.json (and into its checkpoint).
-
-    status: in-progress (inside a checkpoint), finished, stopped-early or preempted. selection:
-    ibutil.selection.Selection.state_dict(); without selection (selecting False) the last step is
-    the selected one. train_flops: flops_of_steps of the optimiser steps run (evaluation not counted).
-    """
-    return {
-        "method": method,
-        "status": status,
-        "params": params,
-        "flops_per_step": flops_per_step,
-        "flops_counted": "forward + backward matmuls and convolutions of one training batch; optimiser excluded",
-        "steps": steps,
-        "planned_steps": planned_steps,
-        "train_flops": train_flops,
-        "train_seconds": round(train_seconds, 3),
-        "budget_gflop": budget_gflop,
-        "lr": lr,
-        "selected_step": selection["best_step"] if selecting else steps,
-        "best_val_loss": selection["best_loss"] if selection["best_step"] is not None else None,
-        "selected_checkpoint": "best.pt" if selecting else "checkpoint.pt",
-        "patience": selection["patience"],
-        "min_delta": selection["min_delta"],
-        "eval_every": eval_every if selecting else None,
-        "version": version,
-    }
-
-
-def write_summary(out_dir: str | os.PathLike, summary: dict) -> Path:
-    """summary.json in out_dir, written atomically."""
-    path = Path(out_dir) / SUMMARY_NAME
-    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
-    return path

@@ -28,17 +28,20 @@ def disk_sequence(rng: np.random.Generator, size: int, frames: int):
 
 
 def write_toy_dataset(path: str | os.PathLike, image_size: int = 16, frames: int = 8, train: int = 4,
-                      test: int = 2, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write `train` + `test` disk sequences of `frames` frames at image_size^2 to `path`; returns the path."""
+                      test: int = 2, seed: int = 0, overwrite: bool = False, val: int = 0) -> Path:
+    """Write `train` + `val` + `test` disk sequences of `frames` frames at image_size^2 to `path`; returns the path.
+
+    val = 0 writes no val split (and the same bytes as before val existed)."""
     rng = np.random.default_rng(seed)
     header = Header(
         dof=2, preset="toy-disk", image_size=image_size, seed=seed, factor_names=("x", "y"),
         factor_units=("px", "px"), objects=[{"name": "disk"}],
-        config={"image_size": image_size, "frames": frames, "train": train, "test": test, "seed": seed},
+        config={"image_size": image_size, "frames": frames, "train": train, "test": test, "seed": seed}
+        | ({"val": val} if val else {}),
         generator="inbetween.toy", renderer={"name": "numpy anti-aliased disk"},
     )
-    shapes = {"train": (train, frames), "test": (test, frames)}
-    card = f"# toy-disk\n\n{train} train and {test} test sequences of a moving disk, {frames} frames, " \
+    shapes = {"train": (train, frames)} | ({"val": (val, frames)} if val else {}) | {"test": (test, frames)}
+    card = f"# toy-disk\n\n{train} train{f', {val} val' if val else ''} and {test} test sequences of a moving disk, {frames} frames, " \
            f"{image_size}x{image_size}, seed {seed}. Drawn by inbetween.toy for tests and benchmarks.\n"
     with DatasetWriter(Path(path), header, shapes, card, overwrite=overwrite) as w:
         for split, (n, _) in shapes.items():

@@ -12,7 +12,6 @@ import signal
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
-from importlib import metadata
 from pathlib import Path
 
 import h5py
@@ -22,8 +21,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ibutil.flops import flops_of_steps, run_summary, steps_for_budget, training_step_flops, write_summary
+from ibutil.flops import flops_of_steps, steps_for_budget, training_step_flops
 from ibutil.preempt import Preempted, StopFlag
+from ibutil.run import FLOPS_COUNTED, TrainSummary, package_version, write_summary
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 from inbetween.data import TripletDataset, normalize_gaps
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, LossTerms, VAEConfig, alpha_vae_loss, num_params
@@ -137,13 +137,6 @@ class NonFiniteLoss(UserError):
 
 
 
-def package_version() -> str:
-    try:
-        return metadata.version("inbetween-bench")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------- one step
 
 
@@ -188,7 +181,7 @@ def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, devi
 
 def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig, step: int,
                     noise_states: list[torch.Tensor], epoch_sums: dict, run: dict | None = None,
-                    summary: dict | None = None) -> None:
+                    summary: TrainSummary | None = None) -> None:
     """Write everything needed to restore or resume atomically: a temp file, then os.replace.
 
     noise_states: every rank's sampling-noise generator state, rank 0 first (one entry without DDP).
@@ -206,7 +199,7 @@ def save_checkpoint(path: Path, model: AlphaVAE, optimizer, config: TrainConfig,
         "rank_generators": noise_states,  # (world,) ByteTensors, so every rank of a DDP run resumes exactly
         "epoch_sums": epoch_sums,
         "run": run if run is not None else _fresh_run(config),
-        "summary": summary,
+        "summary": asdict(summary) if summary is not None else None,
     }
     torch_save_atomic(state, path)
 
@@ -404,7 +397,7 @@ def train(config: TrainConfig) -> AlphaVAE:
                     # A rank stopped by another rank's signal reports SIGTERM, what schedulers send.
                     exc = Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
                     if rank == 0:
-                        write_summary(out, _summary(config, run, accounting, epochs, step, "preempted"))
+                        write_summary(_summary(config, run, accounting, epochs, step, "preempted"), out)
                     if owns_group:
                         _leave_group(net, device)
                     raise exc
@@ -426,7 +419,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     bar.close()
     if rank == 0:
         status = "stopped-early" if run["stopped_early"] else "finished"
-        write_summary(out, _summary(config, run, accounting, epochs, step, status))
+        write_summary(_summary(config, run, accounting, epochs, step, status), out)
     if owns_group:
         _leave_group(net, device)
     if val_set is not None and selection.best_step is not None and rank == 0:
@@ -529,13 +522,18 @@ def save_best(path: Path, model: AlphaVAE, config: TrainConfig, step: int, val_l
     }, path)
 
 
-def _summary(config: TrainConfig, run: dict, accounting: dict, epochs: dict, step: int, status: str) -> dict:
+def _summary(config: TrainConfig, run: dict, accounting: dict, epochs: dict, step: int, status: str) -> TrainSummary:
     """What the run cost and which step it selected: summary.json, and the checkpoint's "summary"."""
-    return run_summary(method="alpha-vae", status=status, **accounting, steps=step,
-                       train_flops=flops_of_steps(step, accounting["flops_per_step"], **epochs),
-                       train_seconds=run["train_seconds"], budget_gflop=config.budget_gflop, lr=config.lr,
-                       selection=run["selection"], selecting=config.val_split != NO_VAL,
-                       eval_every=config.eval_every, version=package_version())
+    selecting, sel = config.val_split != NO_VAL, run["selection"]
+    return TrainSummary(
+        method="alpha-vae", status=status, **accounting, steps=step,
+        train_flops=flops_of_steps(step, accounting["flops_per_step"], **epochs),
+        train_seconds=round(run["train_seconds"], 3), budget_gflop=config.budget_gflop, lr=config.lr,
+        selected_step=sel["best_step"] if selecting else step,
+        best_val_loss=sel["best_loss"] if selecting and sel["best_step"] is not None else None,
+        selected_checkpoint=BEST_NAME if selecting else CHECKPOINT_NAME, val_split=config.val_split if selecting else None,
+        eval_every=config.eval_every if selecting else None, patience=sel["patience"], min_delta=sel["min_delta"],
+        version=package_version(), flops_counted=FLOPS_COUNTED)
 
 
 def _barrier(device: torch.device) -> None:
@@ -559,7 +557,7 @@ def _accumulate(sums: dict, values: dict, data_s: float, step_s: float) -> None:
 
 
 def _checkpoint(path: Path, model, optimizer, config: TrainConfig, step: int, gen: torch.Generator,
-                epoch_sums: dict, rank: int, world: int, run: dict, summary: dict) -> None:
+                epoch_sums: dict, rank: int, world: int, run: dict, summary: TrainSummary) -> None:
     """Every rank hands its noise state to rank 0, which writes the checkpoint (all ranks must call this)."""
     states = [gen.get_state()]
     if world > 1:

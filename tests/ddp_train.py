@@ -3,13 +3,11 @@
 import argparse
 import importlib
 import os
-from contextlib import nullcontext
 
 import torch
 
 from ibutil.preempt import preemption_exits
 from inbetween import TrainConfig
-from valdata import val_split_readable
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -32,7 +30,7 @@ if __name__ == "__main__":
     # Only rank 0 evaluates; patience 1 with an unreachable min_delta stops at the second evaluation.
     selection = dict(val_split="val", eval_every=2, patience=1, min_delta=1e9) if args.early_stop else \
         dict(val_split="none")
-    with (val_split_readable() if args.early_stop else nullcontext()), preemption_exits():
+    with preemption_exits():
         train_module.train(TrainConfig(data=args.data, out_dir=args.out_dir, gaps=(1,), alpha=10.0, latent=4,
                                        width=0.05, steps=args.steps, batch_size=args.batch_size, lr=1e-3, seed=3,
                                        device="cpu", progress=False, resume=args.resume, **selection))

@@ -1,4 +1,4 @@
-"""Train a tiny alpha-VAE or frame CNN in a child process; tests/test_preempt.py sends it a real SIGTERM.
+"""Train a tiny learned method in a child process; tests/test_preempt.py sends it a real SIGTERM.
 
 At the start of training step --wait-at K the child prints "waiting at step K" and holds that step
 until its stop flag is set, so the signal lands inside step K whatever the machine's speed.
@@ -13,7 +13,6 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
 from ibutil.preempt import preemption_exits
-from valdata import val_split_readable
 
 
 STEPS = 14  # 24 train triplets / batch 4 = 6 steps per epoch: step 4 is inside the first epoch
@@ -28,20 +27,28 @@ def alpha_vae(data, out_dir, resume=False):
                              eval_every=3, patience=100, resume=resume))
 
 
-def frame_cnn(data, out_dir, resume=False):
-    """Train the frame CNN of the preemption tests on the file's train split, selecting on val; returns it."""
-    import numpy as np
+def method(name: str):
+    """The trainer of a registered learned method, as the preemption tests call it; returns the selected model."""
+    def train(data, out_dir, resume=False):  # the method interface always resumes a run it finds in out_dir
+        from benchmarks import methods
+        from benchmarks.methods.interface import TrainSpec
 
-    from benchmarks.frame_cnn import FrameCNNConfig, fit
-    from inbetween.data import TripletDataset
+        module = methods.get(name)
+        config = module.Config(**methods.quick_overrides(module))
+        spec = TrainSpec(data=str(data), gaps=(1,), steps=STEPS, batch_size=4, seed=5, eval_every=3, patience=100)
+        module.train(config, spec, out_dir, device="cpu", progress=False)
+        return module.load(config, out_dir, "cpu")
+    return train
 
-    train_set, val_set = (TripletDataset(data, split) for split in ("train", "val"))
-    tr = train_set.batch_uint8(np.arange(len(train_set)))
-    va = val_set.batch_uint8(np.arange(len(val_set)))
-    config = FrameCNNConfig(channels=4, steps=STEPS, batch_size=4, lr=3e-3, seed=5, device="cpu", eval_every=3,
-                            patience=100)
-    return fit(config, tr["x0"], tr["x1"], tr["x2"], val=(va["x0"], va["x1"], va["x2"]), out_dir=out_dir,
-               resume=resume, progress=False)
+
+def benchmark_args(data, root) -> list[str]:
+    """run-benchmark on one file, training only the frame CNN (STEPS steps, val every 3) into root/cache."""
+    return ["--quick", "--data", str(data), "--methods", "pixel-average", "frame-cnn", "--gap", "1", "--steps",
+            str(STEPS), "--batch-size", "4", "--eval-every", "3", "--cache", f"{root}/cache", "--out", f"{root}/out",
+            "--quiet", "--threads", "1"]
+
+
+TRAINERS = {"alpha-vae": alpha_vae, **{name: method(name) for name in ("frame-cnn", "autoencoder", "acai")}}
 
 
 def hold_until_signalled(step: int, who: str = "") -> None:
@@ -68,23 +75,32 @@ def counting(fn, wait_at: int, who: str = ""):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("method", choices=["alpha-vae", "frame-cnn"])
+    parser.add_argument("method", choices=["alpha-vae", "frame-cnn", "autoencoder", "acai", "run-benchmark"])
     parser.add_argument("data")
     parser.add_argument("out_dir")
     parser.add_argument("--wait-at", type=int, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with val_split_readable(), preemption_exits():
+    with preemption_exits():
         if args.method == "alpha-vae":
             import importlib
 
             train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
-
             train_module.compute_loss = counting(train_module.compute_loss, args.wait_at)
-            alpha_vae(args.data, args.out_dir)
-        else:
-            from benchmarks.frame_cnn import FrameCNN
+        elif args.method in ("frame-cnn", "run-benchmark"):
+            from benchmarks.methods.frame_cnn import FrameCNN
 
             FrameCNN.forward = counting(FrameCNN.forward, args.wait_at)
-            frame_cnn(args.data, args.out_dir)
+            if args.method == "run-benchmark":  # the CLI itself: its exit code and last line are under test
+                from benchmarks.cli import run_benchmark
+
+                run_benchmark.main(benchmark_args(args.data, args.out_dir), standalone_mode=True)
+        else:  # the module-level loss function each step calls (autoencoder.loss, acai.losses)
+            import importlib
+
+            module = importlib.import_module(f"benchmarks.methods.{args.method}")
+            fn = "loss" if args.method == "autoencoder" else "losses"
+            setattr(module, fn, counting(getattr(module, fn), args.wait_at))
+        if args.method != "run-benchmark":
+            TRAINERS[args.method](args.data, args.out_dir)
     sys.exit(0)

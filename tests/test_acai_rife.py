@@ -13,6 +13,7 @@ import torch
 from benchmarks import methods
 from benchmarks.methods import acai, autoencoder, pixel_average, rife
 from benchmarks.methods.interface import TrainSpec
+from ibutil.run import CHECKPOINT_NAME, LOG_NAME
 from ibutil.errors import UserError
 from inbetween.toy import disk_sequence
 from inbetween.vae import VAEConfig
@@ -44,7 +45,7 @@ def _weights(model):
 
 def test_acai_trains_logs_finite_losses_and_counts_both_networks(trained, spec):
     out, summary, model = trained
-    rows = list(csv.DictReader(open(out / acai.LOG)))
+    rows = list(csv.DictReader(open(out / LOG_NAME)))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     for r in rows:
         assert all(math.isfinite(float(r[c])) for c in ("train_loss", "recon", "adv", "critic_loss"))
@@ -53,7 +54,7 @@ def test_acai_trains_logs_finite_losses_and_counts_both_networks(trained, spec):
     assert summary.params == autoencoder.num_params(autoencoder.build(autoencoder.Config(**TINY), 8, 0)) + \
         sum(p.numel() for p in critic.parameters())
     assert summary.train_flops == acai.step_flops(acai.Config(**TINY), 8, spec.batch_size) * spec.steps
-    assert summary.selected_step == 4 and summary.lr == acai.Config().lr
+    assert summary.selected_step == 4 and summary.lr == acai.Config().lr  # one val evaluation, at the last step
 
 
 def test_acai_step_flops_include_the_critic_and_scale_with_the_batch():
@@ -80,8 +81,8 @@ def test_acai_without_the_regulariser_is_the_autoencoder(spec, tmp_path):
     a = acai.load(acai.Config(**TINY), tmp_path / "acai", "cpu").state_dict()
     b = autoencoder.load(autoencoder.Config(**TINY), tmp_path / "ae", "cpu").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    recon_acai = [float(r["recon"]) for r in csv.DictReader(open(tmp_path / "acai" / acai.LOG))]
-    recon_ae = [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / "ae" / autoencoder.LOG))]
+    recon_acai = [float(r["recon"]) for r in csv.DictReader(open(tmp_path / "acai" / LOG_NAME))]
+    recon_ae = [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / "ae" / LOG_NAME))]
     assert recon_acai == recon_ae
 
 
@@ -94,8 +95,8 @@ def test_acai_is_deterministic_from_the_seed_and_the_regulariser_changes_the_mod
     acai.train(acai.Config(**TINY), other, tmp_path / "seed1", device="cpu", progress=False)
     moved = acai.load(acai.Config(**TINY), tmp_path / "seed1", "cpu")
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), moved.state_dict().values()))
-    state = torch.load(tmp_path / "same" / acai.CHECKPOINT, weights_only=True)
-    assert state["format"] == "acai" and set(state["critic"]) == set(acai.Critic(model.config).state_dict())
+    state = torch.load(tmp_path / "same" / CHECKPOINT_NAME, weights_only=True)
+    assert state["format"] == "acai" and set(state["state"]["critic"]) == set(acai.Critic(model.config).state_dict())
 
 
 def test_acai_losses_give_each_network_only_its_own_gradient():

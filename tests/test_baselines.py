@@ -10,6 +10,7 @@ from benchmarks import metrics as M
 from benchmarks.methods import frame_cnn as fc
 from benchmarks.methods import optical_flow as of
 from benchmarks.methods import pixel_average as pa
+from benchmarks.methods.interface import TrainSpec
 from ibutil.errors import UserError
 
 
@@ -112,7 +113,9 @@ def test_bad_flow_config_raises(kwargs):
 
 # ----------------------------------------------------------------------------- frame CNN
 
-TINY = dict(steps=20, batch_size=8, device="cpu")  # fit()'s budget in the fast tests
+def spec(gaps, seed=0, steps=20, batch_size=8) -> TrainSpec:
+    """fit()'s spec for frames in memory (the data field is unused), without validation selection."""
+    return TrainSpec(data="(in memory)", gaps=gaps, steps=steps, batch_size=batch_size, seed=seed, val_split="none")
 
 
 def square_sequences(n: int, n_frames: int, rng: np.random.Generator, size: int = 8, side: int = 3) -> torch.Tensor:
@@ -149,8 +152,9 @@ def test_untrained_cnn_is_the_pixel_blend():
 
 def test_cnn_learns_translation_and_beats_the_average(squares):
     train, test = squares
-    model, curve = fc.fit(fc.Config(channels=16, lr=3e-3), train, (1,), steps=150, batch_size=16, seed=0,
-                          device="cpu", progress=False)
+    model, run = fc.fit(fc.Config(channels=16, lr=3e-3), train, spec((1,), steps=150, batch_size=16),
+                        device="cpu", progress=False)
+    curve = run.curve
     x0, x1, x2 = (as_float(test[:, t]) for t in range(3))
     cnn_mse = M.mse(fc.predict(model, x0, x2, 0.5), x1).mean()
     avg_mse = M.mse(pa.predict(pa.Config(), x0, x2, 0.5), x1).mean()
@@ -165,7 +169,7 @@ def test_cnn_is_conditioned_on_tau():
     # Gap 2 on 5-frame sequences: the targets are frames t-1, t, t+1 at tau = 1/4, 1/2, 3/4.
     rng = np.random.default_rng(1)
     train, test = square_sequences(512, 5, rng), square_sequences(64, 5, rng)
-    model, _ = fc.fit(fc.Config(channels=16, lr=3e-3), train, (2,), steps=200, batch_size=16, seed=0,
+    model, _ = fc.fit(fc.Config(channels=16, lr=3e-3), train, spec((2,), steps=200, batch_size=16),
                       device="cpu", progress=False)
     x0, x2 = as_float(test[:, 0]), as_float(test[:, 4])
     for j, tau in ((1, 0.25), (3, 0.75)):
@@ -178,9 +182,9 @@ def test_cnn_is_conditioned_on_tau():
 
 def test_cnn_training_is_deterministic_from_the_seed(squares):
     train, _ = squares
-    a = fc.fit(fc.Config(channels=8), train, (1,), seed=7, progress=False, **TINY)[0].state_dict()
-    b = fc.fit(fc.Config(channels=8), train, (1,), seed=7, progress=False, **TINY)[0].state_dict()
-    c = fc.fit(fc.Config(channels=8), train, (1,), seed=8, progress=False, **TINY)[0].state_dict()
+    a = fc.fit(fc.Config(channels=8), train, spec((1,), seed=7), device="cpu", progress=False)[0].state_dict()
+    b = fc.fit(fc.Config(channels=8), train, spec((1,), seed=7), device="cpu", progress=False)[0].state_dict()
+    c = fc.fit(fc.Config(channels=8), train, spec((1,), seed=8), device="cpu", progress=False)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -194,7 +198,7 @@ def test_cnn_handles_sizes_the_pooling_does_not_divide():
 
 def test_checkpoint_round_trip(tmp_path, squares):
     train, _ = squares
-    model, _ = fc.fit(fc.Config(channels=8), train, (1,), seed=3, progress=False, **TINY)
+    model, _ = fc.fit(fc.Config(channels=8), train, spec((1,), seed=3), device="cpu", progress=False)
     path = fc.save_checkpoint(model, tmp_path / "sub" / "frame_cnn.pt")
     assert [p.name for p in path.parent.iterdir()] == ["frame_cnn.pt"]  # no temporary file left
     loaded = fc.load_checkpoint(path, device="cpu")
@@ -219,7 +223,7 @@ def test_bad_checkpoints_raise(tmp_path):
     with pytest.raises(UserError, match="version 1"):
         fc.load_checkpoint(old)
     future = tmp_path / "future.pt"
-    torch.save({"format": "frame-cnn", "version": 2, "config": '{"depth": 5}', "state_dict": {}}, future)
+    torch.save({"format": "frame-cnn", "meta": {"version": 2, "config": {"depth": 5}}, "state": {}}, future)
     with pytest.raises(UserError):
         fc.load_checkpoint(future)
 
@@ -236,11 +240,11 @@ def test_bad_cnn_config_raises(field, value):
 def test_bad_training_data_raises():
     config = fc.Config(channels=8)
     with pytest.raises(UserError):  # float frames
-        fc.fit(config, torch.zeros(2, 3, 3, 8, 8), (1,), seed=0, progress=False, **TINY)
+        fc.fit(config, torch.zeros(2, 3, 3, 8, 8), spec((1,)), device="cpu", progress=False)
     with pytest.raises(UserError):  # channels last
-        fc.fit(config, torch.zeros(2, 3, 8, 8, 3, dtype=torch.uint8), (1,), seed=0, progress=False, **TINY)
+        fc.fit(config, torch.zeros(2, 3, 8, 8, 3, dtype=torch.uint8), spec((1,)), device="cpu", progress=False)
     with pytest.raises(UserError):  # too short for gap 2
-        fc.fit(config, torch.zeros(2, 3, 3, 8, 8, dtype=torch.uint8), (2,), seed=0, progress=False, **TINY)
+        fc.fit(config, torch.zeros(2, 3, 3, 8, 8, dtype=torch.uint8), spec((2,)), device="cpu", progress=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
@@ -254,8 +258,7 @@ def test_cuda_without_cuda_is_a_user_error():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cnn_trains_on_cuda_and_predicts_for_cpu_inputs(squares):
     train, test = squares
-    model, _ = fc.fit(fc.Config(channels=8), train, (1,), seed=0, progress=False, steps=20, batch_size=8,
-                      device="cuda")
+    model, _ = fc.fit(fc.Config(channels=8), train, spec((1,)), device="cuda", progress=False)
     assert model.device.type == "cuda"
     x0, x2 = as_float(test[:4, 0]), as_float(test[:4, 2])
     pred = fc.predict(model, x0, x2, 0.5)

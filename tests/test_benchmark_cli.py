@@ -41,25 +41,31 @@ def test_results_json_has_one_record_per_combination(quick_run):
     recs = doc["records"]
     keys = {(r["dof"], r["split"], r["method"], r["alpha"], r["kl"], r["gap"], r["tau"], r["seed"]) for r in recs}
     assert len(keys) == len(recs)  # one record per (dof, split, method, alpha, kl, gap, tau, seed)
-    # Gap 1 scores tau 1/2, gap 3 scores tau 1/6 .. 5/6: 6 (gap, tau) per row-maker. Row-makers: 4 unseeded
-    # (copy-x0, mean-frame, pixel-average, optical-flow) + 2 seeds x (frame-cnn, autoencoder, alpha 0, alpha 100).
+    # Gap 1 scores tau 1/2, gap 3 scores tau 1/6 .. 5/6: 6 (gap, tau) per row-maker and scored split. Row-makers:
+    # 5 unseeded (copy-x0, mean-frame, pixel-average, optical-flow, rife) + 2 seeds x (frame-cnn, autoencoder, acai,
+    # alpha 0, alpha 100).
     assert {(r["gap"], r["tau"]) for r in recs} == {(1, 0.5)} | {(3, j / 6) for j in range(1, 6)}
-    assert len(recs) == 3 * 6 * (4 + 2 * 4) == 216
+    scored = {(r["dof"], r["split"]) for r in recs}
+    assert {split for _, split in scored} <= {"test", "heldout"} and {d for d, _ in scored} == {1, 2, 6}
+    assert len(recs) == len(scored) * 6 * (5 + 2 * 5)
     for r in recs:
-        assert r["split"] == "test"
-        if r["method"] in ("pixel-average", "optical-flow", "copy-x0", "mean-frame"):
-            assert r["alpha"] is None and r["kl"] is None and r["seed"] is None
+        if r["method"] in ("pixel-average", "optical-flow", "copy-x0", "mean-frame", "rife"):
+            assert r["alpha"] is None and r["kl"] is None and r["seed"] is None and r["lr_trials"] is None
         if r["method"] == "alpha-vae":
             assert r["alpha"] in (0.0, 100.0) and r["seed"] in (0, 1)
             assert (r["kl"] is None) == (r["alpha"] == 0.0)
-        if r["method"] in ("frame-cnn", "autoencoder", "alpha-vae"):  # the training summary rides along
-            assert r["params"] > 0 and r["selected_step"] == 30 and r["lr"] > 0 and r["train_seconds"] > 0
+        if r["method"] in ("frame-cnn", "autoencoder", "acai", "alpha-vae"):  # the training summary rides along
+            # --quick: 30 steps, val every 10: the selected step is one of the evaluations.
+            assert r["params"] > 0 and r["selected_step"] in (10, 20, 30) and r["lr"] > 0 and r["train_seconds"] > 0
+            assert r["steps"] == 30 and 0 < r["train_flops"] <= 30 * r["flops_per_step"]  # epochs end in smaller batches
+            assert r["train_flops"] == 30 * r["flops_per_step"] or r["method"] != "frame-cnn"  # full batches only
+            assert r["best_val_loss"] > 0 and r["lr_trials"] == 1 and r["budget_gflop"] is None
         assert 0 <= r["mse"] <= 1 and 0 <= r["ssim"] <= 1 and 0 <= r["iou"] <= 1 and r["n_triplets"] > 0
     # Known answers: pixel-average at tau 1/2 is the mean of the ends; copy-x0 at gap 1 scores x0 against x1.
     ceiling = doc["ceiling"]
-    assert len(ceiling) == 3 * 6 and all(c["mse"] == 0 for c in ceiling)
+    assert len(ceiling) == len(scored) * 6 and all(c["mse"] == 0 for c in ceiling)
     with open(out / "results.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 216
+        assert len(list(csv.DictReader(fh))) == len(recs)
 
 
 def test_results_md_and_config(quick_run):
@@ -189,11 +195,41 @@ def test_method_options_reach_their_method_only(tmp_path):
     changed = {i for i in base if lr[i] != base[i]}
     assert changed == {"train-frame-cnn-dof1-s0", "eval-dof1"}
     # --width is shared by the latent models: the autoencoder and every alpha-VAE change together.
-    assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-alpha-vae-a0-dof1-s0",
+    assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-acai-dof1-s0",
+                                                        "train-alpha-vae-a0-dof1-s0",
                                                         "train-alpha-vae-a100-avg-gaussian-dof1-s0", "eval-dof1"}
     assert plan("--methods", "pixel-average", "alpha-vae", "--width", "0.1")  # shared: only chosen methods take it
     r = CliRunner().invoke(run_benchmark, ["--quick", "--plan", "--methods", "pixel-average", "--frame-cnn-lr", "0.1"])
     assert r.exit_code == 2 and "frame-cnn is not among --methods" in r.output
+
+
+def test_lr_trials_are_train_jobs_and_the_best_val_loss_is_scored(tmp_path, tiny_data):
+    common = ["--quick", "--data", str(tiny_data), "--methods", "pixel-average", "frame-cnn", "autoencoder",
+              "--cache", str(tmp_path / "cache"), "--quiet", "--threads", "1", "--gap", "1", "--lr-trials", "2",
+              "--budget-gflop", "1.0", "--eval-every", "2"]
+    r = CliRunner().invoke(run_benchmark, [*common, "--plan"])
+    assert r.exit_code == 0, r.output
+    trains = [j for j in map(json.loads, r.output.strip().splitlines()) if j["kind"] == "train"]
+    # One job per (method, trial): the lr grid around each method's default, 1/3 and 1 of it; its hash includes lr.
+    lrs = {(j["method"], j["id"][-3:]): j["lr"] for j in trains}
+    assert lrs == pytest.approx({("frame-cnn", "lr0"): 1e-3 / 3, ("frame-cnn", "lr1"): 1e-3,
+                                 ("autoencoder", "lr0"): 3e-4 / 3, ("autoencoder", "lr1"): 3e-4})
+    assert len({j["hash"] for j in trains}) == 4
+    r = CliRunner().invoke(run_benchmark, [*common, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["budget_gflop"] == 1.0 and cfg["lr_trials"] == 2
+    recs = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    for method in ("frame-cnn", "autoencoder"):
+        trials = [j for j in trains if j["method"] == method]
+        summaries = [json.loads((tmp_path / "cache" / "models" / f"{j['id']}-{j['hash']}" / "summary.json")
+                                .read_text()) for j in trials]
+        best = min(summaries, key=lambda s: s["best_val_loss"])
+        for s in summaries:  # the same FLOPs for every trial, within one step of the budget
+            assert s["budget_gflop"] == 1.0 and s["train_flops"] <= 1e9 < s["train_flops"] + s["flops_per_step"]
+        for rec in (x for x in recs if x["method"] == method):
+            assert rec["lr"] == best["lr"] and rec["best_val_loss"] == best["best_val_loss"] and rec["lr_trials"] == 2
+            assert rec["budget_gflop"] == 1.0 and rec["train_flops"] == best["train_flops"]
 
 
 def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_path):
@@ -207,8 +243,8 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     jobs = [json.loads(line) for line in r.output.strip().splitlines()]
     kinds = [j["kind"] for j in jobs]
     assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
-    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, alpha 0, alpha 100).
-    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 4) + 3
+    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, acai, alpha 0, alpha 100).
+    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 5) + 3
     # One hash per job, and it names the job's cache entry.
     assert len({j["hash"] for j in jobs}) == len(jobs)
     # Each job's needs come earlier in the plan; an evaluation needs its render and every training of its DoF.

@@ -131,9 +131,9 @@ def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_resumes_exactly(
 def test_early_stopping_stops_every_rank_and_only_rank_0_writes_best(tmp_path):
     # Rank 0 alone evaluates val and decides; were the decision not broadcast, rank 1 would wait
     # in the next step's all-reduce for a rank 0 that has left, and the run would fail or hang.
-    from valdata import write_toy_with_val
+    from inbetween.toy import write_toy_dataset
 
-    data = write_toy_with_val(tmp_path / "toy.h5", train=6, val=2, test=1)
+    data = write_toy_dataset(tmp_path / "toy.h5", image_size=8, frames=8, train=6, val=2, test=1)
     _torchrun(str(data), str(tmp_path / "run"), str(STEPS * 2), "--early-stop")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 4, 2)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import frame_cnn as fc
+from benchmarks.methods import frame_cnn as fc
+from benchmarks.methods.interface import TrainSpec
 from ibutil.flops import flops_of_steps, steps_for_budget, training_step_flops
 from inbetween import TrainConfig, train
-from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.vae import AlphaVAE, VAEConfig, alpha_vae_loss
 from ibutil.errors import UserError
@@ -38,10 +37,10 @@ def test_the_shape_only_count_equals_a_real_count():
         alpha_vae_loss(AlphaVAE(vae), *x).loss.backward()
     cfg = TrainConfig(data="x.h5", latent=4, width=0.05, batch_size=6)
     assert train_module.flops_per_step(cfg, 8) == real.get_total_flops() > 0
-    model = fc.FrameCNN(fc.FrameCNNConfig(channels=4, device="cpu"))
+    model = fc.FrameCNN(fc.Config(channels=4))
     with FlopCounterMode(display=False) as real:
-        torch.nn.functional.mse_loss(model(x[0], x[2]), x[1]).backward()
-    assert fc.step_flops(fc.FrameCNNConfig(channels=4, batch_size=6), 8, 8) == real.get_total_flops() > 0
+        torch.nn.functional.mse_loss(model(x[0], x[2], torch.rand(6, 1, 1, 1)), x[1]).backward()
+    assert fc.step_flops(fc.Config(channels=4), 6, 8, 8) == real.get_total_flops() > 0
 
 
 def test_counts_scale_with_the_batch_and_are_cached_per_shape():
@@ -74,14 +73,13 @@ def test_budget_to_steps():
 
 def test_both_trainers_spend_the_same_budget_within_one_step(tmp_path):
     data = write_toy_dataset(tmp_path / "toy.h5", image_size=8, frames=8, train=4, test=1)
-    budget = 0.2  # GFLOP: 8 steps of this alpha-VAE (28.5 MFLOP per full batch), 31 of this frame CNN (6.4)
+    budget = 0.2  # GFLOP: 8 steps of this alpha-VAE (28.5 MFLOP per full batch), 30 of this frame CNN (6.5)
     # 24 triplets in batches of 10: every third alpha-VAE step is an epoch's last batch, of 4 triplets.
     cfg = TrainConfig(data=str(data), out_dir=str(tmp_path / "vae"), width=0.05, latent=4, batch_size=10,
                       budget_gflop=budget, device="cpu", progress=False, val_split="none")
     train(cfg)
-    tr = TripletDataset(data, "train").batch_uint8(np.arange(24))
-    fc.fit(fc.FrameCNNConfig(channels=4, batch_size=10, budget_gflop=budget, device="cpu"), tr["x0"], tr["x1"],
-           tr["x2"], out_dir=tmp_path / "cnn", progress=False)
+    spec = TrainSpec(data=str(data), gaps=(1,), steps=1, batch_size=10, seed=0, budget_gflop=budget, val_split="none")
+    fc.train(fc.Config(channels=4), spec, tmp_path / "cnn", device="cpu", progress=False)
     for run in ("vae", "cnn"):
         s = json.loads((tmp_path / run / "summary.json").read_text())
         assert s["budget_gflop"] == budget and s["steps"] == s["planned_steps"] >= 5

@@ -44,13 +44,16 @@ def test_every_method_exports_the_interface():
 
 def test_every_method_predicts_frames_at_any_tau(trained):
     models, _ = trained
-    assert len(models) == 8  # 7 methods, alpha-vae twice (alpha 0 and 100)
+    assert len(models) == len(methods.REGISTRY) + 1  # alpha-vae twice (alpha 0 and 100)
     g = torch.Generator().manual_seed(0)
     x0, x2 = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 3, 8, 8, generator=g)
     for label, (module, variant, summary, model) in models.items():
         assert isinstance(summary, TrainSummary) and summary.params >= 0
-        if module.TRAINS and module.SEEDED:
-            assert summary.params > 0 and summary.selected_step == 3 and summary.lr > 0, label
+        if methods.learned(module):
+            # One val evaluation, at the last step: it is the selected one, and every step's FLOPs are counted.
+            assert summary.params > 0 and summary.selected_step == summary.steps == 3 and summary.lr > 0, label
+            assert summary.status == "finished" and summary.selected_checkpoint == "best.pt", label
+            assert summary.best_val_loss > 0 and summary.train_flops == 3 * summary.flops_per_step > 0, label
         for tau in (0.5, 0.25, torch.tensor([0.1, 0.5, 0.9])):
             pred = module.predict(model, x0, x2, tau)
             assert pred.shape == x0.shape and pred.dtype == x0.dtype, label
@@ -117,6 +120,29 @@ def test_training_is_deterministic_and_the_summary_round_trips(trained, tmp_path
     assert read_summary(tmp_path / "nothing") is None
     write_summary(again, tmp_path / "again")
     assert read_summary(tmp_path / "again") == again
+
+
+@pytest.mark.parametrize("name", ["frame-cnn", "autoencoder", "acai", "alpha-vae"])
+def test_learned_methods_spend_one_budget_and_select_on_val(name, tmp_path):
+    module = methods.get(name)
+    config = methods.variants(module, module.Config(**methods.quick_overrides(module)))[0]
+    write_tiny_dataset(tmp_path / "tiny.h5", n_seq=(4, 1), n_frames=8, size=8)
+    # 40 triplets in batches of 16: every third step is an epoch's last (8 triplets) for the epoch-based ones.
+    probe = TrainSpec(data=str(tmp_path / "tiny.h5"), gaps=(1, 2), steps=1, batch_size=16, seed=0, val_split="none")
+    per_step = module.train(config, probe, tmp_path / "probe", device="cpu", progress=False).flops_per_step
+    budget = 7.5 * per_step / 1e9  # GFLOP: 7 full steps and a half; smaller last batches buy a few more
+    spec = TrainSpec(data=str(tmp_path / "tiny.h5"), gaps=(1, 2), steps=1, batch_size=16, seed=0, eval_every=3,
+                     patience=0, budget_gflop=budget)
+    summary = module.train(config, spec, tmp_path / "budget", device="cpu", progress=False)
+    assert summary.budget_gflop == budget and summary.steps == summary.planned_steps >= 7, name
+    assert summary.train_flops <= budget * 1e9 < summary.train_flops + per_step, name  # within one step
+    # min_delta larger than any loss: only the first evaluation is a best, patience 1 stops at the second.
+    spec = dataclasses.replace(spec, steps=8, budget_gflop=None, eval_every=2, patience=1, min_delta=1e9)
+    summary = module.train(config, spec, tmp_path / "early", device="cpu", progress=False)
+    assert (summary.status, summary.steps, summary.selected_step) == ("stopped-early", 4, 2), name
+    assert summary.selected_checkpoint == "best.pt" and summary.trained, name
+    best = torch.load(tmp_path / "early" / "best.pt", weights_only=True)
+    assert best["step"] == 2 and best["val_loss"] == summary.best_val_loss, name
 
 
 def test_registry_refuses_unknown_names_and_lists_the_known():

@@ -14,7 +14,7 @@ import torch
 
 import preempt_train
 from ibutil.preempt import Preempted, StopFlag, preemption_exits
-from valdata import val_split_readable, write_toy_with_val
+from inbetween.toy import write_toy_dataset
 
 SCRIPT = Path(__file__).with_name("preempt_train.py")
 WAIT_AT = 4  # the signal lands inside training step 4 (of 6 in the first epoch)
@@ -22,7 +22,7 @@ WAIT_AT = 4  # the signal lands inside training step 4 (of 6 in the first epoch)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_toy_with_val(tmp_path_factory.mktemp("data") / "toy.h5", train=4, val=2, test=1)
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy.h5", image_size=8, frames=8, train=4, val=2, test=1)
 
 
 def interrupted_run(method: str, data: Path, out: Path) -> subprocess.CompletedProcess:
@@ -44,16 +44,16 @@ def interrupted_run(method: str, data: Path, out: Path) -> subprocess.CompletedP
 
 def state_dict(path: Path) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    return payload.get("model", payload.get("state_dict"))
+    return payload["model"] if "model" in payload else payload["state"]["model"]  # inbetween.train / ibutil.run
 
 
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("method", ["alpha-vae", "frame-cnn"])
+@pytest.mark.parametrize("method", ["alpha-vae", "frame-cnn", "autoencoder", "acai"])
 def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_bytes(method, data, tmp_path):
-    train = preempt_train.alpha_vae if method == "alpha-vae" else preempt_train.frame_cnn
+    train = preempt_train.TRAINERS[method]
     stopped = interrupted_run(method, data, tmp_path / "split")
     assert stopped.returncode == 143, stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1]
@@ -61,17 +61,16 @@ def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_bytes(m
                     f"{tmp_path / 'split' / 'checkpoint.pt'}; run again with resume to continue")
     assert "Traceback" not in stopped.stderr
     ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", map_location="cpu", weights_only=True)
-    step = ckpt["step"] if method == "alpha-vae" else ckpt["train_state"]["step"]
-    assert step == WAIT_AT  # the step in flight finished, nothing after it ran
+    assert ckpt["step"] == WAIT_AT  # the step in flight finished, nothing after it ran
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert summary["status"] == "preempted" and summary["steps"] == WAIT_AT and summary["selected_step"] == 3
     assert not list((tmp_path / "split").glob(".*tmp*"))  # no half-written file
 
-    with val_split_readable():
-        with pytest.raises(Exception, match="resume"):  # refuses to start over a preempted run silently
+    if method == "alpha-vae":  # inbetween.train refuses to start over a preempted run silently
+        with pytest.raises(Exception, match="resume"):
             train(data, tmp_path / "split")
-        resumed = train(data, tmp_path / "split", resume=True)
-        straight = train(data, tmp_path / "straight")
+    resumed = train(data, tmp_path / "split", resume=True)
+    straight = train(data, tmp_path / "straight")
     assert same(resumed.state_dict(), straight.state_dict())  # the selected models
     for name in ("checkpoint.pt", "best.pt"):
         assert same(state_dict(tmp_path / "split" / name), state_dict(tmp_path / "straight" / name)), name
@@ -79,6 +78,30 @@ def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_bytes(m
     assert a["status"] == b["status"] == "finished" and a["steps"] == b["steps"] == preempt_train.STEPS
     assert a["selected_step"] == b["selected_step"] and a["best_val_loss"] == b["best_val_loss"]
     assert a["train_flops"] == b["train_flops"] == a["flops_per_step"] * preempt_train.STEPS
+
+
+def test_run_benchmark_exits_143_on_sigterm_during_training_and_a_rerun_resumes(data, tmp_path):
+    from click.testing import CliRunner
+
+    from benchmarks.cli import run_benchmark
+
+    stopped = interrupted_run("run-benchmark", data, tmp_path / "split")
+    assert stopped.returncode == 143, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: SIGTERM received: stopped after step {WAIT_AT} and saved ") and "Traceback" \
+        not in stopped.stderr
+    (folder,) = (tmp_path / "split" / "cache" / "models").iterdir()
+    assert json.loads((folder / "summary.json").read_text())["status"] == "preempted"
+    assert not (tmp_path / "split" / "out").exists()  # no results from an unfinished run
+    for root in ("split", "straight"):  # the rerun resumes; a fresh cache trains from scratch
+        r = CliRunner().invoke(run_benchmark, preempt_train.benchmark_args(data, tmp_path / root))
+        assert r.exit_code == 0, r.output
+    (straight,) = (tmp_path / "straight" / "cache" / "models").iterdir()
+    assert folder.name == straight.name  # the same job
+    for name in ("checkpoint.pt", "best.pt"):
+        assert same(state_dict(folder / name), state_dict(straight / name)), name
+    a, b = (json.loads((tmp_path / root / "out" / "results.json").read_text())["records"] for root in ("split", "straight"))
+    assert [r["mse"] for r in a] == [r["mse"] for r in b]
 
 
 def test_stop_flag_restores_handlers_and_a_second_signal_is_not_swallowed():

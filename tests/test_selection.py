@@ -1,4 +1,4 @@
-"""Validation selection: the tracker, the lr grid, and best.pt / early stopping in both trainers."""
+"""Validation selection: the tracker, the lr grid, and best.pt / early stopping in the alpha-VAE and the frame CNN."""
 
 from __future__ import annotations
 
@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import frame_cnn as fc
+from benchmarks.methods import frame_cnn as fc
+from benchmarks.methods.interface import TrainSpec
 from ibutil.selection import Selection, lr_grid, select_trial
 from inbetween import TrainConfig, load_checkpoint, train
 from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.train import evaluate
+from render.h5format import read_split
 from ibutil.errors import UserError
-from valdata import val_split_readable, write_toy_with_val
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_toy_with_val(tmp_path_factory.mktemp("data") / "toy.h5", train=4, val=2, test=1)
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy.h5", image_size=8, frames=8, train=4, val=2, test=1)
 
 
 def vae_config(data, out, **kw):
@@ -90,10 +91,10 @@ def test_bad_train_config(kw, match):
 
 
 @pytest.mark.parametrize("field, value", [("eval_every", 0), ("patience", -2), ("min_delta", math.nan),
-                                          ("budget_gflop", -1.0), ("checkpoint_every", -1)])
-def test_bad_cnn_selection_config(field, value):
+                                          ("budget_gflop", -1.0), ("checkpoint_every", -1), ("val_split", "test")])
+def test_bad_train_spec(field, value):
     with pytest.raises(UserError):
-        fc.FrameCNNConfig(**{field: value})
+        TrainSpec(**{"data": "x.h5", "gaps": (1,), "steps": 5, "batch_size": 4, "seed": 0, field: value})
 
 
 # ----------------------------------------------------------------------------- the alpha-VAE
@@ -112,20 +113,19 @@ def test_a_file_without_val_is_an_error_unless_selection_is_off(tmp_path):
 
 def test_vae_keeps_the_best_val_state_and_its_loss_is_reproducible(data, tmp_path):
     out = tmp_path / "run"
-    with val_split_readable():
-        cfg = vae_config(data, out)
-        model = train(cfg)
-        rows = list(csv.DictReader(open(out / "val.csv")))
-        assert [int(r["step"]) for r in rows] == [3, 6, 9, 12]
-        losses = [float(r["val_loss"]) for r in rows]
-        best = int(np.argmin(losses))  # np.argmin: the first of equals, as Selection
-        state = torch.load(out / "best.pt", weights_only=True)
-        assert state["step"] == 3 * (best + 1) and state["val_loss"] == losses[best]
-        selected = load_checkpoint(out / "best.pt")
-        assert same(model.state_dict(), selected.state_dict())  # train() returns the selected weights
-        # Re-evaluating the selected weights gives the logged loss exactly: fixed eval noise.
-        val = TripletDataset(data, "val", cfg.gaps)
-        assert evaluate(selected, val, cfg, torch.device("cpu"))["loss"] == losses[best]
+    cfg = vae_config(data, out)
+    model = train(cfg)
+    rows = list(csv.DictReader(open(out / "val.csv")))
+    assert [int(r["step"]) for r in rows] == [3, 6, 9, 12]
+    losses = [float(r["val_loss"]) for r in rows]
+    best = int(np.argmin(losses))  # np.argmin: the first of equals, as Selection
+    state = torch.load(out / "best.pt", weights_only=True)
+    assert state["step"] == 3 * (best + 1) and state["val_loss"] == losses[best]
+    selected = load_checkpoint(out / "best.pt")
+    assert same(model.state_dict(), selected.state_dict())  # train() returns the selected weights
+    # Re-evaluating the selected weights gives the logged loss exactly: fixed eval noise.
+    val = TripletDataset(data, "val", cfg.gaps)
+    assert evaluate(selected, val, cfg, torch.device("cpu"))["loss"] == losses[best]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected_step"] == 3 * (best + 1) and summary["best_val_loss"] == losses[best]
     assert summary["status"] == "finished" and summary["lr"] == 3e-3 and summary["params"] > 0
@@ -135,11 +135,10 @@ def test_vae_keeps_the_best_val_state_and_its_loss_is_reproducible(data, tmp_pat
 
 def test_vae_stops_early_after_patience_evaluations_and_a_resume_does_not_restart(data, tmp_path):
     # min_delta larger than any loss: only the first evaluation (against +inf) is an improvement.
-    with val_split_readable():
-        train(vae_config(data, tmp_path, patience=2, min_delta=1e9))
-        summary = json.loads((tmp_path / "summary.json").read_text())
-        assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 9, 3)
-        train(vae_config(data, tmp_path, patience=2, min_delta=1e9, resume=True))
+    train(vae_config(data, tmp_path, patience=2, min_delta=1e9))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 9, 3)
+    train(vae_config(data, tmp_path, patience=2, min_delta=1e9, resume=True))
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 9
     assert len(list(csv.DictReader(open(tmp_path / "val.csv")))) == 3
 
@@ -147,39 +146,39 @@ def test_vae_stops_early_after_patience_evaluations_and_a_resume_does_not_restar
 # ----------------------------------------------------------------------------- the frame CNN
 
 
-@pytest.fixture(scope="module")
-def triplets(data):
-    with val_split_readable():
-        return [TripletDataset(data, s).batch_uint8(np.arange(len(TripletDataset(data, s)))) for s in ("train", "val")]
+def cnn_train(data, out, val_split="val", **kw):
+    spec = TrainSpec(**{**dict(data=str(data), gaps=(1,), steps=12, batch_size=8, seed=0, eval_every=3,
+                               val_split=val_split), **kw})
+    config = fc.Config(channels=4, lr=3e-3)
+    return fc.train(config, spec, out, device="cpu", progress=False), fc.load(config, out, "cpu")
 
 
-def cnn_fit(triplets, out=None, val=True, **kw):
-    tr, va = triplets
-    config = fc.FrameCNNConfig(**{**dict(channels=4, steps=12, batch_size=8, lr=3e-3, device="cpu", eval_every=3), **kw})
-    return fc.fit(config, tr["x0"], tr["x1"], tr["x2"], val=(va["x0"], va["x1"], va["x2"]) if val else None,
-                  out_dir=out, progress=False)
-
-
-def test_cnn_selects_the_best_val_step(triplets, tmp_path):
-    model = cnn_fit(triplets, tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_cnn_selects_the_best_val_step(data, tmp_path):
+    summary, model = cnn_train(data, tmp_path)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert summary["selected_step"] == best["step"] and summary["best_val_loss"] == best["val_loss"]
-    assert same(model.state_dict(), fc.load_checkpoint(tmp_path / "best.pt", "cpu").state_dict())
-    _, va = triplets
-    assert fc.val_loss(model, va["x0"], va["x1"], va["x2"]) == best["val_loss"]  # deterministic evaluation
-    assert summary["train_flops"] == 12 * summary["flops_per_step"]
-    # Without out_dir the same selection happens in memory.
-    assert same(cnn_fit(triplets).state_dict(), model.state_dict())
+    rows = list(csv.DictReader(open(tmp_path / "val.csv")))
+    losses = [float(r["val_loss"]) for r in rows]
+    assert [int(r["step"]) for r in rows] == [3, 6, 9, 12] and best["val_loss"] == min(losses)
+    assert summary.selected_step == best["step"] == 3 * (int(np.argmin(losses)) + 1)
+    assert summary.best_val_loss == best["val_loss"] and summary.train_flops == 12 * summary.flops_per_step
+    frames = torch.from_numpy(read_split(data, "val").frames).permute(0, 1, 4, 2, 3)
+    assert fc.val_loss(model, fc.val_set(frames, (1,))) == best["val_loss"]  # load() gives best.pt; deterministic
+    # In memory (no out_dir) the same selection happens: the same weights.
+    train = torch.from_numpy(read_split(data, "train").frames).permute(0, 1, 4, 2, 3)
+    spec = TrainSpec(data=str(data), gaps=(1,), steps=12, batch_size=8, seed=0, eval_every=3)
+    again, _ = fc.fit(fc.Config(channels=4, lr=3e-3), train, spec, val_frames=frames, device="cpu", progress=False)
+    assert same(again.state_dict(), model.state_dict())
 
 
-def test_cnn_early_stopping_and_no_val(triplets, tmp_path):
-    cnn_fit(triplets, tmp_path / "early", patience=1, min_delta=1e9)
-    summary = json.loads((tmp_path / "early" / "summary.json").read_text())
-    assert (summary["status"], summary["steps"], summary["selected_step"]) == ("stopped-early", 6, 3)
-    last = cnn_fit(triplets, tmp_path / "last", val=False)
-    summary = json.loads((tmp_path / "last" / "summary.json").read_text())
-    assert summary["selected_step"] == 12 and not (tmp_path / "last" / "best.pt").exists()
+def test_cnn_early_stopping_and_no_val(data, tmp_path):
+    summary, _ = cnn_train(data, tmp_path / "early", patience=1, min_delta=1e9)
+    assert (summary.status, summary.steps, summary.selected_step) == ("stopped-early", 6, 3)
+    summary, last = cnn_train(data, tmp_path / "last", val_split="none")
+    assert summary.selected_step == 12 and summary.selected_checkpoint == "checkpoint.pt"
+    assert not (tmp_path / "last" / "best.pt").exists()
     assert same(last.state_dict(), fc.load_checkpoint(tmp_path / "last" / "checkpoint.pt", "cpu").state_dict())
-    with pytest.raises(UserError, match="already holds a frame-cnn run"):
-        cnn_fit(triplets, tmp_path / "last", val=False)
+    plain = write_toy_dataset(tmp_path / "plain.h5", image_size=8, frames=8, train=2, test=1)
+    with pytest.raises(UserError, match="has no 'val' split to select on"):
+        cnn_train(plain, tmp_path / "plain")
+    with pytest.raises(UserError, match="cannot resume .* different"):  # another run's folder is not resumed
+        cnn_train(data, tmp_path / "last", val_split="none", steps=20)

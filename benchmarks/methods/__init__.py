@@ -5,6 +5,7 @@ Adding a method is adding one file here and one line to REGISTRY.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from types import ModuleType
 
 from benchmarks.methods import (acai, alpha_vae, autoencoder, copy_x0, frame_cnn, mean_frame, optical_flow,
@@ -32,6 +33,11 @@ def get(name: str) -> ModuleType:
     if name not in REGISTRY:
         raise UserError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def learned(module: ModuleType) -> bool:
+    """Whether the method fits weights with an optimiser: it trains and its Config has an lr (the sweep's centre)."""
+    return module.TRAINS and "lr" in {f.name for f in fields(module.Config)}
 
 
 def variants(module: ModuleType, config) -> list:

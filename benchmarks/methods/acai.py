@@ -18,16 +18,14 @@ lambda = 0.5 and gamma = 0.2 are the paper's (the public code's flags advweight 
 reconstruction term is a mean over pixels and ours a sum, so the critic term is multiplied by the
 number of values per image (3 H W) to keep the paper's balance between the two. Two Adam optimisers
 with the same learning rate, stepped together from one backward pass, as in the public code.
+Selection: the autoencoder's reconstruction loss on every val triplet (as the `autoencoder` row's).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,8 +38,9 @@ from benchmarks.methods import alpha_vae, autoencoder
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.io import read_checkpoint, torch_save_atomic, write_text_atomic
+from ibutil.run import TrainRun, load_selected, planned_steps
 from inbetween.data import TripletDataset
+from inbetween.train import val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, Encoder, VAEConfig, num_params, reconstruction_nll
 
 NAME = "acai"
@@ -49,8 +48,6 @@ TRAINS = True
 SEEDED = True
 QUICK = autoencoder.QUICK  # the autoencoder's tiny architecture under --quick
 SHARED = autoencoder.SHARED  # --width and --latent: one architecture for every latent model
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.csv"
 FORMAT = "acai"
 # Independent random streams derived from the run's seed (the data order uses [seed, epoch]).
 CRITIC_STREAM, ALPHA_STREAM = (0xACA1, 0), (0xACA1, 1)
@@ -167,10 +164,15 @@ def step_flops(config: Config, image_size: int, batch_size: int) -> int:
 
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """Train autoencoder and critic together on training triplets; write checkpoint.pt and log.csv."""
-    start = time.perf_counter()
+    """Train autoencoder and critic together on training triplets, select on spec.val_split.
+
+    Selection uses the autoencoder's reconstruction loss on val (autoencoder.val_loss): the critic's
+    terms measure a moving adversary, not the model. out_dir gets checkpoint.pt (resumed if present),
+    best.pt (autoencoder and critic), log.csv, val.csv and summary.json (ibutil.run.TrainRun).
+    """
     dev = resolve_device(device)
     data = TripletDataset(spec.data, "train", spec.gaps)
+    val = val_dataset(spec.data, spec.val_split, spec.gaps)  # None: no selection
     if spec.batch_size < 2 and len(data) > 1:
         raise UserError("acai mixes frames of different triplets: use a batch size of at least 2")
     model, critic = build(config, data.image_size, spec.seed)
@@ -180,41 +182,43 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
     alphas = torch.Generator().manual_seed(_stream_seed(spec.seed, ALPHA_STREAM))
     n, bs = len(data), spec.batch_size
     per_epoch = math.ceil(n / bs)
-    every = max(1, spec.steps // autoencoder.CURVE_POINTS)
-    columns = ("train_loss", "recon", "adv", "critic_loss")  # train_loss: the autoencoder's loss
-    curve, block = [], torch.zeros(len(columns), device=dev)
-    bar = tqdm(range(spec.steps), desc=NAME, disable=not progress, leave=False)
-    for step in bar:
-        epoch, i = divmod(step, per_epoch)
-        order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order depends on (seed, epoch)
-        b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
-        terms = losses(model, critic, b["x0"], b["x1"], b["x2"], mix_coefficients(3 * len(b["x0"]), alphas), config)
-        opt_ae.zero_grad(set_to_none=True)
-        opt_critic.zero_grad(set_to_none=True)
-        terms.total.backward()
-        opt_ae.step()
-        opt_critic.step()
-        block += torch.stack([terms.ae, terms.recon, terms.adv, terms.critic]).detach()
-        if (step + 1) % every == 0 or step == spec.steps - 1:
-            curve.append((step + 1, *(block / ((step % every) + 1)).tolist()))
-            block.zero_()
-            bar.set_postfix(loss=f"{curve[-1][1]:.2f}", critic=f"{curve[-1][4]:.4f}")
-    out = Path(out_dir)
-    torch_save_atomic({"format": FORMAT, "model_config": json.dumps(asdict(model.config)),
-                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       "critic": {k: v.detach().cpu() for k, v in critic.state_dict().items()}}, out / CHECKPOINT)
-    write_text_atomic(out / LOG, ",".join(("step", *columns)) + "\n"
-                      + "".join(",".join(map(repr, row)) + "\n" for row in curve))
-    return TrainSummary(params=num_params(model) + num_params(critic),
-                        train_flops=step_flops(config, data.image_size, bs) * spec.steps,
-                        train_seconds=time.perf_counter() - start, selected_step=spec.steps, lr=config.lr)
+    flops = step_flops(config, data.image_size, bs)
+    epochs = {"epoch_steps": per_epoch, "last_step_flops": step_flops(config, data.image_size, n - (per_epoch - 1) * bs)}
+    run = TrainRun(out_dir, method=NAME, fmt=FORMAT, identity={"config": asdict(config), "spec": spec.resume_identity()},
+                   meta={"model_config": asdict(model.config)}, params=num_params(model) + num_params(critic),
+                   flops_per_step=flops, planned_steps=planned_steps(spec.steps, spec.budget_gflop, flops, NAME, **epochs),
+                   lr=config.lr, val_split=spec.val_split if val is not None else None, eval_every=spec.eval_every,
+                   patience=spec.patience, min_delta=spec.min_delta, budget_gflop=spec.budget_gflop,
+                   checkpoint_every=spec.checkpoint_every, **epochs,
+                   columns=("train_loss", "recon", "adv", "critic_loss"))  # train_loss: the autoencoder's loss
+    state = {"model": model, "critic": critic, "opt_ae": opt_ae, "opt_critic": opt_critic, "alphas": alphas}
+    run.resume(state)
+    with run.stop_flag(), tqdm(total=run.planned, initial=run.step, desc=NAME, disable=not progress,
+                               leave=False) as bar:
+        while run.running:
+            epoch, i = divmod(run.step, per_epoch)
+            order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order: (seed, epoch)
+            b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            terms = losses(model, critic, b["x0"], b["x1"], b["x2"], mix_coefficients(3 * len(b["x0"]), alphas),
+                           config)
+            opt_ae.zero_grad(set_to_none=True)
+            opt_critic.zero_grad(set_to_none=True)
+            terms.total.backward()
+            opt_ae.step()
+            opt_critic.step()
+            run.step_done(state, torch.stack([terms.ae, terms.recon, terms.adv, terms.critic]),
+                          val=lambda: autoencoder.val_loss(model, val, config.likelihood, bs, dev))
+            bar.update(1)
+            if run.step % run.every == 0:
+                bar.set_postfix(loss=f"{run.curve[-1][1]:.2f}", critic=f"{run.curve[-1][4]:.4f}")
+    return run.finish(state)
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
-    """The trained autoencoder (the critic is kept in the checkpoint but not needed to predict)."""
-    state = read_checkpoint(Path(out_dir) / CHECKPOINT, FORMAT, hint="train acai first")
-    model = AlphaVAE(VAEConfig(**json.loads(state["model_config"])))
-    model.load_state_dict(state["model"])
+    """The selected autoencoder (the critic is kept in the checkpoints but not needed to predict)."""
+    payload = load_selected(out_dir, FORMAT, hint="train acai first")
+    model = AlphaVAE(VAEConfig(**payload["meta"]["model_config"]))
+    model.load_state_dict(payload["state"]["model"])
     return model.to(resolve_device(device)).eval()
 
 

@@ -8,17 +8,16 @@ one model serves every KL form).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, read_summary, tau_column
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
-from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, num_params
+from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
 
 NAME = "alpha-vae"
 TRAINS = True
@@ -82,20 +81,25 @@ def record(config: Config) -> dict:
 
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """inbetween.train on the train split; an interrupted run in out_dir resumes."""
+    """inbetween.train on the train split, selecting on spec.val_split; an interrupted run in out_dir resumes."""
     alpha, kl = _alpha_kl(config)
-    start = time.perf_counter()
-    model = train_vae(TrainConfig(
+    train_vae(TrainConfig(
         data=str(spec.data), out_dir=str(out_dir), gaps=spec.gaps, alpha=alpha, kl_form=kl or "avg-gaussian",
-        likelihood=config.likelihood, latent=config.latent, width=config.width, steps=spec.steps,
+        likelihood=config.likelihood, latent=config.latent, width=config.width,
+        steps=spec.steps if spec.budget_gflop is None else None, budget_gflop=spec.budget_gflop,
         batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=config.dtype,
-        resume=True, progress=progress))
-    return TrainSummary(params=num_params(model), train_flops=None, train_seconds=time.perf_counter() - start,
-                        selected_step=spec.steps, lr=config.lr)
+        val_split=spec.val_split, eval_every=spec.eval_every, patience=spec.patience, min_delta=spec.min_delta,
+        checkpoint_every=spec.checkpoint_every, resume=True, progress=progress))
+    return read_summary(out_dir)  # inbetween.train wrote it
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
-    return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, resolve_device(device)).eval()
+    """The selected model of a finished run in out_dir (best.pt; checkpoint.pt without selection)."""
+    summary = read_summary(out_dir)
+    if summary is None or not summary.trained:
+        raise UserError(f"{out_dir} holds no finished alpha-VAE run; train it (again) first")
+    path = Path(out_dir) / (summary.selected_checkpoint or CHECKPOINT_NAME)
+    return load_checkpoint(path, resolve_device(device)).eval()
 
 
 @torch.no_grad()

@@ -2,16 +2,15 @@
 
 It isolates what the VAE's noise, prior and alpha term add: the encoder's mean head is the code
 (its log-variance head is frozen and unused), no sampling, and the loss is only the alpha-VAE's
-reconstruction term, summed over x0, x1 and x2 of each training triplet.
+reconstruction term, summed over x0, x1 and x2 of each training triplet. Selection: the same loss
+on every val triplet, every eval_every steps (best.pt; patience evaluations without a new best stop).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +20,10 @@ from benchmarks.methods import alpha_vae
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.io import read_checkpoint, torch_save_atomic, write_text_atomic
+from ibutil.flops import training_step_flops
+from ibutil.run import TrainRun, load_selected, planned_steps
 from inbetween.data import TripletDataset
+from inbetween.train import val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, VAEConfig, num_params, reconstruction_nll
 
 NAME = "autoencoder"
@@ -30,10 +31,7 @@ TRAINS = True
 SEEDED = True
 QUICK = alpha_vae.QUICK  # the same tiny architecture as the alpha-VAE under --quick
 SHARED = {"width": "--width", "latent": "--latent"}  # one architecture for every latent model
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.csv"
 FORMAT = "autoencoder"
-CURVE_POINTS = 100  # the log holds the mean training loss of each of about this many blocks of steps
 
 
 @dataclass(frozen=True)
@@ -65,45 +63,85 @@ def build(config: Config, image_size: int, seed: int) -> AlphaVAE:
     return model
 
 
+def loss(model: AlphaVAE, x0, x1, x2, likelihood: str) -> torch.Tensor:
+    """The reconstruction loss of x0, x1 and x2 (each (B, 3, H, W) in [0, 1]) from their codes, nats per triplet."""
+    x = torch.cat([x0, x1, x2])  # (3B, 3, H, W)
+    mu, _ = model.encode(x)  # (3B, latent): the code, no sampling
+    return reconstruction_nll(model.decoder(mu).float(), x, likelihood).view(3, -1).sum(0).mean()
+
+
+@torch.no_grad()
+def val_loss(model: AlphaVAE, val: TripletDataset, likelihood: str, batch_size: int, device) -> float:
+    """The training loss averaged over every triplet of the val split, in fixed batches: deterministic."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(val), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(val)))
+        b = val.batch(idx, device)
+        total += loss(model, b["x0"], b["x1"], b["x2"], likelihood).item() * len(idx)
+    model.train()
+    return total / len(val)
+
+
+@functools.lru_cache(maxsize=64)  # one count per config and batch shape
+def step_flops(config: Config, image_size: int, batch_size: int) -> int:
+    """FLOPs of one training step of batch_size triplets (forward + backward; optimiser excluded; ibutil.flops)."""
+    def batch_loss(model: AlphaVAE) -> torch.Tensor:
+        x0, x1, x2 = (torch.rand(batch_size, 3, image_size, image_size) for _ in range(3))
+        return loss(model, x0, x1, x2, config.likelihood)
+    return training_step_flops(lambda: build(config, image_size, 0), batch_loss)
+
+
+def epoch_accounting(config: Config, image_size: int, n: int, batch_size: int) -> dict:
+    """Steps per epoch and the FLOPs of an epoch's last, smaller batch (the data are visited in epochs)."""
+    per_epoch = math.ceil(n / batch_size)
+    return {"epoch_steps": per_epoch,
+            "last_step_flops": step_flops(config, image_size, n - (per_epoch - 1) * batch_size)}
+
+
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """Minimise the reconstruction loss of x0, x1, x2 on training triplets; write checkpoint.pt and log.csv."""
-    start = time.perf_counter()
+    """Minimise the reconstruction loss of x0, x1, x2 on training triplets, select on spec.val_split.
+
+    Epochs in an order fixed by (seed, epoch); constant-lr Adam. out_dir gets checkpoint.pt (resumed
+    if present), best.pt, log.csv, val.csv and summary.json (ibutil.run.TrainRun).
+    """
     dev = resolve_device(device)
     data = TripletDataset(spec.data, "train", spec.gaps)
+    val = val_dataset(spec.data, spec.val_split, spec.gaps)  # None: no selection
     model = build(config, data.image_size, spec.seed).to(dev).train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     n, bs = len(data), spec.batch_size
-    per_epoch = math.ceil(n / bs)
-    every = max(1, spec.steps // CURVE_POINTS)
-    curve, block = [], torch.zeros((), device=dev)
-    bar = tqdm(range(spec.steps), desc=NAME, disable=not progress, leave=False)
-    for step in bar:
-        epoch, i = divmod(step, per_epoch)
-        order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order depends on (seed, epoch)
-        b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
-        x = torch.cat([b["x0"], b["x1"], b["x2"]])  # (3b, 3, H, W)
-        mu, _ = model.encode(x)  # (3b, latent): the code, no sampling
-        loss = reconstruction_nll(model.decoder(mu).float(), x, config.likelihood).view(3, -1).sum(0).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        block += loss.detach()
-        if (step + 1) % every == 0 or step == spec.steps - 1:
-            curve.append((step + 1, block.item() / ((step % every) + 1)))
-            block.zero_()
-            bar.set_postfix(loss=f"{curve[-1][1]:.2f}")
-    out = Path(out_dir)
-    torch_save_atomic({"format": FORMAT, "model_config": json.dumps(asdict(model.config)),
-                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, out / CHECKPOINT)
-    write_text_atomic(out / LOG, "step,train_loss\n" + "".join(f"{s},{v!r}\n" for s, v in curve))
-    return TrainSummary(params=num_params(model), train_flops=None, train_seconds=time.perf_counter() - start,
-                        selected_step=spec.steps, lr=config.lr)
+    flops, epochs = step_flops(config, data.image_size, bs), epoch_accounting(config, data.image_size, n, bs)
+    run = TrainRun(out_dir, method=NAME, fmt=FORMAT, identity={"config": asdict(config), "spec": spec.resume_identity()},
+                   meta={"model_config": asdict(model.config)}, params=num_params(model), flops_per_step=flops,
+                   planned_steps=planned_steps(spec.steps, spec.budget_gflop, flops, NAME, **epochs), lr=config.lr,
+                   val_split=spec.val_split if val is not None else None, eval_every=spec.eval_every,
+                   patience=spec.patience, min_delta=spec.min_delta, budget_gflop=spec.budget_gflop,
+                   checkpoint_every=spec.checkpoint_every, **epochs)
+    state = {"model": model, "optimiser": optimiser}  # the data order is a function of (seed, epoch): no RNG state
+    run.resume(state)
+    with run.stop_flag(), tqdm(total=run.planned, initial=run.step, desc=NAME, disable=not progress,
+                               leave=False) as bar:
+        while run.running:
+            epoch, i = divmod(run.step, epochs["epoch_steps"])
+            order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order: (seed, epoch)
+            b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            value = loss(model, b["x0"], b["x1"], b["x2"], config.likelihood)
+            optimiser.zero_grad(set_to_none=True)
+            value.backward()
+            optimiser.step()
+            run.step_done(state, value, val=lambda: val_loss(model, val, config.likelihood, bs, dev))
+            bar.update(1)
+            if run.step % run.every == 0:
+                bar.set_postfix(loss=f"{run.last_loss:.2f}")
+    return run.finish(state)
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
-    state = read_checkpoint(Path(out_dir) / CHECKPOINT, FORMAT, hint="train the autoencoder first")
-    model = AlphaVAE(VAEConfig(**json.loads(state["model_config"])))
-    model.load_state_dict(state["model"])
+    """The selected model of a finished run in out_dir (best.pt; checkpoint.pt without selection)."""
+    payload = load_selected(out_dir, FORMAT, hint="train the autoencoder first")
+    model = AlphaVAE(VAEConfig(**payload["meta"]["model_config"]))
+    model.load_state_dict(payload["state"]["model"])
     return model.to(resolve_device(device)).eval()
 
 

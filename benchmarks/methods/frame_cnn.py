@@ -3,14 +3,15 @@
 It is conditioned on tau through a constant input channel and trained on every intermediate frame:
 for a training triplet (t-k, t, t+k) each step draws j in 1..2k-1 and regresses frame t-k+j at
 tau = j / (2k), so one model serves every tau the benchmark scores (tau = 0.5 is the middle frame).
+Selection: the same loss on a fixed set of val frames (every val window once, at a fixed j) every
+eval_every steps; best.pt keeps the best, and patience evaluations without one stop the run.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,22 +24,22 @@ from tqdm import tqdm
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.io import read_checkpoint, torch_save_atomic, write_text_atomic
+from ibutil.flops import training_step_flops
+from ibutil.io import read_checkpoint, torch_save_atomic
+from ibutil.run import NO_VAL, TrainRun, load_selected, planned_steps
 from inbetween.data import normalize_gaps, triplet_index
-from render.h5format import read_split
+from render.h5format import open_dataset, read_split
 
 NAME = "frame-cnn"
 TRAINS = True
 SEEDED = True
 QUICK = {"channels": 8}  # the --quick CI profile
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.csv"
 FORMAT = "frame-cnn"
 VERSION = 2  # 2: conditioned on tau (7 input channels); version 1 files (middle frame only) are refused
 LOSSES = ("mse", "l1")
 DOWNSAMPLINGS = 2  # U-Net depth: inputs are zero-padded to a multiple of 2**DOWNSAMPLINGS
 PREDICT_BATCH = 256  # triplets per forward pass in predict()
-CURVE_POINTS = 100  # the log holds the mean training loss of each of about this many blocks of steps
+VAL_SEED = 0  # fixes which intermediate frame each val window is scored at: the same val set for every run
 
 
 @dataclass(frozen=True)
@@ -139,90 +140,149 @@ def _deterministic_cudnn():
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
-def fit(config: Config, frames: torch.Tensor, gaps, *, steps: int, batch_size: int, seed: int,
-        device: str = "auto", progress: bool = True) -> tuple[FrameCNN, list[tuple[int, float]]]:
-    """Train a fresh FrameCNN on the sequences `frames` (S, T, 3, H, W) uint8; returns (model, curve).
+@functools.lru_cache(maxsize=64)  # one count per model and batch shape
+def step_flops(config: Config, batch_size: int, height: int, width: int) -> int:
+    """FLOPs of one training step of batch_size triplets at H x W (forward + backward; optimiser excluded)."""
+    def loss(model: FrameCNN) -> torch.Tensor:
+        x0, xt, x2 = (torch.rand(batch_size, 3, height, width) for _ in range(3))
+        return F.mse_loss(model(x0, x2, torch.rand(batch_size, 1, 1, 1)), xt)  # l1 costs the same FLOPs
+    return training_step_flops(lambda: FrameCNN(config), loss)
 
-    Each step draws batch_size triplets (s, t, k) of the given gaps uniformly with replacement and,
-    for each, a target frame t-k+j with j uniform in 1..2k-1 (tau = j / 2k). The frames stay on the
-    CPU and each batch moves to the device; the same config, data and seed give the same weights
-    byte for byte on the CPU. curve: (step, mean training loss of the block of steps ending there).
-    """
+
+def _check_frames(frames: torch.Tensor, gaps, what: str) -> torch.Tensor:
+    """The (N, 3) triplet index (s, t, k) of sequences `frames` (S, T, 3, H, W) uint8; UserError if there is none."""
     if frames.ndim != 5 or frames.shape[2] != 3 or frames.dtype != torch.uint8:
-        raise UserError(f"frames must be (S, T, 3, H, W) uint8, got {tuple(frames.shape)} {frames.dtype}")
+        raise UserError(f"{what} frames must be (S, T, 3, H, W) uint8, got {tuple(frames.shape)} {frames.dtype}")
     index = torch.from_numpy(triplet_index(frames.shape[0], frames.shape[1], normalize_gaps(gaps)))  # (N, 3)
     if len(index) == 0:
-        raise UserError("frame-cnn needs at least one training triplet; the training split is too short")
+        raise UserError(f"frame-cnn needs at least one {what} triplet; the {what} split is too short for the gaps")
+    return index
+
+
+def val_set(frames: torch.Tensor, gaps) -> dict[str, torch.Tensor]:
+    """Every val window (s, t, k) once, at the frame t-k+j, j in 1..2k-1 drawn from VAL_SEED: x0, xt, x2, tau."""
+    s, t, k = _check_frames(frames, gaps, "val").T  # (N,) each
+    j = 1 + (torch.rand(len(k), generator=torch.Generator().manual_seed(VAL_SEED)) * (2 * k - 1)).long()
+    x0, xt, x2 = (frames[s, t + d] for d in (-k, j - k, k))  # (N, 3, H, W) uint8
+    return {"x0": x0, "xt": xt, "x2": x2, "tau": (j.float() / (2 * k)).view(-1, 1, 1, 1)}
+
+
+@torch.no_grad()
+def val_loss(model: FrameCNN, val: dict[str, torch.Tensor]) -> float:
+    """The training loss (unclamped output) averaged over the val set, in fixed batches: deterministic."""
+    loss_fn = F.mse_loss if model.config.loss == "mse" else F.l1_loss
+    model.eval()
+    total = 0.0
+    for i in range(0, len(val["x0"]), PREDICT_BATCH):
+        a, target, b = (val[n][i:i + PREDICT_BATCH].to(model.device).float() / 255 for n in ("x0", "xt", "x2"))
+        pred = model(a, b, val["tau"][i:i + PREDICT_BATCH].to(model.device))
+        total += loss_fn(pred, target, reduction="sum").item() / target[0].numel()
+    model.train()
+    return total / len(val["x0"])
+
+
+def fit(config: Config, frames: torch.Tensor, spec: TrainSpec, *, val_frames: torch.Tensor | None = None,
+        out_dir=None, device: str = "auto", progress: bool = True) -> tuple[FrameCNN, TrainRun]:
+    """Train a FrameCNN on the sequences `frames` (S, T, 3, H, W) uint8 as `spec` says (its data field unused).
+
+    Each step draws batch_size triplets (s, t, k) of spec.gaps uniformly with replacement and, for
+    each, a target frame t-k+j with j uniform in 1..2k-1 (tau = j / 2k); Adam with the lr cosine-decayed
+    to lr / 10 over the planned steps. With val_frames, the val loss is evaluated every eval_every
+    steps and the best weights are returned (else the last). With out_dir the run is checkpointed
+    there, resumes from it, and stops on SIGTERM (ibutil.run.TrainRun). The frames stay on the CPU;
+    the same config, data and seed give the same weights byte for byte on the CPU.
+    Returns the selected model (eval mode) and the run (its curve and summary).
+    """
+    index = _check_frames(frames, spec.gaps, "training")
+    val = val_set(val_frames, spec.gaps) if val_frames is not None else None
     dev = resolve_device(device)
-    generator = torch.Generator().manual_seed(seed)  # CPU generator: the same draws on any device
+    height, width = frames.shape[-2:]
+    generator = torch.Generator().manual_seed(spec.seed)  # CPU generator: the same draws on any device
     model = FrameCNN(config)
     model.reset_parameters(generator)
     model.to(dev).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = F.mse_loss if config.loss == "mse" else F.l1_loss
-
-    every = max(1, steps // CURVE_POINTS)  # steps per logged block
-    curve, block = [], torch.zeros((), device=dev)  # block: the loss summed on the device (no sync per step)
-    with _deterministic_cudnn():
-        bar = tqdm(range(steps), desc=NAME, disable=not progress, leave=False)
-        for step in bar:
-            # Cosine decay from lr to lr / 10: large early steps, a settled finish.
+    flops = step_flops(config, spec.batch_size, height, width)  # every batch is a full one
+    run = TrainRun(out_dir, method=NAME, fmt=FORMAT, identity={"config": asdict(config), "spec": spec.resume_identity()},
+                   meta={"version": VERSION, "config": asdict(config)}, params=sum(p.numel() for p in model.parameters()),
+                   flops_per_step=flops, planned_steps=planned_steps(spec.steps, spec.budget_gflop, flops, NAME),
+                   lr=config.lr, val_split=spec.val_split if val is not None else None, eval_every=spec.eval_every,
+                   patience=spec.patience, min_delta=spec.min_delta, budget_gflop=spec.budget_gflop,
+                   checkpoint_every=spec.checkpoint_every)
+    state = {"model": model, "optimiser": optimiser, "generator": generator}  # what a checkpoint restores
+    run.resume(state)
+    with _deterministic_cudnn(), run.stop_flag(), \
+            tqdm(total=run.planned, initial=run.step, desc=NAME, disable=not progress, leave=False) as bar:
+        while run.running:
+            # Cosine decay from lr to lr / 10 over the planned steps: large early steps, a settled finish.
             for group in optimiser.param_groups:
-                group["lr"] = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-            s, t, k = index[torch.randint(len(index), (batch_size,), generator=generator)].T  # (B,) each
-            j = 1 + (torch.rand(batch_size, generator=generator) * (2 * k - 1)).long()  # (B,) in 1..2k-1
+                group["lr"] = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * run.step / run.planned)))
+            s, t, k = index[torch.randint(len(index), (spec.batch_size,), generator=generator)].T  # (B,) each
+            j = 1 + (torch.rand(spec.batch_size, generator=generator) * (2 * k - 1)).long()  # (B,) in 1..2k-1
             x0, xt, x2 = (frames[s, t + d].to(dev).float() / 255 for d in (-k, j - k, k))  # (B, 3, H, W)
             tau = (j.float() / (2 * k)).to(dev).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
             loss = loss_fn(model(x0, x2, tau), xt)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            block += loss.detach()
-            if (step + 1) % every == 0 or step == steps - 1:  # .item() waits for the device
-                curve.append((step + 1, block.item() / ((step % every) + 1)))
-                block.zero_()
-                bar.set_postfix(loss=f"{curve[-1][1]:.5f}")
-    return model.eval(), curve
+            run.step_done(state, loss, val=lambda: val_loss(model, val))  # may checkpoint, stop early or preempt
+            bar.update(1)
+            if run.step % run.every == 0:
+                bar.set_postfix(loss=f"{run.last_loss:.5f}")
+    run.finish(state)  # the model now holds the selected weights
+    return model.eval(), run
+
+
+def _split(path: str, split: str) -> torch.Tensor:
+    """(S, T, 3, H, W) uint8 frames of one split; UserError naming the way out if the file has no such split."""
+    with open_dataset(path) as f:
+        present = split in f
+    if not present:
+        raise UserError(f"{path} has no {split!r} split to select on; render a v2 file (with val) or set the val "
+                        f"split to '{NO_VAL}' (the last step is then scored)")
+    return torch.from_numpy(read_split(path, split).frames).permute(0, 1, 4, 2, 3)
 
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """Fit on the train split of spec.data; write out_dir/checkpoint.pt and the training curve out_dir/log.csv."""
-    start = time.perf_counter()
-    frames = torch.from_numpy(read_split(spec.data, "train").frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W)
-    model, curve = fit(config, frames, spec.gaps, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed,
-                       device=device, progress=progress)
-    out = Path(out_dir)
-    save_checkpoint(model, out / CHECKPOINT)
-    write_text_atomic(out / LOG, "step,train_loss\n" + "".join(f"{s},{loss!r}\n" for s, loss in curve))
-    params = sum(p.numel() for p in model.parameters())
-    return TrainSummary(params=params, train_flops=None, train_seconds=time.perf_counter() - start,
-                        selected_step=spec.steps, lr=config.lr)
+    """Fit on the train split of spec.data, select on spec.val_split; out_dir gets checkpoint.pt, best.pt, logs."""
+    frames = _split(spec.data, "train")  # (S, T, 3, H, W) uint8
+    val_frames = _split(spec.data, spec.val_split) if spec.val_split != NO_VAL else None
+    _, run = fit(config, frames, spec, val_frames=val_frames, out_dir=out_dir, device=device, progress=progress)
+    return run.result
 
 
 def save_checkpoint(model: FrameCNN, path: str | os.PathLike) -> Path:
-    """Write weights and config to `path` atomically; returns the path."""
-    return torch_save_atomic({"format": FORMAT, "version": VERSION,
-                              "config": json.dumps(asdict(model.config), sort_keys=True),
-                              "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
+    """Write weights and config to `path` atomically, in the layout of a run's best.pt; returns the path."""
+    return torch_save_atomic({"format": FORMAT, "meta": {"version": VERSION, "config": asdict(model.config)},
+                              "state": {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}}, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:
-    """Rebuild a FrameCNN from save_checkpoint's file, in eval mode on `device`."""
-    payload = read_checkpoint(path, FORMAT, hint="train a frame-cnn first or fix the path")
-    if payload.get("version") != VERSION:
-        raise UserError(f"{path} is {FORMAT} checkpoint version {payload.get('version')}, "
-                        f"this release reads version {VERSION}; re-train it")
+def _model(payload: dict, path, device: str) -> FrameCNN:
+    """Rebuild a FrameCNN from a checkpoint payload (save_checkpoint's, or a run's checkpoint.pt / best.pt)."""
+    meta = payload.get("meta") or {}
+    version = meta.get("version", payload.get("version"))
+    if version != VERSION:
+        raise UserError(f"{path} is {FORMAT} checkpoint version {version}, this release reads version {VERSION}; "
+                        "re-train it")
     try:
-        config = Config(**json.loads(payload["config"]))
-    except (TypeError, ValueError) as exc:  # unknown or missing fields, broken JSON
-        raise UserError(f"{path} has an unreadable frame-cnn config ({exc}); re-train it") from None
+        config = Config(**meta["config"])
+        weights = payload["state"]["model"]
+    except (KeyError, TypeError, ValueError) as exc:  # unknown or missing fields
+        raise UserError(f"{path} has an unreadable frame-cnn config or weights ({exc}); re-train it") from None
     model = FrameCNN(config)
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(weights)
     return model.to(resolve_device(device)).eval()
 
 
+def load_checkpoint(path: str | os.PathLike, device: str = "auto") -> FrameCNN:
+    """The FrameCNN of one checkpoint file, in eval mode on `device`."""
+    return _model(read_checkpoint(path, FORMAT, hint="train a frame-cnn first or fix the path"), path, device)
+
+
 def load(config: Config, out_dir, device: str = "auto") -> FrameCNN:
-    return load_checkpoint(Path(out_dir) / CHECKPOINT, device)
+    """The selected model of a finished run in out_dir (best.pt; checkpoint.pt without selection)."""
+    return _model(load_selected(out_dir, FORMAT, hint="train a frame-cnn first"), out_dir, device)
 
 
 @torch.no_grad()

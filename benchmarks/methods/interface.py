@@ -7,7 +7,9 @@ Every file in benchmarks/methods/ is one method and exports (benchmarks/methods/
     TRAINS, SEEDED           whether it fits anything to the train split; whether seeds give new models
     label(config) -> str     the row name in tables and figures
     train(config, spec, out_dir, *, device, progress) -> TrainSummary
-    load(config, out_dir, device) -> model
+        learned methods select on spec.val_split (best.pt), spend spec.budget_gflop when given, checkpoint
+        on SIGTERM (ibutil.preempt.Preempted) and resume an interrupted run in out_dir (ibutil.run.TrainRun)
+    load(config, out_dir, device) -> model     the selected checkpoint (summary.json's selected_checkpoint)
     predict(model, x0, x2, tau) -> x_tau
         x0, x2: (B, 3, H, W) float in [0, 1]; tau: a float or a (B,) tensor in (0, 1), the position
         of the wanted frame between x0 (tau = 0) and x2 (tau = 1); returns (B, 3, H, W) in [0, 1]
@@ -15,58 +17,52 @@ Every file in benchmarks/methods/ is one method and exports (benchmarks/methods/
 and optionally QUICK (Config overrides of --quick), SHARED (field -> an unprefixed CLI option that
 several methods share, e.g. the latent models' --width), variants(config) -> [Config] (the models a
 benchmark run trains, e.g. one per alpha) and record(config) -> dict (extra fields of its records).
+A learned method's Config has an `lr` field: the centre of the benchmark's learning-rate sweep.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from ibutil.errors import UserError
-from ibutil.io import write_text_atomic
-
-SUMMARY_NAME = "summary.json"  # written beside a trained model when train() returns: the "finished" mark
-
+from ibutil.run import TrainSummary, read_summary, write_summary  # noqa: F401  (the one summary, re-exported)
+from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
 
 @dataclass(frozen=True)
 class TrainSpec:
     """What every trained method gets from the benchmark, the same for all of them (docs/benchmark.md)."""
 
-    data: str  # HDF5 dataset file; a method reads its train split only
+    data: str  # HDF5 dataset file; a method fits its train split only and selects on val_split
     gaps: tuple[int, ...]  # gaps k of the training triplets (t-k, t, t+k), mixed in one run
-    steps: int  # optimiser steps: the budget
+    steps: int  # optimiser steps when budget_gflop is None
     batch_size: int  # triplets per optimiser step
     seed: int  # seeds the weights, the data order and any noise
+    val_split: str = "val"  # split whose loss selects the checkpoint (best.pt) and stops early; "none": the last step
+    eval_every: int = EVAL_EVERY  # steps between val evaluations (and one at the last step)
+    patience: int = PATIENCE  # evaluations without a new best before stopping early (0: never)
+    min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this
+    budget_gflop: float | None = None  # when set, the steps are what this many GFLOP buy at the method's counted cost
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at evaluations and the end)
 
     def __post_init__(self):
+        object.__setattr__(self, "gaps", tuple(self.gaps))
         if self.steps < 1 or self.batch_size < 1 or self.seed < 0:
             raise UserError(f"steps and batch_size must be >= 1 and seed >= 0, got {self}")
+        if self.val_split in ("train", "test", "heldout"):
+            raise UserError(f"val_split must not be the {self.val_split} split: selection looks at validation data only")
+        if self.eval_every < 1 or self.checkpoint_every < 0:
+            raise UserError(f"eval_every must be >= 1 and checkpoint_every >= 0, got {self}")
+        Selection(self.patience, self.min_delta)  # validates both
+        if self.budget_gflop is not None and not (isinstance(self.budget_gflop, (int, float))
+                                                  and math.isfinite(self.budget_gflop) and self.budget_gflop > 0):
+            raise UserError(f"budget_gflop must be a positive number of GFLOP, got {self.budget_gflop!r}")
 
-
-@dataclass(frozen=True)
-class TrainSummary:
-    """What one train() call cost and chose; every field lands in the method's results records."""
-
-    params: int  # trainable parameters (0 for methods that fit no weights)
-    train_flops: int | None  # FLOPs of the whole run, counted; None where not counted yet
-    train_seconds: float  # wall time of train()
-    selected_step: int | None  # the step whose weights are scored (the last step: no validation selection yet)
-    lr: float | None  # the learning rate trained with (None without an optimiser)
-
-
-def write_summary(summary: TrainSummary, out_dir: str | os.PathLike) -> Path:
-    """Write summary.json into out_dir atomically: from then on the model counts as trained."""
-    return write_text_atomic(Path(out_dir) / SUMMARY_NAME, json.dumps(asdict(summary), indent=1))
-
-
-def read_summary(out_dir: str | os.PathLike) -> TrainSummary | None:
-    """The summary of a finished training run in out_dir, or None if it has not finished."""
-    path = Path(out_dir) / SUMMARY_NAME
-    return TrainSummary(**json.loads(path.read_text())) if path.exists() else None
+    def resume_identity(self) -> dict:
+        """What a resumed run must share with the checkpoint: everything but where the data lie and how often it saves."""
+        return {k: v for k, v in asdict(self).items() if k not in ("data", "checkpoint_every")}
 
 
 def check_frames(x0: torch.Tensor, x2: torch.Tensor) -> None:

@@ -46,7 +46,7 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
         count = frames.shape[0] * frames.shape[1]
     mean = torch.from_numpy((total / count / 255.0).astype(np.float32)).permute(2, 0, 1)  # (3, H, W) in [0, 1]
     torch_save_atomic({"format": FORMAT, "mean": mean, "frames": count}, Path(out_dir) / CHECKPOINT)
-    return TrainSummary(params=0, train_flops=None, train_seconds=time.perf_counter() - start,
+    return TrainSummary(method=NAME, params=0, train_flops=None, train_seconds=time.perf_counter() - start,
                         selected_step=None, lr=None)
 
 

@@ -23,7 +23,7 @@ def label(config: Config) -> str:
 
 
 def train(config: Config, spec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    return TrainSummary(params=0, train_flops=0, train_seconds=0.0, selected_step=None, lr=None)
+    return TrainSummary(method=NAME, params=0, train_flops=0, train_seconds=0.0, selected_step=None, lr=None)
 
 
 def load(config: Config, out_dir=None, device: str = "auto") -> Config:

@@ -116,7 +116,7 @@ def train(config: Config, spec, out_dir, *, device: str = "auto", progress: bool
     reason = available()
     if reason is not None:
         raise UserError(reason)
-    return TrainSummary(params=num_params(RIFE(config, torch.device("cpu"))), train_flops=0, train_seconds=0.0,
+    return TrainSummary(method=NAME, params=num_params(RIFE(config, torch.device("cpu"))), train_flops=0, train_seconds=0.0,
                         selected_step=None, lr=None)
 
 
