@@ -8,9 +8,11 @@ inbetween.train.train does, so member i equals `train(configs[i])` run alone whe
 equals its seed (and otherwise a sequential run whose batch order is drawn from the data seed).
 
 What is per member: weights, Adam moments (one fused Adam over the stacked tensors is elementwise, so
-it is M Adams), the noise generator, the loss and its log, and early stopping (periodic validation
-loss, best state, patience). A member that stops leaves the batched network (the stacks are rebuilt
-without it), so its weights no longer change and the others run faster.
+it is M Adams), the noise generator, the loss and its log, and validation selection, which is
+inbetween.train's own (its _select, evaluate and Selection on the val split; best.pt, val.csv,
+summary.json), so a member's out_dir reads exactly like a train() run's. A member that stops early
+leaves the batched network (the stacks are rebuilt without it), so its weights no longer change and
+the others run faster.
 
 Equality with the sequential loop is within float rounding, not bit for bit: the shared first
 convolution (M times the filters in one call) and the batched linear layers (baddbmm, not addmm)
@@ -282,8 +284,6 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
         probe.load_state_dict(stack.member_state(r))
         return probe
 
-    t_last = time.perf_counter()
-
     def charge() -> None:
         """Split the wall time since the last call evenly over the members that trained in it."""
         nonlocal t_last
@@ -342,7 +342,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
 
     bar = tqdm(total=total, initial=min(step, total), unit="step", desc=f"ensemble x{len(members)}", leave=False,
                disable=not shared.progress)
-    t_epoch = time.perf_counter()
+    t_epoch = t_last = time.perf_counter()  # seconds count from here, as in inbetween.train
     with StopFlag() as stop:
         while step < total and active:
             epoch, offset = divmod(step, steps_per_epoch)
