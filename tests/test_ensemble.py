@@ -40,7 +40,7 @@ def data(tmp_path_factory):
 
 
 def config(data, out, **kw):
-    base = dict(data=str(data), out_dir=str(out), width=0.1, latent=4, batch_size=8, lr=LR, steps=8, eval_every=2,
+    base = dict(data=str(data), out_dir=str(out), width=0.1, latent=4, batch_size=8, lr=LR, steps=6, eval_every=2,
                 patience=0, device="cpu", progress=False)
     return TrainConfig(**{**base, **kw})
 
