@@ -8,9 +8,11 @@ inbetween.train.train does, so member i equals `train(configs[i])` run alone whe
 equals its seed (and otherwise a sequential run whose batch order is drawn from the data seed).
 
 What is per member: weights, Adam moments (one fused Adam over the stacked tensors is elementwise, so
-it is M Adams), the noise generator, the loss and its log, and early stopping (periodic validation
-loss, best state, patience). A member that stops leaves the batched network (the stacks are rebuilt
-without it), so its weights no longer change and the others run faster.
+it is M Adams), the noise generator, the loss and its log, and validation selection, which is
+inbetween.train's own (its _select, evaluate and Selection on the val split; best.pt, val.csv,
+summary.json), so a member's out_dir reads exactly like a train() run's. A member that stops early
+leaves the batched network (the stacks are rebuilt without it), so its weights no longer change and
+the others run faster.
 
 Equality with the sequential loop is within float rounding, not bit for bit: the shared first
 convolution (M times the filters in one call) and the batched linear layers (baddbmm, not addmm)
@@ -19,12 +21,12 @@ sum in another order than one model's layers. tests/test_ensemble.py states the 
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
+import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,40 +35,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from inbetween.data import TripletDataset
-from inbetween.train import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, DTYPES, LOG_COLUMNS, LOG_NAME, TERMS, TrainConfig,
-                             _accumulate, _config_from_json, _zero_sums, build_model, package_version)
-from inbetween.vae import AlphaVAE, LossTerms, VAEConfig, loss_terms
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
+from ibutil.flops import steps_for_budget, write_summary
 from ibutil.io import torch_save_atomic
+from ibutil.preempt import Preempted, StopFlag
+from ibutil.selection import Selection
+from inbetween.data import TripletDataset
+from inbetween.train import (BEST_NAME, CHECKPOINT_NAME, DTYPES, LOG_COLUMNS, LOG_NAME, NO_VAL, RESUMABLE_CHANGES, TERMS,
+                             VAL_LOG_NAME, NonFiniteLoss, TrainConfig, _accumulate, _config_from_json, _fresh_run,
+                             _select, _start_val_log, _summary, _zero_sums, build_model, evaluate, flops_per_step,
+                             load_checkpoint, make_optimizer, package_version, save_checkpoint, val_dataset)
+from inbetween.vae import AlphaVAE, LossTerms, VAEConfig, loss_terms, num_params
 
 ENSEMBLE_FORMAT = "inbetween-alpha-vae-ensemble-checkpoint"
 ENSEMBLE_CHECKPOINT = "ensemble.pt"
-ENSEMBLE_LOG = "ensemble.csv"  # one row per member and validation: step, val loss, best, status
 MEMBER_FIELDS = ("alpha", "kl_form", "seed", "out_dir")  # what may differ between members
-# Fields that say how long, how loudly and where to train; they may change on resume (as in inbetween.train).
-RESUMABLE_CHANGES = ("epochs", "steps", "resume", "progress", "checkpoint_every", "out_dir")
-ENSEMBLE_LOG_COLUMNS = ("step", "member", "alpha", "kl_form", "seed", "val_loss", "best_val_loss", "best_step",
-                        "status")
-
-
-@dataclass(frozen=True)
-class EarlyStopping:
-    """Per-member early stopping on a validation set held out of the training split."""
-
-    every: int = 100  # validate every this many steps
-    patience: int = 5  # a member stops after this many validations without a new best
-    val_sequences: int = 1  # the last this many training sequences are held out (never the test split)
-    min_delta: float = 0.0  # a new best must beat the old by more than this (nats per triplet)
-
-    def __post_init__(self):
-        for name in ("every", "patience", "val_sequences"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"early stopping {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.min_delta, (int, float)) or not math.isfinite(self.min_delta) or self.min_delta < 0:
-            raise UserError(f"early stopping min_delta must be a finite number >= 0, got {self.min_delta!r}")
 
 
 def shared_key(config: TrainConfig) -> tuple:
@@ -93,18 +77,6 @@ def check_members(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
     if len(set(dirs)) != len(dirs):
         raise UserError("ensemble members need distinct out_dir folders")
     return configs
-
-
-def hold_out(dataset: TripletDataset, val_sequences: int) -> tuple[TripletDataset, TripletDataset]:
-    """(train, val): the triplets of the first S - V sequences and of the last V (V = val_sequences)."""
-    if val_sequences >= dataset.n_seq:
-        raise UserError(f"cannot hold out {val_sequences} validation sequence(s) of the {dataset.n_seq} training "
-                        "sequences; render more or lower val_sequences")
-    cut = dataset.n_seq - val_sequences
-    train, val = copy.copy(dataset), copy.copy(dataset)
-    train.index = dataset.index[dataset.index[:, 0] < cut]  # (N_train, 3): s, t, k
-    val.index = dataset.index[dataset.index[:, 0] >= cut]
-    return train, val
 
 
 # ----------------------------------------------------------------------------- the batched network
@@ -200,16 +172,11 @@ class Member:
     """The mutable training state of one member (its weights live in the stack while it trains)."""
 
     config: TrainConfig
-    generator: torch.Generator
-    epoch_sums: dict
-    status: str = "training"  # training, stopped (early stopping), nonfinite (loss became NaN/inf), done
-    best_loss: float = math.inf
-    best_step: int = -1
-    bad_evals: int = 0
-    best_state: dict | None = None  # weights at best_step (early stopping only)
-    final_state: dict | None = None  # weights when it left the stack
-    final_optimizer: dict | None = None  # its Adam state then (an inbetween.train optimizer state_dict)
-    end_step: int = 0
+    generator: torch.Generator  # its sampling noise, seeded as inbetween.train seeds a single run's
+    epoch_sums: dict  # inbetween.train's running sums of the epoch's loss terms
+    run: dict  # inbetween.train's run state: selection, train_seconds (its share), stopped_early
+    status: str = "training"  # training, stopped-early (left the stack), finished, nonfinite (left the stack)
+    end_step: int = 0  # the step it left the stack or the run ended at
 
 
 def _member_loss(x, logits, mu, logvar, config: TrainConfig, generator) -> LossTerms:
@@ -222,44 +189,28 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 
-@torch.no_grad()
-def evaluate_stack(stack: StackedVAE, members: Sequence[Member], dataset: TripletDataset,
-                   device: torch.device) -> list[dict]:
-    """inbetween.train.evaluate for every member at once: mean loss terms per triplet, fp32, noise seed+1."""
-    gens = [torch.Generator(device=device).manual_seed(m.config.seed + 1) for m in members]
-    bs = members[0].config.batch_size
-    sums, n = [dict.fromkeys(TERMS, 0.0) for _ in members], 0
-    for start in range(0, len(dataset), bs):
-        idx = np.arange(start, min(start + bs, len(dataset)))
-        b = dataset.batch(idx, device)
-        x = torch.cat([b["x0"], b["x1"], b["x2"]])  # (3B, 3, H, W)
-        logits, mu, logvar = stack(x, gens)
-        terms = [_member_loss(x, logits[j], mu[j], logvar[j], m.config, g)
-                 for j, (m, g) in enumerate(zip(members, gens))]
-        values = torch.stack([torch.stack([getattr(t, k) for k in TERMS]) for t in terms]).tolist()  # (M, 4)
-        for s, v in zip(sums, values):
-            for key, value in zip(TERMS, v):
-                s[key] += value * len(idx)
-        n += len(idx)
-    return [{key: value / n for key, value in s.items()} for s in sums]
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_seed: int | None = None,
-                   stopping: EarlyStopping | None = None) -> list[AlphaVAE]:
-    """Train the models of `configs` as one ensemble; returns them (eval mode), each at its best or final state.
+def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_seed: int | None = None) -> list[AlphaVAE]:
+    """Train the models of `configs` as one ensemble; returns each member's selected model (eval mode).
 
     configs: TrainConfigs that differ only in alpha, kl_form, seed (the model seed) and out_dir.
-    out_dir: the ensemble's own folder (ensemble.pt, the checkpoint of the whole ensemble; ensemble.csv).
+    out_dir: the ensemble's own folder (ensemble.pt, the checkpoint of the whole ensemble).
     data_seed: seeds the batch order, shared by all members; None means the members' common seed
         (then each member equals inbetween.train.train of its config, within rounding).
-    stopping: early stopping per member on held-out training sequences; None trains every member to the end.
 
-    Each member's out_dir gets log.csv (inbetween.train's columns) and, at the end, an inbetween.train
-    checkpoint.pt (its best state under early stopping) with an extra "ensemble" record.
+    Selection is inbetween.train's, per member: every eval_every steps (and at the last step) the
+    member's val_split loss (inbetween.train.evaluate, fixed noise) goes into its own Selection; a new
+    best is written to its best.pt and logged to its val.csv; a member out of patience stops early
+    and leaves the stack (its weights freeze, the others go on). Each member's out_dir ends up as a
+    train() run's: log.csv, val.csv, best.pt, checkpoint.pt and summary.json (status finished or
+    stopped-early; train_flops the member's own steps, train_seconds its share of the wall time).
     Resuming (every config has resume=True) continues from out_dir/ensemble.pt exactly.
+    Preemption: SIGTERM or SIGINT lets the current step finish, writes ensemble.pt and each training
+    member's summary.json (preempted) and raises ibutil.preempt.Preempted.
+    A member whose loss turns NaN or inf leaves before that update; the others train on, then
+    NonFiniteLoss is raised naming it.
     """
     configs = check_members(configs)
     shared = configs[0]
@@ -275,9 +226,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
         raise UserError("this GPU does not support bf16; use dtype='fp32'")
     train_set = TripletDataset(shared.data, "train", shared.gaps)
     test_set = TripletDataset(shared.data, "test", shared.gaps)
-    val_set = None
-    if stopping is not None:
-        train_set, val_set = hold_out(train_set, stopping.val_sequences)
+    val_set = val_dataset(shared.data, shared.val_split, shared.gaps)  # None: no selection (val_split "none")
     out = Path(out_dir)
     ckpt_path = out / ENSEMBLE_CHECKPOINT
     for path in [out] + [Path(c.out_dir) for c in configs]:
@@ -286,147 +235,192 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
         except OSError as exc:
             raise UserError(f"cannot create {path}: {exc.strerror}") from None
 
-    vae_config = VAEConfig(image_size=train_set.image_size, latent=shared.latent, width=shared.width)
-    members = [Member(c, torch.Generator(device=device).manual_seed(c.seed), _zero_sums()) for c in configs]
+    # Steps and FLOPs as inbetween.train counts them, per member (a member's share is its own steps).
+    size, n, bs = train_set.image_size, len(train_set), shared.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    accounting, epochs, totals = [], [], []
+    for c in configs:
+        flops = flops_per_step(c, size)
+        last = flops_per_step(replace(c, batch_size=n - (steps_per_epoch - 1) * bs), size)
+        epochs.append({"epoch_steps": steps_per_epoch, "last_step_flops": last})
+        if c.budget_gflop is not None:
+            totals.append(steps_for_budget(c.budget_gflop, flops, "the alpha-VAE", **epochs[-1]))
+        else:
+            totals.append(c.steps if c.steps is not None else c.epochs * steps_per_epoch)
+        accounting.append({"flops_per_step": flops, "planned_steps": totals[-1]})
+    if len(set(totals)) > 1:
+        raise UserError(f"budget_gflop buys the members different step counts ({totals}); train them as "
+                        "separate ensembles or give steps")
+    total = totals[0]
+
+    vae_config = VAEConfig(image_size=size, latent=shared.latent, width=shared.width)
+    members = [Member(c, torch.Generator(device=device).manual_seed(c.seed), _zero_sums(), _fresh_run(c))
+               for c in configs]
     step = 0
     busy = [p for c in configs for p in (Path(c.out_dir) / CHECKPOINT_NAME, Path(c.out_dir) / LOG_NAME) if p.exists()]
-    if ckpt_path.exists() or busy:
-        if not all(c.resume for c in configs):
-            held = ckpt_path if ckpt_path.exists() else busy[0]
-            raise UserError(f"{held} already exists; pass resume=True to continue the ensemble or choose other folders")
+    if (ckpt_path.exists() or busy) and not all(c.resume for c in configs):
+        held = ckpt_path if ckpt_path.exists() else busy[0]
+        raise UserError(f"{held} already exists; pass resume=True to continue the ensemble or choose other folders")
     if ckpt_path.exists():
-        stack, optimizer, step = _restore(ckpt_path, configs, data_seed, stopping, members, vae_config, device)
+        stack, optimizer, step, active = _restore(ckpt_path, configs, data_seed, members, vae_config, device)
     else:
-        stack = StackedVAE.from_states(vae_config, [build_model(c, vae_config.image_size).state_dict()
-                                                    for c in configs], device)
+        stack = StackedVAE.from_states(vae_config, [build_model(c, size).state_dict() for c in configs], device)
         optimizer = _adam(stack, shared.lr)
-    for m in members:
-        log = Path(m.config.out_dir) / LOG_NAME
-        if not log.exists():
-            with open(log, "w", newline="") as fh:
+        active = list(range(len(members)))  # members in the stack, in stack order
+    selections = [Selection.from_state(m.run["selection"]) for m in members]
+    probe = AlphaVAE(vae_config).to(device)  # one member's weights at a time, for inbetween.train's evaluation
+    for a in accounting:
+        a["params"] = num_params(probe)
+    for j, m in enumerate(members):
+        folder = Path(m.config.out_dir)
+        if not (folder / LOG_NAME).exists():
+            with open(folder / LOG_NAME, "w", newline="") as fh:
                 csv.writer(fh).writerow(LOG_COLUMNS)
-    if stopping is not None and not (out / ENSEMBLE_LOG).exists():
-        with open(out / ENSEMBLE_LOG, "w", newline="") as fh:
-            csv.writer(fh).writerow(ENSEMBLE_LOG_COLUMNS)
+        if val_set is not None and j in active:
+            _start_val_log(folder / VAL_LOG_NAME, step)
 
-    n, bs = len(train_set), shared.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    total = shared.steps if shared.steps is not None else shared.epochs * steps_per_epoch
-    active = [i for i, m in enumerate(members) if m.status == "training"]  # members in the stack, in order
-    bar = tqdm(total=total, initial=min(step, total), unit="step", desc=f"ensemble x{len(members)}", leave=False,
-               disable=not shared.progress)
-    t_epoch = time.perf_counter()
+    def member_model(r: int) -> AlphaVAE:
+        """The probe holding stack row r's current weights."""
+        probe.load_state_dict(stack.member_state(r))
+        return probe
+
+    def charge() -> None:
+        """Split the wall time since the last call evenly over the members that trained in it."""
+        nonlocal t_last
+        now = time.perf_counter()
+        for j in active:
+            members[j].run["train_seconds"] += (now - t_last) / len(active)
+        t_last = now
+
+    def summary(j: int, status: str) -> dict:
+        members[j].run["selection"] = selections[j].state_dict()
+        return _summary(members[j].config, members[j].run, accounting[j], epochs[j], members[j].end_step, status)
+
+    def log_epoch_row(r: int, j: int) -> None:
+        """inbetween.train's end-of-epoch log.csv row for stack row r (member j): train sums, test loss."""
+        m = members[j]
+        test = evaluate(member_model(r), test_set, m.config, device)
+        s = m.epoch_sums
+        row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / max(s["n"], 1) for k in TERMS] + \
+              [test[k] for k in TERMS] + [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
+        with open(Path(m.config.out_dir) / LOG_NAME, "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+        m.epoch_sums = _zero_sums()
+
+    def write_member(r: int, j: int, status: str) -> None:
+        """Member j's checkpoint.pt (an inbetween.train checkpoint of stack row r) and summary.json."""
+        m = members[j]
+        m.end_step = step
+        model = member_model(r)
+        adam = make_optimizer(model, m.config)
+        adam.load_state_dict(_member_optimizer_state(optimizer, stack, r))
+        record = summary(j, status)
+        save_checkpoint(Path(m.config.out_dir) / CHECKPOINT_NAME, model, adam, m.config, step,
+                        [m.generator.get_state()], m.epoch_sums, m.run, record)
+        write_summary(m.config.out_dir, record)
 
     def leave(rows_out: list[int], status: str) -> None:
-        """Take members (positions in `active`) out of the stack and the optimizer."""
+        """Take members (rows of the stack) out of the stack and the optimizer."""
         nonlocal optimizer
+        charge()
         for r in rows_out:
-            m = members[active[r]]
-            m.status, m.end_step = status, step
-            m.final_state = stack.member_state(r)
-            m.final_optimizer = _member_optimizer_state(optimizer, stack, r)
+            j = active[r]
+            members[j].status, members[j].end_step = status, step
+            if status == "stopped-early":  # as inbetween.train ends a run: the epoch's log row, checkpoint, summary
+                log_epoch_row(r, j)
+                write_member(r, j, status)
         keep = [r for r in range(len(active)) if r not in rows_out]
         active[:] = [active[r] for r in keep]
         if keep:
             optimizer = _keep_rows(optimizer, stack, keep)
 
-    while step < total and active:
-        epoch, offset = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([data_seed, epoch]).permutation(n)  # as inbetween.train, seeded by data_seed
-        i = offset
-        while i < steps_per_epoch and active:
-            t0 = time.perf_counter()
-            batch = train_set.batch(order[i * bs:(i + 1) * bs], device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
-            x = torch.cat([batch["x0"], batch["x1"], batch["x2"]])  # (3b, 3, H, W)
-            t1 = time.perf_counter()
-            gens = [members[j].generator for j in active]
-            saved = [g.get_state() for g in gens]  # to replay this step if a member's loss is not finite
-            with _autocast(device, shared.dtype):
-                logits, mu, logvar = stack(x, gens)
-                terms = [_member_loss(x, logits[r], mu[r], logvar[r], members[j].config, members[j].generator)
-                         for r, j in enumerate(active)]
-            values = torch.stack([torch.stack([getattr(t, k).detach() for k in TERMS]) for t in terms]).tolist()
-            bad = [r for r, v in enumerate(values) if not math.isfinite(v[0])]
-            if bad:  # as inbetween.train refuses the update: those members stop, the others redo the step
-                for g, s in zip(gens, saved):
-                    g.set_state(s)
-                del logits, mu, logvar, terms
-                leave(bad, "nonfinite")
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            torch.stack([t.loss for t in terms]).sum().backward()  # members' weights are disjoint
-            optimizer.step()
-            step += 1
-            i += 1
-            t2 = time.perf_counter()
+    def save() -> None:
+        charge()
+        for j, sel in enumerate(selections):
+            members[j].run["selection"] = sel.state_dict()
+        _save(ckpt_path, configs, data_seed, members, active, stack, optimizer, step)
+
+    bar = tqdm(total=total, initial=min(step, total), unit="step", desc=f"ensemble x{len(members)}", leave=False,
+               disable=not shared.progress)
+    t_epoch = t_last = time.perf_counter()  # seconds count from here, as in inbetween.train
+    with StopFlag() as stop:
+        while step < total and active:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([data_seed, epoch]).permutation(n)  # as inbetween.train, seeded by data_seed
+            i = offset
+            while i < steps_per_epoch and active:
+                t0 = time.perf_counter()
+                batch = train_set.batch(order[i * bs:(i + 1) * bs], device)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+                x = torch.cat([batch["x0"], batch["x1"], batch["x2"]])  # (3b, 3, H, W)
+                t1 = time.perf_counter()
+                gens = [members[j].generator for j in active]
+                saved = [g.get_state() for g in gens]  # to replay this step if a member's loss is not finite
+                with _autocast(device, shared.dtype):
+                    logits, mu, logvar = stack(x, gens)
+                    terms = [_member_loss(x, logits[r], mu[r], logvar[r], members[j].config, members[j].generator)
+                             for r, j in enumerate(active)]
+                values = torch.stack([torch.stack([getattr(t, k).detach() for k in TERMS]) for t in terms]).tolist()
+                preempt = stop.requested  # read once, as inbetween.train: a later signal is acted on next step
+                bad = [r for r, v in enumerate(values) if not math.isfinite(v[0])]
+                if bad:  # as inbetween.train refuses the update: those members leave, the others redo the step
+                    for g, s in zip(gens, saved):
+                        g.set_state(s)
+                    del logits, mu, logvar, terms
+                    leave(bad, "nonfinite")
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                torch.stack([t.loss for t in terms]).sum().backward()  # members' weights are disjoint
+                optimizer.step()
+                step += 1
+                i += 1
+                t2 = time.perf_counter()
+                for r, j in enumerate(active):
+                    _accumulate(members[j].epoch_sums, dict(zip(TERMS, values[r])), t1 - t0, t2 - t0)
+                bar.update(1)
+                if shared.checkpoint_every and step % shared.checkpoint_every == 0:
+                    save()
+                if val_set is not None and (step % shared.eval_every == 0 or step == total):
+                    # inbetween.train's own selection step, per member: val loss, best.pt, val.csv, patience.
+                    done = [r for r, j in enumerate(active)
+                            if _select(member_model(r), val_set, members[j].config, device, selections[j], step,
+                                       Path(members[j].config.out_dir), 0, 1)]
+                    for r in done:
+                        members[active[r]].run["stopped_early"] = True
+                    if done:
+                        leave(done, "stopped-early")
+                if preempt and step < total and active:  # else the run ends normally now
+                    bar.close()
+                    save()
+                    for j in active:
+                        members[j].end_step = step
+                        write_summary(members[j].config.out_dir, summary(j, "preempted"))
+                    raise Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
+                if step == total:
+                    break
+            # End of an epoch (or of a steps-limited run): inbetween.train's log row per training member.
             for r, j in enumerate(active):
-                _accumulate(members[j].epoch_sums, dict(zip(TERMS, values[r])), t1 - t0, t2 - t0)
-            bar.update(1)
-            if shared.checkpoint_every and step % shared.checkpoint_every == 0:
-                _save(ckpt_path, configs, data_seed, stopping, members, active, stack, optimizer, step)
-            if stopping is not None and step % stopping.every == 0:
-                _validate(stack, members, active, val_set, stopping, step, device, out / ENSEMBLE_LOG, leave)
-            if step == total:
-                break
-        # End of an epoch (or of a steps-limited run): test loss per member, as inbetween.train logs it.
-        if active:
-            tests = evaluate_stack(stack, [members[j] for j in active], test_set, device)
-            for j, test in zip(active, tests):
-                s = members[j].epoch_sums
-                row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / max(s["n"], 1) for k in TERMS] + \
-                      [test[k] for k in TERMS] + \
-                      [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]
-                with open(Path(members[j].config.out_dir) / LOG_NAME, "a", newline="") as fh:
-                    csv.writer(fh).writerow(row)
-                members[j].epoch_sums = _zero_sums()
-        t_epoch = time.perf_counter()
-        _save(ckpt_path, configs, data_seed, stopping, members, active, stack, optimizer, step)
+                log_epoch_row(r, j)
+            t_epoch = time.perf_counter()
+            save()
     bar.close()
-    for r, j in enumerate(active):  # they stay in the stack (and ensemble.pt), so a longer budget resumes them
-        m = members[j]
-        m.final_state, m.final_optimizer, m.end_step = stack.member_state(r), _member_optimizer_state(
-            optimizer, stack, r), step
-    _save(ckpt_path, configs, data_seed, stopping, members, active, stack, optimizer, step)
-    return [_finish(m, vae_config, data_seed, stopping) for m in members]
+    # The members still in the stack ran to the end; they stay in ensemble.pt, so a longer budget resumes them.
+    charge()
+    for r, j in enumerate(active):
+        members[j].status = "finished"
+        write_member(r, j, "finished")
+    save()
+    nonfinite = [m.config.out_dir for m in members if m.status == "nonfinite"]
+    if nonfinite:
+        raise NonFiniteLoss(f"the loss of member(s) {', '.join(nonfinite)} became NaN or inf; they stopped before "
+                            "that update (the others finished); train them with a lower lr or dtype='fp32'")
+    return [_selected(m, device) for m in members]
 
 
-def _validate(stack, members, active, val_set, stopping: EarlyStopping, step: int, device, log_path: Path,
-              leave) -> None:
-    """Validation loss of every training member; best state, patience; members out of patience leave."""
-    losses = [v["loss"] for v in evaluate_stack(stack, [members[j] for j in active], val_set, device)]
-    out, rows = [], []
-    for r, (j, loss) in enumerate(zip(active, losses)):
-        m = members[j]
-        if loss < m.best_loss - stopping.min_delta:
-            m.best_loss, m.best_step, m.bad_evals, m.best_state = loss, step, 0, stack.member_state(r)
-        else:
-            m.bad_evals += 1
-            if m.bad_evals >= stopping.patience:
-                out.append(r)
-        rows.append([step, j, m.config.alpha, m.config.kl_form, m.config.seed, loss, m.best_loss, m.best_step,
-                     "stopped" if r in out else "training"])
-    with open(log_path, "a", newline="") as fh:
-        csv.writer(fh).writerows(rows)
-    if out:
-        leave(out, "stopped")
-
-
-def _finish(m: Member, vae_config: VAEConfig, data_seed: int, stopping: EarlyStopping | None) -> AlphaVAE:
-    """Write member m's inbetween.train checkpoint (best state if it has one) and return that model."""
-    state = m.best_state if (stopping is not None and m.best_state is not None) else m.final_state
-    model = AlphaVAE(vae_config)
-    model.load_state_dict(state)
-    record = {"status": "done" if m.status == "training" else m.status, "end_step": m.end_step, "best_step": m.best_step,
-              "best_val_loss": m.best_loss if math.isfinite(m.best_loss) else None, "data_seed": data_seed,
-              "early_stopping": asdict(stopping) if stopping else None}
-    torch_save_atomic({
-        "format": CHECKPOINT_FORMAT, "version": package_version(),
-        "config": json.dumps(asdict(m.config), sort_keys=True), "model_config": asdict(vae_config),
-        "model": model.state_dict(), "optimizer": m.final_optimizer, "step": m.end_step,
-        "generator": m.generator.get_state(), "rank_generators": [m.generator.get_state()],
-        "epoch_sums": m.epoch_sums, "ensemble": record,
-    }, Path(m.config.out_dir) / CHECKPOINT_NAME)
-    return model.to(m.generator.device).eval()
+def _selected(m: Member, device: torch.device) -> AlphaVAE:
+    """Member m's selected model, as inbetween.train returns it: best.pt, or the last step without selection."""
+    folder = Path(m.config.out_dir)
+    chosen = m.config.val_split != NO_VAL and m.run["selection"]["best_step"] is not None
+    return load_checkpoint(folder / (BEST_NAME if chosen else CHECKPOINT_NAME), device)
 
 
 # ----------------------------------------------------------------------------- optimizer and checkpoints
@@ -459,42 +453,42 @@ def _keep_rows(optimizer, stack: StackedVAE, rows: list[int]) -> torch.optim.Ada
     return new
 
 
-def _save(path: Path, configs, data_seed, stopping, members, active, stack, optimizer, step) -> None:
+def _save(path: Path, configs, data_seed, members, active, stack, optimizer, step) -> None:
     """The whole ensemble, atomically: the stack of training members, their Adam, every member's state."""
     torch_save_atomic({
         "format": ENSEMBLE_FORMAT, "version": package_version(), "step": step, "data_seed": data_seed,
-        "configs": [json.dumps(asdict(c), sort_keys=True) for c in configs],
-        "stopping": asdict(stopping) if stopping else None, "active": list(active),
+        "configs": [json.dumps(asdict(c), sort_keys=True) for c in configs], "active": list(active),
         "stack": {k: v.detach() for k, v in stack.params.items()}, "optimizer": optimizer.state_dict(),
-        "members": [{"generator": m.generator.get_state(), "epoch_sums": m.epoch_sums, "status": m.status,
-                     "best_loss": m.best_loss, "best_step": m.best_step, "bad_evals": m.bad_evals,
-                     "best_state": m.best_state, "final_state": m.final_state,
-                     "final_optimizer": m.final_optimizer, "end_step": m.end_step} for m in members],
+        "members": [{"generator": m.generator.get_state(), "epoch_sums": m.epoch_sums, "run": m.run,
+                     "status": m.status, "end_step": m.end_step} for m in members],
     }, path)
 
 
-def _restore(path: Path, configs, data_seed, stopping, members, vae_config, device):
-    """Load ensemble.pt into `members`; returns (stack, optimizer, step). UserError if it is another ensemble's."""
+def _restore(path: Path, configs, data_seed, members, vae_config, device):
+    """Load ensemble.pt into `members`; returns (stack, optimizer, step, active). UserError if another ensemble's."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files
         raise UserError(f"{path} is not a readable ensemble checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != ENSEMBLE_FORMAT:
-        raise UserError(f"{path} is not an ensemble checkpoint written by inbetween.ensemble")
+    if not isinstance(state, dict) or state.get("format") != ENSEMBLE_FORMAT or "run" not in state["members"][0]:
+        raise UserError(f"{path} is not an ensemble checkpoint written by this inbetween.ensemble; "
+                        "train the ensemble again in another out_dir")
     saved = [_config_from_json(c) for c in state["configs"]]
     ours = [asdict(c) for c in configs]
+    # A field the checkpoint's release did not have yet counts as its default.
     same = len(saved) == len(ours) and all(
-        s.get(f.name) == o[f.name] for s, o in zip(saved, ours) for f in fields(TrainConfig)
+        s.get(f.name, f.default) == o[f.name] for s, o in zip(saved, ours) for f in fields(TrainConfig)
         if f.name not in RESUMABLE_CHANGES)
-    if not same or state["data_seed"] != data_seed or state["stopping"] != (asdict(stopping) if stopping else None):
-        raise UserError(f"cannot resume {path}: it holds another ensemble (members, data_seed or early stopping "
-                        "differ); use the same settings or another out_dir")
+    if not same or state["data_seed"] != data_seed:
+        raise UserError(f"cannot resume {path}: it holds another ensemble (members or data_seed differ); "
+                        "use the same settings or another out_dir")
     for m, s in zip(members, state["members"]):
         m.generator.set_state(s["generator"].cpu())
-        for key in ("epoch_sums", "status", "best_loss", "best_step", "bad_evals", "best_state", "final_state",
-                    "final_optimizer", "end_step"):
-            setattr(m, key, s[key])
+        m.epoch_sums, m.run, m.status, m.end_step = s["epoch_sums"], s["run"], s["status"], s["end_step"]
+    active = list(state["active"])
+    for j in active:
+        members[j].status = "training"  # a finished member goes on when the budget grew
     stack = StackedVAE(vae_config, {k: v.clone().requires_grad_() for k, v in state["stack"].items()})
     optimizer = _adam(stack, configs[0].lr)
     optimizer.load_state_dict(state["optimizer"])
-    return stack, optimizer, state["step"]
+    return stack, optimizer, state["step"], active

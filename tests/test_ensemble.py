@@ -1,80 +1,95 @@
-"""Tests of inbetween.ensemble: the batched layers, equality with sequential training, early stopping, resume."""
+"""Tests of inbetween.ensemble: the batched layers, selection on val exactly as train(), early stopping, resume, preemption."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import signal
 
 import numpy as np
 import pytest
 import torch
 
-from inbetween.ensemble import EarlyStopping, StackedVAE, check_members, shared_key, train_ensemble
-from inbetween.toy import write_toy_dataset
-from inbetween.train import TrainConfig, build_model, compute_loss, load_checkpoint, make_optimizer, read_checkpoint, train
-from inbetween.data import TripletDataset
-from inbetween.vae import AlphaVAE, VAEConfig
+import inbetween.ensemble as ensemble
 from ibutil.errors import UserError
+from ibutil.preempt import Preempted
+from inbetween.data import TripletDataset
+from inbetween.ensemble import StackedVAE, check_members, shared_key, train_ensemble
+from inbetween.train import (TrainConfig, build_model, compute_loss, load_checkpoint, make_optimizer, read_checkpoint,
+                             train)
+from inbetween.vae import AlphaVAE, VAEConfig
+from tests.conftest import write_tiny_dataset
 
-# Equality with the sequential loop, within rounding: a batched GEMM sums in another order than
+# Equality with train() run alone, within rounding: a batched GEMM sums in another order than
 # M convolutions, and Adam divides by sqrt(v), so an element whose gradient is itself rounding noise
-# may take a full step of lr the other way. Hence three bounds after STEPS steps:
-RTOL_LOSS = 1e-4  # every logged train / test loss term, relative
+# may take a full step of lr the other way. Hence three bounds after `steps` steps:
+RTOL_LOSS = 1e-4  # every logged train / test / val loss term, relative
 ATOL_TYPICAL = 1e-5  # the 99th percentile of |w_ensemble - w_sequential| over all weights
-STEPS = 6
-LR = 3e-3  # and every |w_ensemble - w_sequential| <= 2 * LR * STEPS, the most two Adam runs can part
+LR = 3e-3  # and every |w_ensemble - w_sequential| <= 2 * LR * steps, the most two Adam runs can part
+MIXED = [("avg-gaussian", 0.0), ("mixture", 1.0), ("jensen", 100.0)]  # (kl_form, alpha) of the three members
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    # 8-frame disk sequences at 16x16: 5 train sequences (30 triplets at gap 1), 2 test sequences.
-    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy.h5", image_size=16, frames=8, train=5, test=2)
+def data(tmp_path_factory):
+    # Random 16x16 v2 file: 3 train sequences of 8 frames (18 triplets at gap 1, 3 steps per epoch at
+    # batch 8), 1 val and 1 test sequence (6 triplets each).
+    path = tmp_path_factory.mktemp("data") / "tiny.h5"
+    write_tiny_dataset(path, n_seq=(3, 1), n_frames=8, size=16)
+    return path
 
 
-def config(toy, out, **kw):
-    base = dict(data=str(toy), out_dir=str(out), width=0.1, latent=4, batch_size=8, lr=LR, steps=STEPS,
-                device="cpu", progress=False)
+def config(data, out, **kw):
+    base = dict(data=str(data), out_dir=str(out), width=0.1, latent=4, batch_size=8, lr=LR, steps=6, eval_every=2,
+                patience=0, device="cpu", progress=False)
     return TrainConfig(**{**base, **kw})
 
 
-def read_log(path):
+def read_csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def assert_close_models(a: AlphaVAE, b: AlphaVAE, steps: int = STEPS):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    diff = torch.cat([(sa[k] - sb[k]).abs().flatten() for k in sa])
+def summary(folder):
+    return json.loads((folder / "summary.json").read_text())
+
+
+def state(path):
+    return read_checkpoint(path)["model"]
+
+
+def assert_close_states(a: dict, b: dict, steps: int):
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert diff.quantile(0.99) <= ATOL_TYPICAL
     assert diff.max() <= 2 * LR * steps
 
 
-def assert_close_logs(a, b):
-    ra, rb = read_log(a), read_log(b)
+def assert_close_csv(a, b, keys):
+    ra, rb = read_csv(a), read_csv(b)
     assert len(ra) == len(rb) >= 1
     for x, y in zip(ra, rb):
         assert x["step"] == y["step"]
-        for key in ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl"):
+        for key in keys:
             assert float(x[key]) == pytest.approx(float(y[key]), rel=RTOL_LOSS), key
 
 
-def sequential(cfg: TrainConfig, data_seed: int) -> AlphaVAE:
-    """inbetween.train's loop (no logging), with the batch order drawn from data_seed instead of cfg.seed."""
-    train_set = TripletDataset(cfg.data, "train", cfg.gaps)
-    model = build_model(cfg, train_set.image_size)
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    n, bs = len(train_set), cfg.batch_size
-    per_epoch = math.ceil(n / bs)
-    for step in range(cfg.steps):
-        epoch, i = divmod(step, per_epoch)
-        order = np.random.default_rng([data_seed, epoch]).permutation(n)
-        loss = compute_loss(model, train_set.batch(order[i * bs:(i + 1) * bs]), cfg, gen).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+def assert_like_train_run(member, solo):
+    """member's out_dir holds what train() wrote to solo: same files, same selection, close weights and logs."""
+    assert sorted(p.name for p in member.iterdir()) == sorted(p.name for p in solo.iterdir())
+    s, t = summary(member), summary(solo)
+    assert s.keys() == t.keys()
+    for key in ("status", "steps", "planned_steps", "selected_step", "train_flops", "flops_per_step", "params",
+                "selected_checkpoint", "patience", "eval_every"):
+        assert s[key] == t[key], key
+    assert s["best_val_loss"] == pytest.approx(t["best_val_loss"], rel=RTOL_LOSS)
+    assert read_checkpoint(member / "best.pt")["step"] == s["selected_step"]
+    assert_close_states(state(member / "best.pt"), state(solo / "best.pt"), s["selected_step"])
+    assert_close_states(state(member / "checkpoint.pt"), state(solo / "checkpoint.pt"), s["steps"])
+    assert read_checkpoint(member / "checkpoint.pt")["step"] == read_checkpoint(solo / "checkpoint.pt")["step"]
+    assert_close_csv(member / "val.csv", solo / "val.csv", ("val_loss", "val_recon", "val_kl", "best_val_loss"))
+    assert [r["best_step"] for r in read_csv(member / "val.csv")] == [r["best_step"] for r in read_csv(solo / "val.csv")]
+    assert_close_csv(member / "log.csv", solo / "log.csv", ("train_loss", "train_recon", "train_kl", "test_loss"))
 
 
 # ----------------------------------------------------------------------------- layers
@@ -96,80 +111,117 @@ def test_stacked_vae_equals_each_model():
         assert all(torch.equal(a, b) for a, b in zip(stack.member_state(i).values(), m.state_dict().values()))
 
 
-# ----------------------------------------------------------------------------- equality with sequential runs
+# ----------------------------------------------------------------------------- selection as train() selects
 
 
-def test_mixed_ensemble_equals_train_run_one_by_one(toy, tmp_path):
-    members = [("avg-gaussian", 0.0), ("mixture", 1.0), ("jensen", 100.0)]
-    cfgs = [config(toy, tmp_path / f"m{i}", alpha=a, kl_form=k) for i, (k, a) in enumerate(members)]
+def test_mixed_ensemble_selects_as_three_train_runs(data, tmp_path):
+    cfgs = [config(data, tmp_path / f"m{i}", alpha=a, kl_form=k) for i, (k, a) in enumerate(MIXED)]
     models = train_ensemble(cfgs, tmp_path / "ens")  # data seed = their common seed 0, as in train()
     for i, cfg in enumerate(cfgs):
-        ref = train(config(toy, tmp_path / f"ref{i}", alpha=cfg.alpha, kl_form=cfg.kl_form))
-        assert_close_models(models[i], ref)
-        assert_close_logs(tmp_path / f"m{i}" / "log.csv", tmp_path / f"ref{i}" / "log.csv")
-        # each member's checkpoint is an inbetween.train checkpoint of its final state
-        loaded = load_checkpoint(tmp_path / f"m{i}" / "checkpoint.pt")
-        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), models[i].state_dict().values()))
-        assert read_checkpoint(tmp_path / f"m{i}" / "checkpoint.pt")["step"] == STEPS
+        train(config(data, tmp_path / f"ref{i}", alpha=cfg.alpha, kl_form=cfg.kl_form))
+        assert_like_train_run(tmp_path / f"m{i}", tmp_path / f"ref{i}")
+        assert summary(tmp_path / f"m{i}")["status"] == "finished"
+        # the returned model is the member's best.pt, as train() returns its selected model
+        best = load_checkpoint(tmp_path / f"m{i}" / "best.pt").state_dict()
+        assert all(torch.equal(best[k], v) for k, v in models[i].state_dict().items())
 
 
-def test_model_seeds_with_a_shared_data_seed(toy, tmp_path):
-    cfgs = [config(toy, tmp_path / f"m{s}", alpha=1.0, seed=s) for s in (1, 2)]
+def test_early_stopping_freezes_a_member_and_the_other_goes_on(data, tmp_path):
+    # An evaluation every step, patience 2, lr 1e-3: alpha 1e6's val loss rises after step 2, so it
+    # stops at step 4; the plain VAE's keeps falling (no two evaluations in a row without a new best).
+    kw = dict(steps=6, eval_every=1, patience=2, lr=1e-3)
+    cfgs = [config(data, tmp_path / "a", alpha=0.0, **kw), config(data, tmp_path / "b", alpha=1e6, **kw)]
+    train_ensemble(cfgs, tmp_path / "ens")
+    a, b = summary(tmp_path / "a"), summary(tmp_path / "b")
+    assert (a["status"], a["steps"]) == ("finished", 6)
+    assert (b["status"], b["steps"], b["selected_step"]) == ("stopped-early", 4, 2)
+    # frozen: its checkpoint holds the weights of its stop step, not of the ensemble's last step
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == b["steps"]
+    for i, cfg in enumerate(cfgs):
+        train(config(data, tmp_path / f"solo{i}", alpha=cfg.alpha, **kw))
+        assert_like_train_run(tmp_path / "ab"[i], tmp_path / f"solo{i}")
+
+
+def test_model_seeds_with_a_shared_data_seed(data, tmp_path):
+    cfgs = [config(data, tmp_path / f"m{s}", alpha=1.0, seed=s, val_split="none") for s in (1, 2)]
     with pytest.raises(UserError, match="explicit data_seed"):
         train_ensemble(cfgs, tmp_path / "ens0")
     models = train_ensemble(cfgs, tmp_path / "ens", data_seed=7)
     for cfg, model in zip(cfgs, models):
-        assert_close_models(model, sequential(cfg, data_seed=7))
+        # without selection the returned model is the last step's, and so is summary.json's selection
+        assert summary(tmp_path / f"m{cfg.seed}")["selected_checkpoint"] == "checkpoint.pt"
+        assert_close_states(model.state_dict(), sequential(cfg, data_seed=7).state_dict(), cfg.steps)
     # different seeds give different models (the seed reaches init and noise)
     assert not torch.allclose(models[0].encoder.mu.weight, models[1].encoder.mu.weight)
 
 
-def test_members_must_share_the_rest(toy, tmp_path):
+def sequential(cfg: TrainConfig, data_seed: int) -> AlphaVAE:
+    """inbetween.train's loop (no logging), with the batch order drawn from data_seed instead of cfg.seed."""
+    train_set = TripletDataset(cfg.data, "train", cfg.gaps)
+    model = build_model(cfg, train_set.image_size)
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n, bs = len(train_set), cfg.batch_size
+    per_epoch = math.ceil(n / bs)
+    for step in range(cfg.steps):
+        epoch, i = divmod(step, per_epoch)
+        order = np.random.default_rng([data_seed, epoch]).permutation(n)
+        loss = compute_loss(model, train_set.batch(order[i * bs:(i + 1) * bs]), cfg, gen).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_members_must_share_the_rest(data, tmp_path):
     with pytest.raises(UserError, match="these differ: width"):
-        check_members([config(toy, tmp_path / "a"), config(toy, tmp_path / "b", width=0.2)])
+        check_members([config(data, tmp_path / "a"), config(data, tmp_path / "b", width=0.2)])
+    with pytest.raises(UserError, match="these differ: patience"):
+        check_members([config(data, tmp_path / "a"), config(data, tmp_path / "b", patience=3)])
     with pytest.raises(UserError, match="distinct out_dir"):
-        check_members([config(toy, tmp_path / "a"), config(toy, tmp_path / "a", alpha=2.0)])
-    assert shared_key(config(toy, tmp_path / "a", alpha=3.0, seed=4)) == shared_key(config(toy, tmp_path / "b"))
+        check_members([config(data, tmp_path / "a"), config(data, tmp_path / "a", alpha=2.0)])
+    assert shared_key(config(data, tmp_path / "a", alpha=3.0, seed=4)) == shared_key(config(data, tmp_path / "b"))
 
 
-# ----------------------------------------------------------------------------- early stopping, resume
+def test_a_file_without_the_val_split_is_a_user_error(data, tmp_path):
+    with pytest.raises(UserError, match="no 'dev' split"):
+        train_ensemble([config(data, tmp_path / "a", val_split="dev")], tmp_path / "ens")
 
 
-def test_early_stopping_freezes_a_member_and_others_go_on(toy, tmp_path):
-    # patience 1: a member stops at its first validation without a new best (alpha 1e6 makes that early).
-    stopping = EarlyStopping(every=2, patience=1, val_sequences=1)
-    cfgs = [config(toy, tmp_path / "a", steps=12), config(toy, tmp_path / "b", steps=12, alpha=1e6)]
-    models = train_ensemble(cfgs, tmp_path / "ens", stopping=stopping)
-    rows = read_log(tmp_path / "ens" / "ensemble.csv")
-    status = {int(r["member"]): r["status"] for r in rows}
-    ck = [read_checkpoint(tmp_path / n / "checkpoint.pt") for n in ("a", "b")]
-    stopped = [i for i in (0, 1) if ck[i]["ensemble"]["status"] == "stopped"]
-    assert stopped, f"no member stopped: {status}"
-    for i in stopped:
-        rec = ck[i]["ensemble"]
-        assert rec["end_step"] < 12 and rec["best_step"] < rec["end_step"]
-    # the one that went on trained to the end
-    assert any(c["ensemble"]["status"] == "done" and c["step"] == 12 for c in ck) or len(stopped) == 2
-    # every member equals its own run alone with the same early stopping (its stop does not touch the others)
-    for i, cfg in enumerate(cfgs):
-        solo = train_ensemble([config(toy, tmp_path / f"solo{i}", steps=12, alpha=cfg.alpha)], tmp_path / f"s{i}",
-                              stopping=stopping)[0]
-        assert_close_models(models[i], solo, steps=12)
-        assert read_checkpoint(tmp_path / f"solo{i}" / "checkpoint.pt")["ensemble"]["end_step"] == \
-            ck[i]["ensemble"]["end_step"]
+# ----------------------------------------------------------------------------- resume, preemption
 
 
-def test_resume_is_exact(toy, tmp_path):
-    stopping = EarlyStopping(every=2, patience=2, val_sequences=1)
-    full = [config(toy, tmp_path / f"full{i}", steps=8, alpha=a) for i, a in enumerate((0.0, 10.0))]
-    ref = train_ensemble(full, tmp_path / "ens-full", stopping=stopping)
-    part = [config(toy, tmp_path / f"part{i}", steps=5, alpha=a) for i, a in enumerate((0.0, 10.0))]
-    train_ensemble(part, tmp_path / "ens-part", stopping=stopping)
+def test_preempted_ensemble_resumes_exactly(data, tmp_path, monkeypatch):
+    members = [(0.0, "avg-gaussian"), (10.0, "jensen")]
+    kw = dict(steps=8, eval_every=2, patience=2)
+    full = [config(data, tmp_path / f"full{i}", alpha=a, kl_form=k, **kw) for i, (a, k) in enumerate(members)]
+    ref = train_ensemble(full, tmp_path / "ens-full")
+
+    class Signalling(TripletDataset):  # a SIGTERM arrives while step 5's batch is loaded
+        calls = 0
+
+        def batch(self, *args, **kwargs):
+            Signalling.calls += self.split == "train"
+            if self.split == "train" and Signalling.calls == 5:
+                signal.raise_signal(signal.SIGTERM)
+            return super().batch(*args, **kwargs)
+
+    part = [config(data, tmp_path / f"part{i}", alpha=a, kl_form=k, **kw) for i, (a, k) in enumerate(members)]
+    monkeypatch.setattr(ensemble, "TripletDataset", Signalling)
+    with pytest.raises(Preempted) as info:
+        train_ensemble(part, tmp_path / "ens-part")
+    monkeypatch.undo()
+    assert info.value.step == 5 and info.value.exit_code == 143
+    assert all(summary(tmp_path / f"part{i}")["status"] == "preempted" for i in (0, 1))
     with pytest.raises(UserError, match="resume=True"):
-        train_ensemble(part, tmp_path / "ens-part", stopping=stopping)
-    more = [config(toy, tmp_path / f"part{i}", steps=8, alpha=a, resume=True) for i, a in enumerate((0.0, 10.0))]
+        train_ensemble(part, tmp_path / "ens-part")
+    more = [config(data, tmp_path / f"part{i}", alpha=a, kl_form=k, resume=True, **kw)
+            for i, (a, k) in enumerate(members)]
     with pytest.raises(UserError, match="another ensemble"):
-        train_ensemble(more, tmp_path / "ens-part", stopping=EarlyStopping(every=3))
-    got = train_ensemble(more, tmp_path / "ens-part", stopping=stopping)
-    for a, b in zip(ref, got):
+        train_ensemble(more, tmp_path / "ens-part", data_seed=3)
+    got = train_ensemble(more, tmp_path / "ens-part")
+    for i, (a, b) in enumerate(zip(ref, got)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+        s, t = summary(tmp_path / f"full{i}"), summary(tmp_path / f"part{i}")
+        assert (s["status"], s["steps"], s["selected_step"]) == (t["status"], t["steps"], t["selected_step"])
+        assert read_csv(tmp_path / f"full{i}" / "val.csv") == read_csv(tmp_path / f"part{i}" / "val.csv")
