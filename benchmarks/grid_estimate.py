@@ -6,7 +6,7 @@ Times (interleaved, medians of --rounds) one inbetween.train step, one inbetween
 each ensemble size, one frame-CNN step, and the fp32 evaluation forward of one batch; then multiplies
 by the grid's step counts: every DoF's default training set (render.presets.DEFAULTS) at the
 benchmark's gaps, `--epochs` epochs of batch 64, alphas x seeds alpha-VAEs and seeds frame CNNs per
-DoF, one test-split evaluation per epoch per model. Rendering, the non-learned baselines and the
+DoF, one val-split evaluation per epoch per model. Rendering, the non-learned baselines and the
 metrics are not included (they do not depend on the ensemble).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import frame_cnn
+from benchmarks.methods import frame_cnn
 from benchmarks.train_speed import cpu_name, our_step
 from inbetween.data import TripletDataset
 from inbetween.ensemble import StackedVAE, _adam, _member_loss
@@ -58,10 +58,9 @@ def main() -> None:
     for m in sizes:
         stack = StackedVAE.from_states(model.config, [build_model(cfg, 32).state_dict() for _ in range(m)], "cpu")
         ens[m] = (stack, _adam(stack, cfg.lr), [torch.Generator().manual_seed(i) for i in range(m)])
-    cnn_cfg = frame_cnn.FrameCNNConfig(steps=1, batch_size=64, seed=0, device="cpu")
-    cnn = frame_cnn.FrameCNN(cnn_cfg)
+    cnn = frame_cnn.FrameCNN(frame_cnn.Config())
     cnn.reset_parameters(torch.Generator().manual_seed(0))
-    cnn_opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
+    cnn_opt = torch.optim.Adam(cnn.parameters(), lr=frame_cnn.Config.lr)
 
     def vae_step(b):
         our_step("fp32")(model, opt, b, cfg, gen)
@@ -79,7 +78,8 @@ def main() -> None:
         return run
 
     def cnn_step(b):
-        loss = torch.nn.functional.mse_loss(cnn(b["x0"], b["x2"]), b["x1"])
+        tau = torch.full((len(b["x0"]),), 0.5)  # the middle frame; the cost does not depend on tau
+        loss = torch.nn.functional.mse_loss(cnn(b["x0"], b["x2"], tau), b["x1"])
         cnn_opt.zero_grad(set_to_none=True)
         loss.backward()
         cnn_opt.step()

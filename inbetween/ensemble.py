@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.flops import steps_for_budget, write_summary
+from ibutil.flops import steps_for_budget
+from ibutil.run import write_summary
 from ibutil.io import torch_save_atomic
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.selection import Selection
@@ -317,7 +318,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
         record = summary(j, status)
         save_checkpoint(Path(m.config.out_dir) / CHECKPOINT_NAME, model, adam, m.config, step,
                         [m.generator.get_state()], m.epoch_sums, m.run, record)
-        write_summary(m.config.out_dir, record)
+        write_summary(record, m.config.out_dir)
 
     def leave(rows_out: list[int], status: str) -> None:
         """Take members (rows of the stack) out of the stack and the optimizer."""
@@ -393,7 +394,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
                     save()
                     for j in active:
                         members[j].end_step = step
-                        write_summary(members[j].config.out_dir, summary(j, "preempted"))
+                        write_summary(summary(j, "preempted"), members[j].config.out_dir)
                     raise Preempted(stop.signum or signal.SIGTERM, step, ckpt_path)
                 if step == total:
                     break
