@@ -154,7 +154,7 @@ class TrainRun:
                  flops_per_step: int, planned_steps: int, lr: float, val_split: str | None, eval_every: int,
                  patience: int, min_delta: float, budget_gflop: float | None = None, checkpoint_every: int = 0,
                  columns: tuple[str, ...] = ("train_loss",), epoch_steps: int | None = None,
-                 last_step_flops: int | None = None, progress_every: int | None = None):
+                 last_step_flops: int | None = None):
         self.out = Path(out_dir) if out_dir is not None else None
         self.method, self.fmt, self.meta, self.params, self.lr = method, fmt, meta, params, lr
         self.identity = json.dumps(identity, sort_keys=True, default=str)
@@ -167,7 +167,7 @@ class TrainRun:
         self.step, self.stopped_early, self.seconds_before = 0, False, 0.0
         self.curve: list[tuple] = []  # (step, mean loss per column) per block of `every` steps
         self.val_rows: list[tuple[int, float]] = []
-        self.every = progress_every or max(1, planned_steps // CURVE_POINTS)
+        self.every = max(1, planned_steps // CURVE_POINTS)  # steps per logged block
         self._block, self._block_n = None, 0  # losses summed on the device: no sync per step
         self._best = None  # in-memory best weights (out_dir None)
         self._flag: StopFlag | None = None
