@@ -305,7 +305,7 @@ def figure_mse_vs_gap(records: list[dict], dofs: list[int], path: Path) -> None:
 
 
 def figure_error_vs_tau(records: list[dict], dofs: list[int], path: Path) -> None:
-    """Error against tau at the largest gap (test split, well-posed triplets): MSE on top, the pose (DoF 1, 2)
+    """Error against tau at the largest gap (test split, well-posed triplets): MSE (log) on top, the pose (DoF 1, 2)
     or position (DoF 6) error below, one column per DoF, one line per method; the legend beside the panels."""
     fig, axes = plt.subplots(2, len(dofs), figsize=(4.2 * len(dofs) + 2.6, 6.6), squeeze=False)
     styles = [dict(color=plt.cm.tab10(i % 10), ls=("-", "--", ":")[i // 10 % 3]) for i in range(30)]
@@ -333,6 +333,8 @@ def figure_error_vs_tau(records: list[dict], dofs: list[int], path: Path) -> Non
             ax.set_xlabel("tau (0 = x(t-k), 1 = x(t+k))", fontsize=8)
             ax.set_ylabel({"mse": "MSE", "pose_error_deg": "pose error (deg)",
                            "position_error_px": "position error (px)"}.get(metric, metric or ""), fontsize=8)
+            if metric == "mse" and ax.lines:
+                ax.set_yscale("log")  # hedges and untrained rows sit decades above the good methods
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
     fig.legend([handles[label] for label in order], order, loc="center right", fontsize=7, frameon=False)
