@@ -149,7 +149,8 @@ def pose_metrics(pred, factors_true, table: PoseTable,
     return scores_of_recovered(index, distance, factors_true, table)
 
 
-def scores_of_recovered(index: np.ndarray, distance: np.ndarray, factors_true, table: PoseTable) -> dict[str, np.ndarray]:
+def scores_of_recovered(index: np.ndarray, distance: np.ndarray, factors_true,
+                        table: PoseTable) -> dict[str, np.ndarray]:
     """pose_error_deg and nn_distance from recover()'s output (N,) x2 and the true factors (N, F)."""
     error = geodesic_deg(table.rotations[np.maximum(index, 0)], rotations(table.config, factors_true))
     return {"pose_error_deg": np.where(index < 0, BLACK_POSE_ERROR_DEG, error), "nn_distance": distance}

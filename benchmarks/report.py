@@ -24,7 +24,8 @@ from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # 
 from ibutil.io import atomic_path  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
 
-NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))  # sharpness, pose, position
+# sharpness, then the pose and the position metrics
+NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
 RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_posed", "seed", *METRIC_NAMES, *NEW_METRICS,
                "n_triplets", "params", "train_flops", "train_seconds", "selected_step", "lr")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
@@ -62,8 +63,9 @@ def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
     (None: records without tau, e.g. path smoothness) and well-posedness subset."""
     rows: list[str] = []
     cells: dict[tuple[str, int], list[float]] = {}
+    default_tau = None if tau is None else HEADLINE_TAU  # records without tau (older files) are tau = 0.5
     for r in records:
-        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", None if tau is None else HEADLINE_TAU) != tau \
+        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", default_tau) != tau \
                 or r.get("well_posed", True) != well_posed or r.get(metric) is None:
             continue
         label = method_label(r)
@@ -91,7 +93,8 @@ def splits_of(records: list[dict], dof: int) -> list[str]:
 def table_metric(dof: int, slot: str) -> str | None:
     """The metric behind a "table"/"table2" slot of HEADLINE_METRICS for this DoF (None: no such metric)."""
     names = TABLE_METRIC_NAMES.get(dof, ())
-    return {"table": names[1] if len(names) > 1 else None, "table2": names[2] if len(names) > 2 else None}.get(slot, slot)
+    slots = {"table": names[1] if len(names) > 1 else None, "table2": names[2] if len(names) > 2 else None}
+    return slots.get(slot, slot)
 
 
 def side_by_side(records: list[dict], ceiling: list[dict] | None, dof: int, metric: str, splits: list[str],

@@ -158,7 +158,7 @@ def skipped(config: BenchmarkConfig) -> dict[str, str]:
 
 
 def entries(config: BenchmarkConfig) -> list[Entry]:
-    """Every row-maker of a DoF, in table order: each method's variants, each with its seeds (skipped methods left out)."""
+    """Every row-maker of a DoF, in table order: each method's variants, each with its seeds (skipped methods out)."""
     out = []
     unavailable = skipped(config)
     for name in (m for m in config.methods if m not in unavailable):

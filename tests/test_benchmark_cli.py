@@ -216,8 +216,9 @@ def test_method_options_reach_their_method_only(tmp_path):
     base, lr, width = plan(), plan("--frame-cnn-lr", "0.02"), plan("--width", "0.1")
     changed = {i for i in base if lr[i] != base[i]}
     assert changed == {"train-frame-cnn-dof1-s0", "eval-dof1"}
-    # --width is shared by the latent models: the autoencoder and every alpha-VAE change together.
-    assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-alpha-vae-a0-dof1-s0",
+    # --width is shared by the latent models: the autoencoder, acai and every alpha-VAE change together.
+    assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-acai-dof1-s0",
+                                                        "train-alpha-vae-a0-dof1-s0",
                                                         "train-alpha-vae-a100-avg-gaussian-dof1-s0", "eval-dof1"}
     assert plan("--methods", "pixel-average", "alpha-vae", "--width", "0.1")  # shared: only chosen methods take it
     r = CliRunner().invoke(run_benchmark, ["--quick", "--plan", "--methods", "pixel-average", "--frame-cnn-lr", "0.1"])
