@@ -96,3 +96,27 @@ def test_unavailable_method_is_skipped_with_one_line(bounce, tmp_path, monkeypat
     assert {x["method"] for x in doc["records"]} == {"copy-x0"}
     assert json.loads((out / "config.json").read_text())["skipped"] == {"rife": doc["skipped"]["rife"]}
     assert "**Skipped:** rife skipped" in (out / "results.md").read_text()
+
+
+def test_a_users_file_without_render_config_is_scored_without_table_metrics(tmp_path):
+    from tests.conftest import write_tiny_dataset
+
+    data = tmp_path / "mine.h5"
+    write_tiny_dataset(data, n_frames=8, size=8)  # random factors: most triplets are ambiguous
+    out = tmp_path / "out"
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--data", str(data), "--methods", "copy-x0", "pixel-average",
+                                           "--gap", "1", "2", "--out", str(out), "--cache", str(tmp_path / "c"),
+                                           "--quiet", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "no pose or position metrics" in r.output and "Traceback" not in r.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["tables"] == {"2": None} and doc["paths"] == []
+    for rec in doc["records"]:
+        assert rec["sharpness"] > 0 and rec["pose_error_deg"] is None and rec["position_error_px"] is None
+    for split in ("test", "heldout"):
+        ds = TripletDataset(data, split, gaps=1, in_memory=False)
+        wp = ds.well_posed(None, 0.5)
+        got = {x["well_posed"]: x["n_triplets"] for x in doc["records"] if x["split"] == split and x["gap"] == 1
+               and x["method"] == "copy-x0"}
+        assert got == {flag: int((wp == flag).sum()) for flag in (True, False) if (wp == flag).any()}
+    assert "### Ambiguous triplets" in (out / "results.md").read_text()
