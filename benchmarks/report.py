@@ -121,7 +121,8 @@ def side_by_side(records: list[dict], ceiling: list[dict] | None, dof: int, metr
 def table_line(info: dict | None, dof: int) -> str:
     """One line on the reference table behind the pose or position metrics of a DoF."""
     if info is None:
-        return "No reference table: sharpness, pose and position metrics are absent."
+        return ("No reference table (the file has no render config written by render-dataset): pose and position "
+                "metrics are absent.")
     if info["kind"] == "object-templates":
         return f"Position metrics: {info['frames']} object templates (one per object, supersampled)."
     coarse = info["step_deg"] > info["default_step_deg"]

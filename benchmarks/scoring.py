@@ -73,12 +73,11 @@ def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j:
 
 
 def frame_metrics(pred, target, mask, factors, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Every metric per frame (metrics.all_metrics, plus sharpness and the table's metrics when there is a
+    """Every metric per frame (metrics.all_metrics and sharpness, plus the table's metrics when there is a
     table), and for pose tables the recovered table index (N,) that path smoothness needs."""
-    out = metrics.all_metrics(pred, target, mask)
+    out = metrics.all_metrics(pred, target, mask) | {"sharpness": metrics.sharpness(pred, target)}
     if table is None:
         return out, None
-    out["sharpness"] = metrics.sharpness(pred, target)
     if isinstance(table, pose.PoseTable):
         index, distance = pose.recover(pred, table, device)
         return out | pose.scores_of_recovered(index, distance, factors, table), index
@@ -176,7 +175,10 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
             pairs = path_frames(frames, masks, ds.index, j)
             s, t = ds.index[:, 0], ds.index[:, 1] - k + j  # the target frames
             factors = ds.triplet_factors(None, tau)[1] if table is not None else None
-            wp = ds.well_posed(None, tau)
+            try:
+                wp = ds.well_posed(None, tau)
+            except ValueError as exc:  # a factor unit without a tolerance (a user's file)
+                raise UserError(f"{path}: {exc}") from None
             where = {"dof": dof, "split": split, "gap": k, "tau": tau}
             # The true frame scored against itself: the ceiling (silhouettes are thresholded, tables are grids).
             ceiling += subset_records(where, {n: v[s, t] for n, v in truth.items()}, wp)

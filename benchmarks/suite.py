@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -277,7 +278,15 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
 
 
 def reference_table(config: BenchmarkConfig, path: Path):
-    """The pose table or object templates that score `path` (metrics.table_for, cached under --cache)."""
+    """The pose table or object templates that score `path` (metrics.table_for, cached under --cache); None for
+    a file that render-dataset did not write (no render config to build a table from): no pose/position metrics."""
+    from benchmarks import tables
+
+    try:
+        tables.dataset_config(path)
+    except UserError as exc:
+        print(f"no pose or position metrics for {path}: {exc}", file=sys.stderr)
+        return None
     return metrics.table_for(path, config.cache, progress=config.progress, step_deg=config.table_step_deg)
 
 
