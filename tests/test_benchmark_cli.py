@@ -236,8 +236,8 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     jobs = [json.loads(line) for line in r.output.strip().splitlines()]
     kinds = [j["kind"] for j in jobs]
     assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
-    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, alpha 0, alpha 100).
-    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 4) + 3
+    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, acai, alpha 0, alpha 100).
+    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 5) + 3
     # One hash per job, and it names the job's cache entry.
     assert len({j["hash"] for j in jobs}) == len(jobs)
     # Each job's needs come earlier in the plan; an evaluation needs its render and every training of its DoF.
