@@ -64,6 +64,8 @@ def run_benchmark(quick, overwrite, show_plan, only, aggregate, quiet, **options
             for job in suite.plan(config):
                 click.echo(json.dumps(suite.job_json(job)))
             return
+        for reason in suite.skipped(config).values():  # e.g. rife without its package: one line, then the rest runs
+            click.echo(reason, err=True)
         if only is not None:
             if config.threads:
                 torch.set_num_threads(config.threads)

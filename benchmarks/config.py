@@ -38,6 +38,9 @@ class BenchmarkConfig:
     quick: bool = False  # the tiny CI profile (see quick_config)
     overwrite: bool = False  # replace an existing output folder
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    # Grid step in degrees of the pose tables that score dof 1 and 2 (must divide 360); None = the fine
+    # defaults of benchmarks.pose (0.5 for dof 1, 2 for dof 2). --quick uses a coarse 10, stated in results.md.
+    table_step_deg: float | None = None
     progress: bool = True  # show progress bars
     # Method name -> its Config; a dict of field overrides is turned into one (over the --quick profile's
     # values when quick), and methods not named get their defaults.
@@ -87,12 +90,20 @@ class BenchmarkConfig:
         Selection(self.patience)  # validates --patience
         if self.threads < 0:
             raise UserError(f"--threads must be >= 0, not {self.threads}")
+        if self.table_step_deg is not None:
+            n = 360.0 / self.table_step_deg if self.table_step_deg > 0 else 0.5
+            if abs(n - round(n)) > 1e-9:
+                raise UserError(f"--table-step-deg must be > 0 and divide 360 evenly (e.g. 0.5, 2, 10), "
+                                f"not {self.table_step_deg}")
         check_device_name(self.device)
 
 
 # The --quick profile: tiny renders and models that finish in a few minutes on 2 cores (the methods'
 # own QUICK dicts shrink their models).
-QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16, eval_every=10)
+# Its pose tables are coarse (10 degrees: 36 dof 1 and 1,296 dof 2 frames, against 720 and 32,400 at the
+# defaults), so the table renders take seconds; results.md says so beside the pose tables.
+QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16, eval_every=10,
+             table_step_deg=10.0)
 
 
 def quick_config(**overrides: Any) -> BenchmarkConfig:

@@ -150,15 +150,17 @@ def sharpness(pred, target) -> np.ndarray:
         return np.where(t > 0, p / np.where(t > 0, t, 1.0), np.where(p > 0, np.inf, 1.0))
 
 
-def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool = True):
+def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool = True,
+              step_deg: float | None = None):
     """The reference table of a dataset file, from `<cache>/tables/` or rendered once from the file's config:
-    a benchmarks.pose.PoseTable for dof 1 and 2, a benchmarks.position.ObjectTemplates for dof 6."""
+    a benchmarks.pose.PoseTable for dof 1 and 2 (grid `step_deg`; None: pose.DEFAULT_STEP_DEG), a
+    benchmarks.position.ObjectTemplates for dof 6."""
     from benchmarks import pose, position, tables  # these render; plain metrics need no GL
 
     config = tables.dataset_config(path)
     if config.dof == 6:
         return position.object_templates(config, cache, progress=progress)
-    return pose.pose_table(config, cache, progress=progress)
+    return pose.pose_table(config, cache, step_deg=step_deg, progress=progress)
 
 
 def table_metrics(pred, factors, table, device=None) -> dict[str, np.ndarray]:

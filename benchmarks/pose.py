@@ -146,6 +146,12 @@ def pose_metrics(pred, factors_true, table: PoseTable,
     if factors_true.shape != (len(pred), table.factors.shape[1]):
         raise UserError(f"factors must have shape {(len(pred), table.factors.shape[1])}, got {factors_true.shape}")
     index, distance = recover(pred, table, device)
+    return scores_of_recovered(index, distance, factors_true, table)
+
+
+def scores_of_recovered(index: np.ndarray, distance: np.ndarray, factors_true,
+                        table: PoseTable) -> dict[str, np.ndarray]:
+    """pose_error_deg and nn_distance from recover()'s output (N,) x2 and the true factors (N, F)."""
     error = geodesic_deg(table.rotations[np.maximum(index, 0)], rotations(table.config, factors_true))
     return {"pose_error_deg": np.where(index < 0, BLACK_POSE_ERROR_DEG, error), "nn_distance": distance}
 
@@ -177,6 +183,12 @@ def path_smoothness(path_pred, factors_ends, table: PoseTable,
     b, m = path_pred.shape[:2]
     flat = path_pred.reshape(b * m, *path_pred.shape[2:])
     index, _ = recover(flat, table, device)
+    return smoothness_of_recovered(index.reshape(b, m), factors_ends, table)
+
+
+def smoothness_of_recovered(index: np.ndarray, factors_ends, table: PoseTable) -> np.ndarray:
+    """path_smoothness from the table indices (B, M) that recover() gave the M frames of each path."""
+    b, m = index.shape
     ends = rotations(table.config, np.asarray(factors_ends, dtype=np.float64).reshape(2 * b, -1)).reshape(b, 2, 3, 3)
     middle = table.rotations[np.maximum(index, 0)].reshape(b, m, 3, 3)
     path = np.concatenate([ends[:, :1], middle, ends[:, 1:]], axis=1)  # (B, M+2, 3, 3)

@@ -20,19 +20,34 @@ import numpy as np  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB  # noqa: E402
+from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
 
-RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "seed", *METRIC_NAMES, "n_triplets",
-               "params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step", "best_val_loss",
-               "lr", "lr_trials", "budget_gflop")
+# sharpness, then the pose and the position metrics
+NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
+RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_posed", "seed", *METRIC_NAMES, *NEW_METRICS,
+               "n_triplets", "params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step",
+               "best_val_loss", "lr", "lr_trials", "budget_gflop")
+PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
+             "n_undefined")
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
+SPLIT_ORDER = ("test", "heldout")  # the two protocols, side by side in every table (other splits after them)
+# The tables of each subset, in order: per DoF, the pose (1, 2) or position (6) metrics replace "table".
+HEADLINE_METRICS = ("mse", "ssim", "table", "table2", "sharpness", "psnr", "iou", "centroid_error")
+AMBIGUOUS_METRICS = ("mse", "ssim", "table", "sharpness")
 N_EXAMPLES = 6  # test pairs shown in each in-between grid
 INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
 METRIC_TITLES = {"mse": "MSE (lower is better)", "psnr": f"PSNR dB (higher; capped at {PSNR_CAP_DB:g})",
                  "ssim": "SSIM (higher)", "iou": "silhouette IoU (higher)",
-                 "centroid_error": "centroid error px (lower)"}
+                 "centroid_error": "centroid error px (lower)",
+                 "sharpness": "sharpness: gradient energy / the truth's (1 = as sharp; < 1 blurred)",
+                 "pose_error_deg": "pose error, degrees (geodesic; lower)",
+                 "nn_distance": "nn_distance to the pose table (cosine; lower = on the image manifold)",
+                 "position_error_px": "position error px (per object, earth mover's; lower)",
+                 "position_found": "share of objects found (higher)"}
+DIGITS = {"mse": 5, "psnr": 2, "ssim": 4, "iou": 4, "centroid_error": 3, "sharpness": 3, "pose_error_deg": 2,
+          "nn_distance": 4, "position_error_px": 2, "position_found": 3, "smoothness": 3}
 PACKAGES = ("inbetween-bench", "torch", "numpy", "h5py", "opencv-python-headless", "scikit-image", "pyrender2",
             "trimesh", "PyOpenGL", "matplotlib")
 
@@ -44,12 +59,15 @@ def method_label(r: dict[str, Any]) -> str:
 
 
 def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
-              tau: float = HEADLINE_TAU) -> tuple[list[str], list[int], dict]:
-    """Rows (method labels, first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split and tau."""
+              tau: float | None = HEADLINE_TAU, well_posed: bool = True) -> tuple[list[str], list[int], dict]:
+    """Rows (method labels, first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split, tau
+    (None: records without tau, e.g. path smoothness) and well-posedness subset."""
     rows: list[str] = []
     cells: dict[tuple[str, int], list[float]] = {}
+    default_tau = None if tau is None else HEADLINE_TAU  # records without tau (older files) are tau = 0.5
     for r in records:
-        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", HEADLINE_TAU) != tau:
+        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", default_tau) != tau \
+                or r.get("well_posed", True) != well_posed or r.get(metric) is None:
             continue
         label = method_label(r)
         if label not in rows:
@@ -62,52 +80,128 @@ def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
 
 
 def _fmt(metric: str, mean: float, std: float, n: int) -> str:
-    digits = {"mse": 5, "psnr": 2, "ssim": 4, "iou": 4, "centroid_error": 3}[metric]
+    digits = DIGITS[metric]
     text = f"{mean:.{digits}f}"
     return text + (f" ± {std:.{digits}f}" if n > 1 else "")
 
 
+def splits_of(records: list[dict], dof: int) -> list[str]:
+    """The evaluation splits of a DoF's records: test and heldout first (the two protocols), then any other."""
+    found = {r["split"] for r in records if r["dof"] == dof}
+    return [s for s in SPLIT_ORDER if s in found] + sorted(found - set(SPLIT_ORDER))
+
+
+def table_metric(dof: int, slot: str) -> str | None:
+    """The metric behind a "table"/"table2" slot of HEADLINE_METRICS for this DoF (None: no such metric)."""
+    names = TABLE_METRIC_NAMES.get(dof, ())
+    slots = {"table": names[1] if len(names) > 1 else None, "table2": names[2] if len(names) > 2 else None}
+    return slots.get(slot, slot)
+
+
+def side_by_side(records: list[dict], ceiling: list[dict] | None, dof: int, metric: str, splits: list[str],
+                 well_posed: bool, tau: float | None = HEADLINE_TAU) -> list[str]:
+    """A markdown table: one row per method, one column per (split, gap), the splits side by side; the true
+    frame's row under it when `ceiling` is given. [] when no record has the metric."""
+    per = {sp: aggregate(records, dof, metric, sp, tau, well_posed) for sp in splits}
+    rows = list(dict.fromkeys(label for sp in splits for label in per[sp][0]))
+    cols = [(sp, g) for sp in splits for g in per[sp][1]]
+    if not rows:
+        return []
+    lines = ["| method | " + " | ".join(f"{sp} k={g}" for sp, g in cols) + " |", "|---|" + "---|" * len(cols)]
+    for label in rows:
+        cells = [_fmt(metric, *per[sp][2][(label, g)]) if (label, g) in per[sp][2] else "–" for sp, g in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if ceiling is not None:
+        ceil = {(c["split"], c["gap"]): c[metric] for c in ceiling if c["dof"] == dof and c["tau"] == HEADLINE_TAU
+                and c.get("well_posed", True) == well_posed and c.get(metric) is not None}
+        lines.append("| *true frame (ceiling)* | " + " | ".join(
+            _fmt(metric, ceil[c], 0, 1) if c in ceil else "–" for c in cols) + " |")
+    return lines + [""]
+
+
+def table_line(info: dict | None, dof: int) -> str:
+    """One line on the reference table behind the pose or position metrics of a DoF."""
+    if info is None:
+        return ("No reference table (the file has no render config written by render-dataset): pose and position "
+                "metrics are absent.")
+    if info["kind"] == "object-templates":
+        return f"Position metrics: {info['frames']} object templates (one per object, supersampled)."
+    coarse = info["step_deg"] > info["default_step_deg"]
+    return (f"Pose metrics: nearest neighbour in a pose table every {info['step_deg']:g}° ({info['frames']:,} frames)"
+            + (f", **coarser than the default {info['default_step_deg']:g}° (this profile's setting): pose errors "
+               f"are resolved to about ±{info['step_deg'] / 2:g}° per axis only**" if coarse else "") + ".")
+
+
 def markdown(config, result) -> str:
-    """results.md: per DoF and evaluation split, methods x gaps tables of every metric at tau = 0.5 (mean ± std)."""
+    """results.md: per DoF, the well-posed headline tables (splits side by side, tau = 0.5), path smoothness,
+    the ambiguous tables where ambiguous triplets exist, then compute and figures."""
     lines = ["# Benchmark results", "",
-             f"Mean ± standard deviation over {config.seeds} seed(s) for seeded methods "
-             "(the others have one value). The tables score the middle frame (tau = 0.5) of every window "
-             "(t-k, t+k) of every sequence of the split; results.json also holds every other intermediate frame "
-             "(field `tau`). See docs/benchmark.md for the methods and metrics.", ""]
+             f"Mean ± standard deviation over {config.seeds} seed(s) for seeded methods (the others have one value). "
+             "Each table scores the middle frame (tau = 0.5) of every window (t-k, t+k) of every sequence of a split; "
+             "the `test` and `heldout` protocols stand side by side (columns `test k=…`, `heldout k=…`; heldout "
+             "scores only windows whose middle frame lies in the held-out region). The headline tables hold the "
+             "**well-posed** triplets (the target's factors equal the interpolation of the ends' factors within "
+             "render.tasks.TOLERANCES); ambiguous triplets get their own tables where there are any. copy-x0 and "
+             "mean-frame are hedges: what a prediction that does not in-between earns. results.json holds every "
+             "tau and both subsets. See docs/benchmark.md for the protocol and the metrics.", ""]
+    for name, reason in result.skipped.items():
+        lines += [f"**Skipped:** {reason}", ""]
     for dof in sorted(result.datasets):
         info = result.datasets[dof]
-        lines += [f"## DoF {dof}", "", f"Data: `{info['file']}` (sha256 `{info['sha256'][:16]}…`)", ""]
-        splits = list(dict.fromkeys(r["split"] for r in result.records if r["dof"] == dof))
-        for split in splits:
-            lines += [f"### Split {split}", ""] if len(splits) > 1 else []
-            for metric in METRIC_NAMES:
-                rows, gaps, stats = aggregate(result.records, dof, metric, split)
-                lines += [f"#### {METRIC_TITLES[metric]}" if len(splits) > 1 else f"### {METRIC_TITLES[metric]}", "",
-                          "| method | " + " | ".join(f"gap {g}" for g in gaps) + " |",
-                          "|---|" + "---|" * len(gaps)]
-                for label in rows:
-                    cells = [_fmt(metric, *stats[(label, g)]) if (label, g) in stats else "–" for g in gaps]
-                    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-                if metric in ("iou", "centroid_error", "ssim"):
-                    ceil = {c["gap"]: c[metric] for c in result.ceiling
-                            if c["dof"] == dof and c["split"] == split and c["tau"] == HEADLINE_TAU}
-                    lines.append("| *true x1 (ceiling)* | " + " | ".join(
-                        _fmt(metric, ceil[g], 0, 1) if g in ceil else "–" for g in gaps) + " |")
-                lines.append("")
-            n = {c["gap"]: c["n_triplets"] for c in result.ceiling
-                 if c["dof"] == dof and c["split"] == split and c["tau"] == HEADLINE_TAU}
-            lines += [f"{split.capitalize()} pairs per gap: " + ", ".join(f"{g}: {n[g]}" for g in sorted(n)), ""]
+        splits = splits_of(result.records, dof)
+        lines += [f"## DoF {dof}", "", f"Data: `{info['file']}` (sha256 `{info['sha256'][:16]}…`). "
+                  + table_line(result.tables.get(dof), dof), ""]
+        counts = []
+        for sp in splits:
+            n = {}
+            for c in result.ceiling:
+                if c["dof"] == dof and c["split"] == sp and c["tau"] == HEADLINE_TAU:
+                    n.setdefault(c["gap"], [0, 0])[0 if c.get("well_posed", True) else 1] += c["n_triplets"]
+            counts.append(f"{sp}: " + ", ".join(f"k={g}: {w} well-posed" + (f" + {a} ambiguous" if a else "")
+                                                 for g, (w, a) in sorted(n.items())))
+        lines += ["Pairs at tau = 0.5: " + "; ".join(counts) + ".", ""]
+        lines += ["### Well-posed triplets (headline), tau = 0.5", ""]
+        for slot in HEADLINE_METRICS:
+            metric = table_metric(dof, slot)
+            body = side_by_side(result.records, result.ceiling, dof, metric, splits, True) if metric else []
+            lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
+        lines += smoothness_section(result.paths, dof, splits)
+        if any(r["dof"] == dof and r.get("well_posed") is False for r in result.records):
+            lines += ["### Ambiguous triplets, tau = 0.5", "",
+                      "The target is not the interpolation of its ends (e.g. an object bounced off a border between "
+                      "them): no method can know it, and a blur is MSE's best answer. Not a ranking.", ""]
+            for slot in AMBIGUOUS_METRICS:
+                metric = table_metric(dof, slot)
+                body = side_by_side(result.records, result.ceiling, dof, metric, splits, False) if metric else []
+                lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
     lines += compute_table(result.records)
     lines += ["## Figures", ""]
     for dof in sorted(result.datasets):
         lines.append(f"![in-betweens dof {dof}](inbetween-dof{dof}.png)")
         lines.append(f"![interpolation paths dof {dof}](interpolation-dof{dof}.png)")
-    lines += ["![MSE against gap](mse-vs-gap.png)", "![MSE against tau](mse-vs-tau.png)"]
+    lines += ["![MSE against gap](mse-vs-gap.png)", "![error against tau](error-vs-tau.png)"]
     if result.curves:
         lines.append("![training curves](training-curves.png)")
     lines += ["", f"Wall time of this command: {result.wall_s / 60:.1f} min (models and evaluations found in the cache "
                   "are reused, not re-timed).", ""]
     return "\n".join(lines)
+
+
+def smoothness_section(paths: list[dict], dof: int, splits: list[str]) -> list[str]:
+    """ACAI's smoothness of the recovered poses along each path (dof 1, 2); what stands in for it on dof 6."""
+    if dof == 6:
+        return ["### Smoothness along the tau path", "",
+                "Not computed for DoF 6: the position metric measures how far the predicted pixels lie from the "
+                "truth, it does not recover a position, so there is no path of recovered positions to score. "
+                "error-vs-tau.png shows how evenly each method's position error runs along tau.", ""]
+    body = side_by_side(paths, None, dof, "smoothness", splits, True, tau=None)
+    if not body:
+        return []
+    return ["### Smoothness along the tau path (well-posed paths)", "",
+            "ACAI's score on the recovered poses of the 2k-1 predicted frames between the true end poses: "
+            "max step / end-to-end angle − 1/(2k), geodesic; 0 = evenly spaced, 1 − 1/(2k) = stand still then jump "
+            "(copy-x0). Mean over paths whose ends differ in pose. The true frames' row is the table's floor.", "",
+            *body]
 
 
 def compute_table(records: list[dict]) -> list[str]:
@@ -215,26 +309,41 @@ def figure_mse_vs_gap(records: list[dict], dofs: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def figure_mse_vs_tau(records: list[dict], dofs: list[int], path: Path) -> None:
-    """MSE against tau at the largest gap (test split), one panel per DoF: how error grows away from the ends."""
-    fig, axes = plt.subplots(1, len(dofs), figsize=(4.6 * len(dofs), 3.6), squeeze=False)
-    for ax, dof in zip(axes[0], dofs):
-        mine = [r for r in records if r["dof"] == dof and r["split"] == "test"]
+def figure_error_vs_tau(records: list[dict], dofs: list[int], path: Path) -> None:
+    """Error against tau at the largest gap (test split, well-posed triplets): MSE (log) on top, the pose (DoF 1, 2)
+    or position (DoF 6) error below, one column per DoF, one line per method; the legend beside the panels."""
+    fig, axes = plt.subplots(2, len(dofs), figsize=(4.2 * len(dofs) + 2.6, 6.6), squeeze=False)
+    styles = [dict(color=plt.cm.tab10(i % 10), ls=("-", "--", ":")[i // 10 % 3]) for i in range(30)]
+    handles: dict[str, Any] = {}
+    order: list[str] = []
+    for col, dof in enumerate(dofs):
+        mine = [r for r in records if r["dof"] == dof and r["split"] == "test" and r.get("well_posed", True)]
         if not mine:
             continue
         k = max(r["gap"] for r in mine)
-        curves: dict[str, dict[float, list[float]]] = {}
-        for r in (r for r in mine if r["gap"] == k):
-            curves.setdefault(method_label(r), {}).setdefault(r["tau"], []).append(r["mse"])
-        for label, by_tau in curves.items():
-            taus = sorted(by_tau)
-            ax.plot(taus, [np.mean(by_tau[t]) for t in taus], marker=".", label=label)
-        ax.set_title(f"DoF {dof}, gap {k}")
-        ax.set_xlabel("tau (0 = x(t-k), 1 = x(t+k))")
-        ax.set_ylabel("MSE")
-        ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
+        second = table_metric(dof, "table")
+        for row, metric in enumerate(("mse", second)):
+            ax = axes[row, col]
+            curves: dict[str, dict[float, list[float]]] = {}
+            for r in (r for r in mine if r["gap"] == k and metric and r.get(metric) is not None):
+                curves.setdefault(method_label(r), {}).setdefault(r["tau"], []).append(r[metric])
+            for label, by_tau in curves.items():
+                if label not in order:
+                    order.append(label)
+                taus = sorted(by_tau)
+                line, = ax.plot(taus, [np.mean(by_tau[t]) for t in taus], marker=".", markersize=4, lw=1.2,
+                                **styles[order.index(label) % len(styles)])
+                handles.setdefault(label, line)
+            ax.set_title(f"DoF {dof}, gap {k}: {'MSE' if row == 0 else (metric or '')}", fontsize=9)
+            ax.set_xlabel("tau (0 = x(t-k), 1 = x(t+k))", fontsize=8)
+            ax.set_ylabel({"mse": "MSE", "pose_error_deg": "pose error (deg)",
+                           "position_error_px": "position error (px)"}.get(metric, metric or ""), fontsize=8)
+            if metric == "mse" and ax.lines:
+                ax.set_yscale("log")  # hedges and untrained rows sit decades above the good methods
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    fig.legend([handles[label] for label in order], order, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / (4.2 * len(dofs) + 2.6), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -298,7 +407,8 @@ def write_output(config, result, out: Path) -> Path:
         tmp.mkdir()
         records = [{k: r.get(k) for k in RECORD_KEYS} for r in result.records]
         doc = {"datasets": {str(d): v for d, v in sorted(result.datasets.items())}, "records": records,
-               "ceiling": result.ceiling}
+               "ceiling": result.ceiling, "paths": [{k: p.get(k) for k in PATH_KEYS} for p in result.paths],
+               "tables": {str(d): v for d, v in sorted(result.tables.items())}, "skipped": result.skipped}
         (tmp / "results.json").write_text(json.dumps(doc, indent=1))
         with open(tmp / "results.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=RECORD_KEYS)
@@ -306,7 +416,7 @@ def write_output(config, result, out: Path) -> Path:
             writer.writerows(records)
         (tmp / "results.md").write_text(markdown(config, result))
         cfg = asdict(config) | {"versions": versions(), "wall_s": round(result.wall_s, 1),
-                                "command": " ".join(sys.argv)}
+                                "command": " ".join(sys.argv), "skipped": result.skipped}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
         dofs = sorted(result.datasets)
         gap = max(config.gaps)
@@ -315,9 +425,9 @@ def write_output(config, result, out: Path) -> Path:
                         tmp / f"inbetween-dof{dof}.png")
             figure_grid(result.strips[dof], f"DoF {dof}: every method from x(t-{gap}) to x(t+{gap}), tau = 0..1",
                         tmp / f"interpolation-dof{dof}.png")
-        headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU]
+        headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
         figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
-        figure_mse_vs_tau(records, dofs, tmp / "mse-vs-tau.png")
+        figure_error_vs_tau(records, dofs, tmp / "error-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
     return out

@@ -1,10 +1,12 @@
 """Scoring: every method on every evaluation split, gap and intermediate frame of one dataset, plus the figures' inputs.
 
 For gap k the evaluation pairs are the end frames (t-k, t+k) of every window inside every sequence
-(`inbetween.data.triplet_index`), and the targets are the 2k-1 frames between them: frame t-k+j at
-tau = j / 2k, j = 1..2k-1 (tau = 0.5 is the middle frame t, the headline). Every split of the file
-except train and val is scored, and every record names its split, so anyone can recompute a number
-from the HDF5 file.
+(`inbetween.data.TripletDataset`: on `heldout` only windows whose middle frame lies in the held-out
+region), and the targets are the 2k-1 frames between them: frame t-k+j at tau = j / 2k,
+j = 1..2k-1 (tau = 0.5 is the middle frame t, the headline). Every split of the file except train
+and val is scored. Each target is well-posed or not (render.tasks.well_posed on the file's factors),
+and every (split, gap, tau) is reported as one record per subset, so anyone can recompute a number
+from the HDF5 file. DoF 1 and 2 also get ACAI's smoothness of the recovered poses along each path.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import h5py
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import metrics, report
+from benchmarks import metrics, pose, report
+from ibutil.errors import UserError
 from ibutil.run import RECORD_KEYS
-from inbetween.data import triplet_index
+from inbetween.data import TripletDataset
 from render import h5format
 
 EVAL_BATCH = 512  # pairs per forward pass
 NOT_SCORED = ("train", "val")  # splits methods learn or select on
 SUMMARY_KEYS = (*RECORD_KEYS, "lr_trials")  # every record carries its model's training summary (ibutil.run)
+# Bump when what an evaluation output holds changes: the engine's eval hash includes it, so old outputs are redone.
+SCORING_VERSION = 2
+# Metrics averaged over the triplets where they are defined (an object hidden in every frame has no position).
+NAN_MEAN = ("position_error_px",)
 
 
 @dataclass(frozen=True)
@@ -38,52 +46,172 @@ class Row:
 
 
 def evaluation_splits(path) -> list[str]:
-    """The splits of the file that are scored: all but train and val, in the file's order."""
+    """The splits of the file that are scored: all but train and val that hold sequences, test first."""
     with h5format.open_dataset(path) as f:
-        return [s for s in f if isinstance(f[s], h5py.Group) and "frames" in f[s] and s not in NOT_SCORED]
+        found = [s for s in f if isinstance(f[s], h5py.Group) and "frames" in f[s] and s not in NOT_SCORED
+                 and f[s]["frames"].shape[0] > 0]
+    return sorted(found, key=lambda s: (s != "test", s))  # test (the paper's protocol) first
 
 
-def path_frames(frames: torch.Tensor, masks: torch.Tensor, k: int, j: int) -> dict[str, torch.Tensor]:
-    """The pairs of gap k and their targets at tau = j / 2k, over every window of every sequence.
+def windows(path, split: str, k: int) -> TripletDataset | None:
+    """The scored windows (s, t, k) of gap k in `split` with their factors; None if the split has none."""
+    try:
+        return TripletDataset(path, split, gaps=k, in_memory=False)
+    except UserError:  # heldout: no window of this gap has its middle frame in the region
+        return None
+
+
+def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j: int) -> dict[str, torch.Tensor]:
+    """The pairs of windows `index` (N, 3) = (s, t, k) and their targets at tau = j / 2k.
 
     frames (S, T, 3, H, W) uint8 and masks (S, T, H, W) of one split -> x0, x2, target (N, 3, H, W)
-    float in [0, 1] and mask (N, H, W), N = S (T - 2k), ordered by sequence, then middle frame t.
+    float in [0, 1] and mask (N, H, W), in the order of `index`.
     """
-    s, t, _ = torch.from_numpy(triplet_index(frames.shape[0], frames.shape[1], (k,))).T  # (N,) each
+    s, t, k = torch.from_numpy(index).T  # (N,) each
     x = {name: frames[s, t + d].float() / 255 for name, d in (("x0", -k), ("target", j - k), ("x2", k))}
     return x | {"mask": masks[s, t - k + j]}
 
 
-def evaluate(predict: Callable, pairs: dict[str, torch.Tensor], tau: float) -> dict[str, float]:
-    """Mean metrics of `predict` at `tau` over every pair of `pairs`, in batches."""
-    batches, n = [], len(pairs["x0"])
-    for i in range(0, n, EVAL_BATCH):
+def frame_metrics(pred, target, mask, factors, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Every metric per frame (metrics.all_metrics and sharpness, plus the table's metrics when there is a
+    table), and for pose tables the recovered table index (N,) that path smoothness needs."""
+    out = metrics.all_metrics(pred, target, mask) | {"sharpness": metrics.sharpness(pred, target)}
+    if table is None:
+        return out, None
+    if isinstance(table, pose.PoseTable):
+        index, distance = pose.recover(pred, table, device)
+        return out | pose.scores_of_recovered(index, distance, factors, table), index
+    return out | metrics.table_metrics(pred, factors, table, device), None
+
+
+def mean_of(per: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
+    """Means of per-triplet metrics over the triplets where `keep` (N,) bool is True."""
+    out = {}
+    for name, v in per.items():
+        v = v[keep]
+        finite = v[~np.isnan(v)] if name in NAN_MEAN else v
+        out[name] = float(np.mean(finite)) if len(finite) else None
+    return out
+
+
+def subset_records(where: dict, per: dict[str, np.ndarray], well_posed: np.ndarray) -> list[dict]:
+    """One record per well-posedness subset that has triplets: where | well_posed | means | n_triplets."""
+    return [where | {"well_posed": bool(flag)} | mean_of(per, well_posed == flag)
+            | {"n_triplets": int((well_posed == flag).sum())}
+            for flag in (True, False) if (well_posed == flag).any()]
+
+
+def path_records(where: dict, index: np.ndarray, ends: np.ndarray, well_posed: np.ndarray, table) -> list[dict]:
+    """Smoothness records of the paths of one gap: index (N, 2k-1) recovered table rows, ends (N, 2, F) the
+    true end factors, well_posed (N,) whether every frame of the path is; the mean over defined paths."""
+    score = pose.smoothness_of_recovered(index, ends, table)  # (N,), NaN where the ends share a pose
+    out = []
+    for flag in (True, False):
+        keep = well_posed == flag
+        if keep.any():
+            defined = score[keep][~np.isnan(score[keep])]
+            out.append(where | {"well_posed": bool(flag), "smoothness": float(defined.mean()) if len(defined) else None,
+                                "n_paths": int(keep.sum()), "n_undefined": int(keep.sum() - len(defined))})
+    return out
+
+
+def evaluate(predict: Callable, pairs: dict[str, torch.Tensor], tau: float, factors: np.ndarray | None = None,
+             table=None, device=None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Per-triplet metrics of `predict` at `tau` over every pair (and the recovered table rows, pose tables)."""
+    per, index = [], []
+    for i in range(0, len(pairs["x0"]), EVAL_BATCH):
         sl = slice(i, i + EVAL_BATCH)
         with torch.no_grad():
             pred = predict(pairs["x0"][sl], pairs["x2"][sl], tau).float().cpu().clamp(0, 1)
-        batches.append(metrics.all_metrics(pred, pairs["target"][sl], pairs["mask"][sl]))
-    return metrics.mean_metrics(batches) | {"n_triplets": n}
+        m, idx = frame_metrics(pred, pairs["target"][sl], pairs["mask"][sl],
+                               None if factors is None else factors[sl], table, device)
+        per.append(m)
+        index.append(idx)
+    joined = {name: np.concatenate([b[name] for b in per]) for name in per[0]}
+    return joined, (np.concatenate(index) if index[0] is not None else None)
+
+
+def ceiling_metrics(frames: torch.Tensor, masks: torch.Tensor, factors: np.ndarray, table,
+                    device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Every metric of every true frame of a split against itself, once: name -> (S, T), and the recovered
+    table rows (S, T) for pose tables. The ceiling rows gather from these."""
+    s_, t_ = frames.shape[:2]
+    flat = frames.flatten(0, 1).float() / 255  # (S*T, 3, H, W)
+    per, index = [], []
+    for i in range(0, len(flat), EVAL_BATCH):
+        sl = slice(i, i + EVAL_BATCH)
+        m, idx = frame_metrics(flat[sl], flat[sl], masks.flatten(0, 1)[sl], factors.reshape(s_ * t_, -1)[sl],
+                               table, device)
+        per.append(m)
+        index.append(idx)
+    joined = {name: np.concatenate([b[name] for b in per]).reshape(s_, t_) for name in per[0]}
+    return joined, (np.concatenate(index).reshape(s_, t_) if index[0] is not None else None)
 
 
 def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_taus: bool = True,
-                 progress: bool = True) -> dict:
-    """Score every row on every evaluation split, gap and tau of one dataset; the figures' examples and strips too."""
-    records, ceiling = [], []
+                 progress: bool = True, table=None, device=None) -> dict:
+    """Score every row on every evaluation split, gap, tau and well-posedness subset of one dataset.
+
+    `table` (metrics.table_for) adds sharpness and the pose or position metrics, and for pose tables
+    the path smoothness (needs all_taus); `device` is where the table metrics run.
+    """
+    records, ceiling, paths = [], [], []
+    smooth = isinstance(table, pose.PoseTable) and all_taus
     for split in evaluation_splits(path):
         arrays = h5format.read_split(path, split)
         frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
         masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
+        truth, truth_index = ceiling_metrics(frames, masks, arrays.factors, table, device)
         work = [(k, j) for k in gaps for j in (range(1, 2 * k) if all_taus else (k,))]
-        for k, j in tqdm(work, desc=f"eval dof{dof} {split}", disable=not progress, leave=False):
-            pairs, tau = path_frames(frames, masks, k, j), j / (2 * k)
+        found = {k: windows(path, split, k) for k in gaps}
+        bar = tqdm(work, desc=f"eval dof{dof} {split}", disable=not progress, leave=False)
+        path_index: dict[int, list[np.ndarray]] = {}  # row (or -1: the truth) -> (N,) table rows per j of this gap
+        path_wp: list[np.ndarray] = []
+        for k, j in bar:
+            ds = found[k]
+            if ds is None:
+                continue
+            tau = j / (2 * k)
+            pairs = path_frames(frames, masks, ds.index, j)
+            s, t = ds.index[:, 0], ds.index[:, 1] - k + j  # the target frames
+            factors = ds.triplet_factors(None, tau)[1] if table is not None else None
+            try:
+                wp = ds.well_posed(None, tau)
+            except ValueError as exc:  # a factor unit without a tolerance (a user's file)
+                raise UserError(f"{path}: {exc}") from None
             where = {"dof": dof, "split": split, "gap": k, "tau": tau}
-            # The true frame scored against itself: the mask metrics' ceiling (silhouettes are thresholded).
-            per = metrics.all_metrics(pairs["target"], pairs["target"], pairs["mask"])
-            ceiling.append(where | metrics.mean_metrics(per) | {"n_triplets": len(pairs["target"])})
-            for row in rows:
-                records.append(where | row.fields | evaluate(row.predict, pairs, tau))
+            # The true frame scored against itself: the ceiling (silhouettes are thresholded, tables are grids).
+            ceiling += subset_records(where, {n: v[s, t] for n, v in truth.items()}, wp)
+            if smooth and j == 1:
+                path_index, path_wp = {-1: []}, []
+            if smooth:
+                path_index[-1].append(truth_index[s, t])
+                path_wp.append(wp)
+            for i, row in enumerate(rows):
+                per, index = evaluate(row.predict, pairs, tau, factors, table, device)
+                records += subset_records(where | row.fields, per, wp)
+                if smooth:
+                    path_index.setdefault(i, []).append(index)
+            if smooth and j == 2 * k - 1:  # the last frame of this gap's paths: score them
+                ends = np.stack(ds.triplet_factors(None, 0.5)[::2], axis=1)  # (N, 2, F) factors of x0, x2
+                every = np.stack(path_wp, axis=1).all(axis=1)  # (N,) all frames of the path well-posed
+                base = {"dof": dof, "split": split, "gap": k}
+                for i, idx in sorted(path_index.items(), key=lambda kv: kv[0] < 0):  # the truth last
+                    fields_ = {"method": "true frames"} if i < 0 else rows[i].fields
+                    paths += path_records(base | fields_, np.stack(idx, axis=1), ends, every, table)
     test = h5format.read_split(path, "test")
     examples, strips = report.pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
     return {"dof": dof, "dataset": {"file": str(path), "sha256": h5format.sha256_file(path)}, "records": records,
-            "ceiling": ceiling, "examples": examples, "strips": strips, "curves": curves}
+            "ceiling": ceiling, "paths": paths, "table": table_info(table), "examples": examples,
+            "strips": strips, "curves": curves}
+
+
+def table_info(table) -> dict | None:
+    """What the report states about the reference table: its kind, grid step (pose tables) and frames."""
+    if table is None:
+        return None
+    if isinstance(table, pose.PoseTable):
+        return {"kind": "pose-table", "step_deg": table.step_deg, "frames": len(table.frames),
+                "default_step_deg": pose.DEFAULT_STEP_DEG[table.config.dof]}
+    return {"kind": "object-templates", "frames": len(table.frames)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import methods, scoring
+from benchmarks import methods, metrics, scoring
 from benchmarks.config import BenchmarkConfig, render_config, steps_per_run
 from benchmarks.methods.interface import TrainSpec, read_summary, write_summary
+from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic
 from ibutil.run import RECORD_KEYS
@@ -163,10 +165,17 @@ def job_json(job: Job) -> dict[str, Any]:
     return line
 
 
+def skipped(config: BenchmarkConfig) -> dict[str, str]:
+    """Method -> the one-line reason it cannot run here (a method's optional `available()`), for those skipped."""
+    reasons = {name: getattr(methods.get(name), "available", lambda: None)() for name in config.methods}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
+
+
 def entries(config: BenchmarkConfig) -> list[Entry]:
-    """Every row-maker of a DoF, in table order: each method's variants, each with its seeds."""
+    """Every row-maker of a DoF, in table order: each method's variants, each with its seeds (skipped methods out)."""
     out = []
-    for name in config.methods:
+    unavailable = skipped(config)
+    for name in (m for m in config.methods if m not in unavailable):
         module = methods.get(name)
         for variant in methods.variants(module, config.method_configs[name]):
             seeds = range(config.seeds) if module.SEEDED else [None]
@@ -215,7 +224,8 @@ def plan(config: BenchmarkConfig) -> list[Job]:
             models.append(tuple(j.id for j in trials))
             hashes.append([j.hash for j in trials])
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
-                             config_hash([identity[dof], list(config.gaps), config.all_taus, hashes]),
+                             config_hash([identity[dof], list(config.gaps), config.all_taus, hashes,
+                                          scoring.SCORING_VERSION, config.table_step_deg]),
                              renders[dof] + tuple(m for trial_ids in models for m in trial_ids)))
     return jobs + evals
 
@@ -287,8 +297,23 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
         path = ready_dataset(config, job.dof)
         jobs = {j.id: j for j in plan(config) if isinstance(j, TrainJob)}
         rows = [load_row(config, e, [jobs[m] for m in trial_ids], path) for e, trial_ids in zip(job.entries, job.models)]
+        table = reference_table(config, path)
         torch_save_atomic(scoring.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
-                                               progress=config.progress), eval_output(config, job))
+                                               progress=config.progress, table=table,
+                                               device=resolve_device(config.device)), eval_output(config, job))
+
+
+def reference_table(config: BenchmarkConfig, path: Path):
+    """The pose table or object templates that score `path` (metrics.table_for, cached under --cache); None for
+    a file that render-dataset did not write (no render config to build a table from): no pose/position metrics."""
+    from benchmarks import tables
+
+    try:
+        tables.dataset_config(path)
+    except UserError as exc:
+        print(f"no pose or position metrics for {path}: {exc}", file=sys.stderr)
+        return None
+    return metrics.table_for(path, config.cache, progress=config.progress, step_deg=config.table_step_deg)
 
 
 def render_if_missing(config: BenchmarkConfig, dof: int) -> Path:
@@ -373,6 +398,9 @@ class RunResult:
     examples: dict[int, dict[str, np.ndarray]]  # dof -> row label -> (N_EXAMPLES, 3, H, W), largest gap, tau 0.5
     strips: dict[int, dict[str, np.ndarray]]  # dof -> label -> (INTERP_STEPS, 3, H, W)
     curves: dict[str, str]  # seed-0 trained model "dof2 alpha-vae a=100 avg-gaussian" -> its log.csv
+    paths: list[dict[str, Any]] = field(default_factory=list)  # smoothness along the tau path (dof 1, 2)
+    tables: dict[int, dict | None] = field(default_factory=dict)  # dof -> the reference table's kind and step
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run here
     wall_s: float = 0.0
     missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
 
@@ -383,7 +411,8 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
 
     out = check_out(config)
     jobs = plan(config)
-    result = RunResult(datasets={}, records=[], ceiling=[], examples={}, strips={}, curves={}, wall_s=wall_s)
+    result = RunResult(datasets={}, records=[], ceiling=[], examples={}, strips={}, curves={}, wall_s=wall_s,
+                       skipped=skipped(config))
     for job in (j for j in jobs if isinstance(j, EvalJob)):
         path = eval_output(config, job)
         if not path.exists():
@@ -393,6 +422,8 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
         result.datasets[part["dof"]] = part["dataset"]
         result.records += part["records"]
         result.ceiling += part["ceiling"]
+        result.paths += part["paths"]
+        result.tables[part["dof"]] = part["table"]
         result.examples[part["dof"]], result.strips[part["dof"]] = part["examples"], part["strips"]
         result.curves.update(part["curves"])
     if not result.datasets:

@@ -55,6 +55,8 @@ def render_poses(config: RenderConfig, poses: np.ndarray, size: int, supersample
     info = backend.probe_platform()
     chunks = [poses[i:i + CHUNK_FRAMES] for i in range(0, len(poses), CHUNK_FRAMES)]
     frames, masks = [], []
+    # No more workers than chunks: each spawned worker pays the GL start-up (seconds) even if it gets no work.
+    workers = max(1, min(workers, len(chunks)))
     pool = backend.render_pool(scene_for(config), size, supersample, info["platform"], workers)
     try:
         with tqdm(total=len(poses), unit="frame", desc=desc, disable=not progress) as bar:

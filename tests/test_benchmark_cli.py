@@ -25,7 +25,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_output(quick_run):
     out, _, _, result = quick_run
     assert str(out) in result.output
-    expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "mse-vs-tau.png",
+    expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "error-vs-tau.png",
                 "training-curves.png"}
     expected |= {f"inbetween-dof{d}.png" for d in (1, 2, 6)} | {f"interpolation-dof{d}.png" for d in (1, 2, 6)}
     assert expected <= {p.name for p in out.iterdir()}
@@ -39,18 +39,30 @@ def test_results_json_has_one_record_per_combination(quick_run):
     assert set(doc["datasets"]) == {"1", "2", "6"}
     assert all(len(v["sha256"]) == 64 for v in doc["datasets"].values())
     recs = doc["records"]
-    keys = {(r["dof"], r["split"], r["method"], r["alpha"], r["kl"], r["gap"], r["tau"], r["seed"]) for r in recs}
-    assert len(keys) == len(recs)  # one record per (dof, split, method, alpha, kl, gap, tau, seed)
-    # Gap 1 scores tau 1/2, gap 3 scores tau 1/6 .. 5/6: 6 (gap, tau) per row-maker and scored split. Row-makers:
-    # 5 unseeded (copy-x0, mean-frame, pixel-average, optical-flow, rife) + 2 seeds x (frame-cnn, autoencoder, acai,
-    # alpha 0, alpha 100).
+    keys = {(r["dof"], r["split"], r["method"], r["alpha"], r["kl"], r["gap"], r["tau"], r["well_posed"], r["seed"])
+            for r in recs}
+    assert len(keys) == len(recs)  # one record per (dof, split, method, alpha, kl, gap, tau, well_posed, seed)
+    # Gap 1 scores tau 1/2, gap 3 scores tau 1/6 .. 5/6: 6 (gap, tau) per row-maker and split.
     assert {(r["gap"], r["tau"]) for r in recs} == {(1, 0.5)} | {(3, j / 6) for j in range(1, 6)}
-    scored = {(r["dof"], r["split"]) for r in recs}
-    assert {split for _, split in scored} <= {"test", "heldout"} and {d for d, _ in scored} == {1, 2, 6}
-    assert len(recs) == len(scored) * 6 * (5 + 2 * 5)
+    assert {r["split"] for r in recs} == {"test", "heldout"}  # the two protocols
+    # Row-makers: 5 unseeded (copy-x0, mean-frame, pixel-average, optical-flow, rife) + 2 seeds x (frame-cnn,
+    # autoencoder, acai, alpha 0, alpha 100). Every (dof, split, gap, tau) has each row-maker's triplets once,
+    # split between the well-posed and the ambiguous record as the ceiling rows split them.
+    ceiling = doc["ceiling"]
+    n_true = {}
+    for c in ceiling:
+        n_true.setdefault((c["dof"], c["split"], c["gap"], c["tau"]), {})[c["well_posed"]] = c["n_triplets"]
+    counted = {}
+    for r in recs:
+        key = (r["dof"], r["split"], r["gap"], r["tau"], r["method"], r["alpha"], r["seed"])
+        counted.setdefault(key, {})[r["well_posed"]] = r["n_triplets"]
+    assert len(counted) == len(n_true) * (5 + 2 * 5)
+    for key, n in counted.items():
+        assert n == n_true[key[:4]], key
+    assert len(n_true) == 3 * 2 * 6
     for r in recs:
         if r["method"] in ("pixel-average", "optical-flow", "copy-x0", "mean-frame", "rife"):
-            assert r["alpha"] is None and r["kl"] is None and r["seed"] is None and r["lr_trials"] is None
+            assert r["alpha"] is None and r["kl"] is None and r["seed"] is None
         if r["method"] == "alpha-vae":
             assert r["alpha"] in (0.0, 100.0) and r["seed"] in (0, 1)
             assert (r["kl"] is None) == (r["alpha"] == 0.0)
@@ -61,9 +73,21 @@ def test_results_json_has_one_record_per_combination(quick_run):
             assert r["train_flops"] == 30 * r["flops_per_step"] or r["method"] != "frame-cnn"  # full batches only
             assert r["best_val_loss"] > 0 and r["lr_trials"] == 1 and r["budget_gflop"] is None
         assert 0 <= r["mse"] <= 1 and 0 <= r["ssim"] <= 1 and 0 <= r["iou"] <= 1 and r["n_triplets"] > 0
-    # Known answers: pixel-average at tau 1/2 is the mean of the ends; copy-x0 at gap 1 scores x0 against x1.
-    ceiling = doc["ceiling"]
-    assert len(ceiling) == len(scored) * 6 and all(c["mse"] == 0 for c in ceiling)
+        assert r["sharpness"] >= 0
+        if r["dof"] == 6:
+            assert r["position_error_px"] >= 0 and r["pose_error_deg"] is None
+        else:
+            assert 0 <= r["pose_error_deg"] <= 180 and 0 <= r["nn_distance"] <= 1 and r["position_error_px"] is None
+    # Known answers at the coarse --quick table (10 deg): copy-x0 on dof 1 (15 deg per frame at 24 frames per
+    # turn) is off by 15 deg at gap 1 and 45 deg at gap 3; its path stands still, then jumps: 1 - 1/(2k).
+    for r in recs:
+        if r["method"] == "copy-x0" and r["dof"] == 1 and r["tau"] == 0.5:
+            assert r["pose_error_deg"] == pytest.approx(15.0 * r["gap"], abs=1e-6)
+    for p in doc["paths"]:
+        if p["method"] == "copy-x0" and p["dof"] == 1:
+            assert p["smoothness"] == pytest.approx(1 - 1 / (2 * p["gap"]), abs=1e-6)
+    assert {p["dof"] for p in doc["paths"]} == {1, 2} and doc["tables"]["2"]["step_deg"] == 10.0
+    assert all(c["mse"] == 0 and c["sharpness"] == 1.0 for c in ceiling)
     with open(out / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(recs)
 
@@ -75,6 +99,8 @@ def test_results_md_and_config(quick_run):
         assert f"## DoF {dof}" in md
     assert "| pixel-average |" in md and "alpha-vae α=100 (avg-gaussian)" in md and " ± " in md
     assert "| copy-x0 |" in md and "| mean-frame |" in md and "| autoencoder |" in md and "## Compute" in md
+    assert "| method | test k=1 | test k=3 | heldout k=1 | heldout k=3 |" in md and "pose error, degrees" in md
+    assert "coarser than the default 2°" in md and "Smoothness along the tau path" in md
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method_configs"]["alpha-vae"]["alphas"] == [0.0, 100.0] and cfg["quick"] is True and cfg["seeds"] == 2
     assert cfg["method_configs"]["frame-cnn"]["channels"] == 8  # the --quick profile of the method
@@ -93,9 +119,9 @@ def test_rerun_with_one_more_alpha_reuses_cached_models(quick_run, tmp_path):
     added = {p.name for p in (cache / "models").iterdir()} - models_before
     # Only the alpha = 10 models are new: one per (dof, seed).
     assert len(added) == 3 * 2 and all(n.startswith("train-alpha-vae-a10-") for n in added)
-    old = {(r["dof"], r["method"], r["alpha"], r["gap"], r["tau"], r["seed"]): r["mse"]
+    old = {(r["dof"], r["split"], r["method"], r["alpha"], r["gap"], r["tau"], r["well_posed"], r["seed"]): r["mse"]
            for r in json.loads((out / "results.json").read_text())["records"]}
-    new = {(r["dof"], r["method"], r["alpha"], r["gap"], r["tau"], r["seed"]): r["mse"]
+    new = {(r["dof"], r["split"], r["method"], r["alpha"], r["gap"], r["tau"], r["well_posed"], r["seed"]): r["mse"]
            for r in json.loads((new_out / "results.json").read_text())["records"]}
     assert all(new[k] == v for k, v in old.items())  # cached models give the same numbers
 
@@ -194,7 +220,7 @@ def test_method_options_reach_their_method_only(tmp_path):
     base, lr, width = plan(), plan("--frame-cnn-lr", "0.02"), plan("--width", "0.1")
     changed = {i for i in base if lr[i] != base[i]}
     assert changed == {"train-frame-cnn-dof1-s0", "eval-dof1"}
-    # --width is shared by the latent models: the autoencoder and every alpha-VAE change together.
+    # --width is shared by the latent models: the autoencoder, acai and every alpha-VAE change together.
     assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-acai-dof1-s0",
                                                         "train-alpha-vae-a0-dof1-s0",
                                                         "train-alpha-vae-a100-avg-gaussian-dof1-s0", "eval-dof1"}
