@@ -34,6 +34,13 @@ def training_step_flops(build: Callable[[], nn.Module], loss: Callable[[nn.Modul
     return int(counter.get_total_flops())
 
 
+def epoch_accounting(flops_of_batch: Callable[[int], int], n: int, batch_size: int) -> dict:
+    """Steps per epoch over n triplets in batches of batch_size, and the FLOPs of an epoch's last, smaller
+    batch (flops_of_batch(size) counts one step of `size` triplets): the epoch arguments of flops_of_steps."""
+    per_epoch = math.ceil(n / batch_size)
+    return {"epoch_steps": per_epoch, "last_step_flops": flops_of_batch(n - (per_epoch - 1) * batch_size)}
+
+
 def flops_of_steps(steps: int, flops_per_step: int, epoch_steps: int | None = None,
                    last_step_flops: int | None = None) -> int:
     """FLOPs of `steps` optimiser steps. With epoch_steps, every epoch_steps-th step is an epoch's last,

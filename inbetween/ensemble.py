@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.flops import steps_for_budget
+from ibutil.flops import epoch_accounting, steps_for_budget
 from ibutil.run import write_summary
 from ibutil.io import torch_save_atomic
 from ibutil.preempt import Preempted, StopFlag
@@ -242,8 +242,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
     accounting, epochs, totals = [], [], []
     for c in configs:
         flops = flops_per_step(c, size)
-        last = flops_per_step(replace(c, batch_size=n - (steps_per_epoch - 1) * bs), size)
-        epochs.append({"epoch_steps": steps_per_epoch, "last_step_flops": last})
+        epochs.append(epoch_accounting(lambda b, c=c: flops_per_step(replace(c, batch_size=b), size), n, bs))
         if c.budget_gflop is not None:
             totals.append(steps_for_budget(c.budget_gflop, flops, "the alpha-VAE", **epochs[-1]))
         else:

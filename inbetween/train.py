@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ibutil.flops import flops_of_steps, steps_for_budget, training_step_flops
+from ibutil.flops import epoch_accounting, flops_of_steps, steps_for_budget, training_step_flops
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.run import FLOPS_COUNTED, TrainSummary, package_version, write_summary
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
@@ -330,11 +330,10 @@ def train(config: TrainConfig) -> AlphaVAE:
     net = DistributedDataParallel(model) if world > 1 else model  # the same weights; DDP syncs gradients
 
     n, bs = len(train_set), config.batch_size
-    steps_per_epoch = math.ceil(n / bs)
     # FLOPs of a full global batch (whatever the world size) and of an epoch's last, smaller one.
     flops = flops_per_step(config, train_set.image_size)
-    last_flops = flops_per_step(replace(config, batch_size=n - (steps_per_epoch - 1) * bs), train_set.image_size)
-    epochs = {"epoch_steps": steps_per_epoch, "last_step_flops": last_flops}
+    epochs = epoch_accounting(lambda b: flops_per_step(replace(config, batch_size=b), train_set.image_size), n, bs)
+    steps_per_epoch = epochs["epoch_steps"]
     if config.budget_gflop is not None:
         total = steps_for_budget(config.budget_gflop, flops, "the alpha-VAE", **epochs)
     else:

@@ -30,15 +30,14 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 import torch.nn as nn
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from benchmarks.methods import alpha_vae, autoencoder
+from benchmarks.methods import autoencoder
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.run import TrainRun, load_selected, planned_steps
+from ibutil.flops import epoch_accounting, training_step_flops
+from ibutil.run import TrainRun, planned_steps
 from inbetween.data import TripletDataset
 from inbetween.train import val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, Encoder, VAEConfig, num_params, reconstruction_nll
@@ -152,15 +151,13 @@ def step_flops(config: Config, image_size: int, batch_size: int) -> int:
     """FLOPs of one training step of `batch_size` triplets: forward + backward of autoencoder and critic.
 
     Counted by torch.utils.flop_counter (matrix products and convolutions, 2 per multiply-add) on
-    shape-only tensors (FakeTensorMode): exact for these shapes, nothing computed, no RNG touched.
-    The optimiser updates and elementwise work are not counted.
+    shape-only tensors (ibutil.flops.training_step_flops): exact for these shapes, nothing computed, no RNG
+    touched. The optimiser updates and elementwise work are not counted.
     """
-    with torch.random.fork_rng(devices=[]), FakeTensorMode():
-        model, critic = build(config, image_size, 0)
+    def batch_loss(pair: nn.ModuleList) -> torch.Tensor:
         x0, x1, x2 = (torch.rand(batch_size, 3, image_size, image_size) for _ in range(3))
-        with FlopCounterMode(display=False) as counter:
-            losses(model, critic, x0, x1, x2, torch.rand(3 * batch_size) / 2, config).total.backward()
-    return int(counter.get_total_flops())
+        return losses(pair[0], pair[1], x0, x1, x2, torch.rand(3 * batch_size) / 2, config).total
+    return training_step_flops(lambda: nn.ModuleList(build(config, image_size, 0)), batch_loss)
 
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
@@ -181,9 +178,9 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
     opt_critic = torch.optim.Adam(critic.parameters(), lr=config.lr)
     alphas = torch.Generator().manual_seed(_stream_seed(spec.seed, ALPHA_STREAM))
     n, bs = len(data), spec.batch_size
-    per_epoch = math.ceil(n / bs)
     flops = step_flops(config, data.image_size, bs)
-    epochs = {"epoch_steps": per_epoch, "last_step_flops": step_flops(config, data.image_size, n - (per_epoch - 1) * bs)}
+    epochs = epoch_accounting(lambda b: step_flops(config, data.image_size, b), n, bs)
+    per_epoch = epochs["epoch_steps"]
     run = TrainRun(out_dir, method=NAME, fmt=FORMAT, identity={"config": asdict(config), "spec": spec.resume_identity()},
                    meta={"model_config": asdict(model.config)}, params=num_params(model) + num_params(critic),
                    flops_per_step=flops, planned_steps=planned_steps(spec.steps, spec.budget_gflop, flops, NAME, **epochs),
@@ -216,13 +213,8 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
     """The selected autoencoder (the critic is kept in the checkpoints but not needed to predict)."""
-    payload = load_selected(out_dir, FORMAT, hint="train acai first")
-    model = AlphaVAE(VAEConfig(**payload["meta"]["model_config"]))
-    model.load_state_dict(payload["state"]["model"])
-    return model.to(resolve_device(device)).eval()
+    return autoencoder.load_vae(out_dir, FORMAT, "train acai first", device)
 
 
-@torch.no_grad()
-def predict(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
-    """Decode (1 - tau) z0 + tau z2: (B, 3, H, W) x2 in [0, 1] -> (B, 3, H, W) in [0, 1] on x0's device."""
-    return alpha_vae.predict(model, x0, x2, tau)  # the same decoding of the encoder means
+# The frame at tau decodes (1 - tau) z0 + tau z2 of the encoder means, as for the autoencoder.
+predict = autoencoder.predict

@@ -20,7 +20,7 @@ from benchmarks.methods import alpha_vae
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
-from ibutil.flops import training_step_flops
+from ibutil.flops import epoch_accounting, training_step_flops
 from ibutil.run import TrainRun, load_selected, planned_steps
 from inbetween.data import TripletDataset
 from inbetween.train import val_dataset
@@ -92,13 +92,6 @@ def step_flops(config: Config, image_size: int, batch_size: int) -> int:
     return training_step_flops(lambda: build(config, image_size, 0), batch_loss)
 
 
-def epoch_accounting(config: Config, image_size: int, n: int, batch_size: int) -> dict:
-    """Steps per epoch and the FLOPs of an epoch's last, smaller batch (the data are visited in epochs)."""
-    per_epoch = math.ceil(n / batch_size)
-    return {"epoch_steps": per_epoch,
-            "last_step_flops": step_flops(config, image_size, n - (per_epoch - 1) * batch_size)}
-
-
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
     """Minimise the reconstruction loss of x0, x1, x2 on training triplets, select on spec.val_split.
 
@@ -111,7 +104,8 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
     model = build(config, data.image_size, spec.seed).to(dev).train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     n, bs = len(data), spec.batch_size
-    flops, epochs = step_flops(config, data.image_size, bs), epoch_accounting(config, data.image_size, n, bs)
+    flops = step_flops(config, data.image_size, bs)
+    epochs = epoch_accounting(lambda b: step_flops(config, data.image_size, b), n, bs)  # the data go in epochs
     run = TrainRun(out_dir, method=NAME, fmt=FORMAT, identity={"config": asdict(config), "spec": spec.resume_identity()},
                    meta={"model_config": asdict(model.config)}, params=num_params(model), flops_per_step=flops,
                    planned_steps=planned_steps(spec.steps, spec.budget_gflop, flops, NAME, **epochs), lr=config.lr,
@@ -139,7 +133,12 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
     """The selected model of a finished run in out_dir (best.pt; checkpoint.pt without selection)."""
-    payload = load_selected(out_dir, FORMAT, hint="train the autoencoder first")
+    return load_vae(out_dir, FORMAT, "train the autoencoder first", device)
+
+
+def load_vae(out_dir, fmt: str, hint: str, device: str) -> AlphaVAE:
+    """The selected AlphaVAE of a finished run of checkpoint format `fmt` (this file's, or acai's)."""
+    payload = load_selected(out_dir, fmt, hint=hint)
     model = AlphaVAE(VAEConfig(**payload["meta"]["model_config"]))
     model.load_state_dict(payload["state"]["model"])
     return model.to(resolve_device(device)).eval()
