@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from inbetween.data import TripletDataset
 from inbetween.ensemble import StackedVAE, _adam, _member_loss
 from inbetween.toy import write_toy_dataset
-from ibutil.device import resolve_device
+from ibutil.device import cpu_info, resolve_device
 from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, train
 from inbetween.vae import inbetween_divergence, kl_standard_normal, reconstruction_nll
 
@@ -155,16 +155,8 @@ def main() -> None:
 
 def cpu_name() -> str:
     """The CPU model and its wide-vector / matrix flags (avx2, avx512*, amx*), from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    model, flags = cpu_info()
+    model = model or platform.processor() or "unknown"
     wide = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
     return f"{model} ({os.cpu_count()} logical cores; flags: {' '.join(wide) or 'none of avx2/avx512/amx'})"
 
@@ -180,7 +172,7 @@ def time_ensembles(args, sizes, config, dataset, device, rng, images, peak32):
     flops_per_image = counter.get_total_flops() / images
     print(f"training step {flops_per_image / 1e9:.4f} GFLOP/image (width {args.width}, latent {args.latent})")
     print(f"\n| M | sequential s/round | ensemble s/round | sequential model-img/s | ensemble model-img/s | "
-          f"speed-up | ensemble GFLOP/s | of fp32 peak |")
+          "speed-up | ensemble GFLOP/s | of fp32 peak |")
     print("|---|---|---|---|---|---|---|---|")
     alphas = (0.0, 1.0, 10.0, 100.0)
     for m in sizes:

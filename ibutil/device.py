@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
@@ -29,3 +30,18 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise UserError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
     return torch.device(name)
+
+
+def cpu_info() -> tuple[str | None, set[str]]:
+    """(the CPU's model name or None, its feature flags) from /proc/cpuinfo; (None, set()) where it is unreadable."""
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from inbetween.data import TripletDataset
-from ibutil.device import resolve_device
+from ibutil.device import cpu_info, resolve_device
 from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer
 from ibutil.io import write_text_atomic
 
@@ -58,21 +58,9 @@ def decide(trial: Trial, min_speedup: float = 1.05, loss_rtol: float = 0.02) -> 
 
 def machine() -> dict:
     """What the choice depends on besides the model: the processor (or GPU) and the torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = {f for line in text.splitlines() if line.startswith("flags") for f in line.split()}
-        flags = " ".join(sorted(f for f in found if f.startswith(("avx512_bf16", "amx"))))
-    except OSError:
-        pass
+    cpu, found = cpu_info()
+    cpu = cpu or platform.processor() or platform.machine()
+    flags = " ".join(sorted(f for f in found if f.startswith(("avx512_bf16", "amx"))))
     return {"cpu": cpu, "cpu_bf16_flags": flags, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
