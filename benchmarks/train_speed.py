@@ -171,7 +171,7 @@ def time_ensembles(args, sizes, config, dataset, device, rng, images, peak32):
         our_step("fp32")(model, opt, batch, config, torch.Generator(device=device).manual_seed(0))
     flops_per_image = counter.get_total_flops() / images
     print(f"training step {flops_per_image / 1e9:.4f} GFLOP/image (width {args.width}, latent {args.latent})")
-    print(f"\n| M | sequential s/round | ensemble s/round | sequential model-img/s | ensemble model-img/s | "
+    print("\n| M | sequential s/round | ensemble s/round | sequential model-img/s | ensemble model-img/s | "
           "speed-up | ensemble GFLOP/s | of fp32 peak |")
     print("|---|---|---|---|---|---|---|---|")
     alphas = (0.0, 1.0, 10.0, 100.0)
