@@ -137,15 +137,9 @@ def ceiling_metrics(frames: torch.Tensor, masks: torch.Tensor, factors: np.ndarr
     table rows (S, T) for pose tables. The ceiling rows gather from these."""
     s_, t_ = frames.shape[:2]
     flat = frames.flatten(0, 1).float() / 255  # (S*T, 3, H, W)
-    per, index = [], []
-    for i in range(0, len(flat), EVAL_BATCH):
-        sl = slice(i, i + EVAL_BATCH)
-        m, idx = frame_metrics(flat[sl], flat[sl], masks.flatten(0, 1)[sl], factors.reshape(s_ * t_, -1)[sl],
-                               table, device)
-        per.append(m)
-        index.append(idx)
-    joined = {name: np.concatenate([b[name] for b in per]).reshape(s_, t_) for name in per[0]}
-    return joined, (np.concatenate(index).reshape(s_, t_) if index[0] is not None else None)
+    pairs = {"x0": flat, "x2": flat, "target": flat, "mask": masks.flatten(0, 1)}
+    per, index = evaluate(lambda x0, x2, tau: x0, pairs, 0.5, factors.reshape(s_ * t_, -1), table, device)
+    return {name: v.reshape(s_, t_) for name, v in per.items()}, (None if index is None else index.reshape(s_, t_))
 
 
 def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_taus: bool = True,
