@@ -102,7 +102,7 @@ def test_results_md_and_config(quick_run):
     assert "| method | test k=1 | test k=3 | heldout k=1 | heldout k=3 |" in md and "pose error, degrees" in md
     assert "coarser than the default 2°" in md and "Smoothness along the tau path" in md
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["method_configs"]["alpha-vae"]["alphas"] == [0.0, 100.0] and cfg["quick"] is True and cfg["seeds"] == 2
+    assert cfg["method_configs"]["alpha-vae"]["alphas"] == [0.0, 100.0] and cfg["profile"] == "quick" and cfg["seeds"] == 2
     assert cfg["method_configs"]["frame-cnn"]["channels"] == 8  # the --quick profile of the method
     assert cfg["versions"]["torch"] and cfg["versions"]["inbetween-bench"] == "0.1.0"
 

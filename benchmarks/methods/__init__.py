@@ -50,9 +50,9 @@ def record_fields(module: ModuleType, config) -> dict:
     return {"alpha": None, "kl": None} | (module.record(config) if hasattr(module, "record") else {})
 
 
-def quick_overrides(module: ModuleType) -> dict:
-    """The method's Config overrides under --quick."""
-    return dict(getattr(module, "QUICK", {}))
+def profile_overrides(module: ModuleType, profile: str) -> dict:
+    """The method's Config overrides under a benchmark profile: its QUICK dict for quick, DEMO for demo, none for full."""
+    return {} if profile == "full" else dict(getattr(module, profile.upper(), {}))
 
 
 def shared_options(module: ModuleType) -> dict[str, str]:

@@ -46,6 +46,7 @@ NAME = "acai"
 TRAINS = True
 SEEDED = True
 QUICK = autoencoder.QUICK  # the autoencoder's tiny architecture under --quick
+DEMO = autoencoder.DEMO  # and under --demo
 SHARED = autoencoder.SHARED  # --width and --latent: one architecture for every latent model
 FORMAT = "acai"
 # Independent random streams derived from the run's seed (the data order uses [seed, epoch]).

@@ -34,6 +34,7 @@ NAME = "frame-cnn"
 TRAINS = True
 SEEDED = True
 QUICK = {"channels": 8}  # the --quick CI profile
+DEMO = {"channels": 16}  # the --demo profile: a quarter of the default's FLOPs, still sharp in-betweens at 250 steps
 FORMAT = "frame-cnn"
 VERSION = 2  # 2: conditioned on tau (7 input channels); version 1 files (middle frame only) are refused
 LOSSES = ("mse", "l1")

@@ -14,7 +14,7 @@ Every file in benchmarks/methods/ is one method and exports (benchmarks/methods/
         x0, x2: (B, 3, H, W) float in [0, 1]; tau: a float or a (B,) tensor in (0, 1), the position
         of the wanted frame between x0 (tau = 0) and x2 (tau = 1); returns (B, 3, H, W) in [0, 1]
         on x0's device.
-and optionally QUICK (Config overrides of --quick), SHARED (field -> an unprefixed CLI option that
+and optionally QUICK and DEMO (Config overrides of --quick and --demo), SHARED (field -> an unprefixed CLI option that
 several methods share, e.g. the latent models' --width), variants(config) -> [Config] (the models a
 benchmark run trains, e.g. one per alpha) and record(config) -> dict (extra fields of its records).
 A learned method's Config has an `lr` field: the centre of the benchmark's learning-rate sweep.

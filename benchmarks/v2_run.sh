@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The committed v2 run behind docs/results.md: every method on dof 1, 2 and 6 with 3 seeds (main/), and
+# the alpha-VAE's KL-form ablation on dof 1 (kl-ablation/). Writes $OUT/RUN.md with the commands, the
+# machine and the wall times.
+#
+# Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
+# ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
+# 510 for the frame CNN at 16 channels and 280 for ACAI (its critic doubles the cost of a step). Each
+# selects its checkpoint on the val split (evaluated every 100 steps). The latent models train at
+# lr 1e-3, the frame CNN at its default 1e-3 peak.
+#
+# Resumable: finished jobs are cached under --cache (.cache/inbetween-bench), so running the script
+# again trains only what is missing. Trainings run as LANES single-threaded processes (xargs -P; on
+# 2 cores two lanes trained 14% more small models per hour than one two-threaded process), then the
+# evaluations, then the aggregates whose folders are committed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+OUT=${OUT:-docs/results}
+LANES=${LANES:-2}
+COMMON="--seeds 3 --gap 2 5 10 20 --no-all-taus --table-step-deg 4 --batch-size 32 --budget-gflop 2500
+        --eval-every 100 --width 0.125 --latent 32 --alpha-vae-lr 1e-3"
+MAIN="$COMMON --dof 1 2 6 --alpha 0 100 --autoencoder-lr 1e-3 --acai-lr 1e-3 --frame-cnn-channels 16"
+KL="$COMMON --dof 1 --methods alpha-vae --alpha 1 10 100 --kl avg-gaussian mixture jensen
+    --alpha-vae-mixture-samples 8"
+
+jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
+    local kind=$1; shift
+    run-benchmark "$@" --plan | python -c "import json, sys
+for j in map(json.loads, sys.stdin):
+    print(j['id']) if j['kind'] == '$kind' else None"
+}
+
+run() {  # name, options...: every job of one benchmark, lane-parallel within each kind, then its folder
+    local name=$1; shift
+    local start=$SECONDS
+    for kind in render train eval; do
+        jobs_of "$kind" "$@" | xargs -r -P "$LANES" -I{} run-benchmark "$@" --threads 1 --quiet --only {}
+    done
+    run-benchmark "$@" --aggregate --quiet --overwrite --out "$OUT/$name"
+    echo "| $name | \`run-benchmark $(echo "$@" | tr -s ' \n' ' ')\` | $(( (SECONDS - start) / 60 )) min |" >> "$OUT/.RUN.rows"
+}
+
+mkdir -p "$OUT"
+rm -f "$OUT/.RUN.rows"
+run main $MAIN
+run kl-ablation $KL
+{
+    echo "# The committed v2 run"
+    echo
+    echo "Made by \`bash benchmarks/v2_run.sh\` at commit $(git rev-parse --short HEAD) on $(date -u +%F),"
+    echo "$(python -c 'from ibutil.device import cpu_info; m, f = cpu_info(); print(m, "with", " ".join(x for x in ("avx2", "avx512f", "amx_bf16") if x in f) or "no AVX2")' 2>/dev/null), $(nproc) cores, $LANES single-threaded lanes."
+    echo "Wall times include only the jobs that were not already cached when the script ran."
+    echo
+    echo "| folder | command | wall time |"
+    echo "|---|---|---|"
+    cat "$OUT/.RUN.rows"
+} > "$OUT/RUN.md"
+rm -f "$OUT/.RUN.rows"
