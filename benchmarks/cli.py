@@ -54,7 +54,7 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
     """
     import torch
 
-    from benchmarks import suite
+    from benchmarks import report, suite
 
     with user_errors(), preemption_exits():
         # A shared option (--width) sets every chosen method that has the field; --frame-cnn-lr sets one method.
@@ -86,6 +86,8 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
         else:
             path = suite.run_benchmark(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
+        records = json.loads((path / "results.json").read_text())["records"]
+        click.echo("\n".join(report.summary_lines(records, path)))
 
 
 BENCHMARK_OPTIONS.extend(run_benchmark)

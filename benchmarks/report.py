@@ -401,6 +401,40 @@ def _read_log(log: str | None) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- the folder
 
 
+SUMMARY_METRICS = {"pose_error_deg": ("pose error", "°"), "position_error_px": ("position error", " px"), "mse": ("MSE", "")}
+
+
+def summary_lines(records: list[dict], out: Path) -> list[str]:
+    """The run in a few terminal lines: a header, one line per DoF (its place metric, pose or position error,
+    at the smallest gap on the test split's well-posed middle frames: the best row, pixel averaging and every
+    alpha-VAE row with its SSIM), where the tables are, and the figure to open first."""
+    dofs = sorted({r["dof"] for r in records})
+    lines = ["Summary: test split, well-posed triplets, tau = 0.5, smallest gap; means over seeds."]
+    for dof in dofs:
+        metric = table_metric(dof, "table")
+        if not any(r.get(metric) is not None for r in records if r["dof"] == dof):
+            metric = "mse"  # a file without a reference table: no place metric
+        rows, gaps, stats = aggregate(records, dof, metric)
+        _, _, ssim = aggregate(records, dof, "ssim")
+        if not gaps:
+            continue
+        k = gaps[0]
+        value = {label: stats[(label, k)][0] for label in rows if (label, k) in stats}
+        best = min(value, key=value.get)
+        shown = dict.fromkeys([best, *(label for label in rows if label == "pixel-average"
+                                       or label.startswith("alpha-vae"))])
+        digits = DIGITS[metric]
+        name, unit = SUMMARY_METRICS[metric]
+        cells = [f"{label} {value[label]:.{digits}f}{unit}"
+                 + (f" (SSIM {ssim[(label, k)][0]:.2f})" if label.startswith("alpha-vae") and (label, k) in ssim else "")
+                 + (" [best]" if label == best else "") for label in shown]
+        lines.append(f"dof {dof}, k={k}, {name}: " + "; ".join(cells))
+    lines.append(f"Tables (test and heldout, every metric, gap and seed count): {out}/results.md")
+    if dofs:
+        lines.append(f"Open {out}/inbetween-dof{dofs[-1]}.png first: every method's in-betweens beside the true frame.")
+    return lines
+
+
 def write_output(config, result, out: Path) -> Path:
     """Write everything into a temporary sibling folder, then rename it to `out` (ibutil.io.atomic_path)."""
     with atomic_path(out) as tmp:

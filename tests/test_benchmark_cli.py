@@ -33,6 +33,44 @@ def test_quick_run_writes_every_output(quick_run):
         assert (out / name).stat().st_size > 100, name
 
 
+def test_run_ends_with_a_summary_naming_the_figure(quick_run):
+    out, _, _, result = quick_run
+    tail = result.output.strip().splitlines()[-6:]  # header, one line per dof (3), tables, figure
+    assert tail[0].startswith("Summary: test split, well-posed")
+    assert tail[1].startswith("dof 1, k=1, pose error: ") and "alpha-vae α=100 (avg-gaussian)" in tail[1]
+    assert tail[3].startswith("dof 6, k=1, position error: ") and "[best]" in tail[3]
+    assert tail[-1] == f"Open {out}/inbetween-dof6.png first: every method's in-betweens beside the true frame."
+
+
+def test_demo_profile_plans_dof_1_and_2_with_every_method():
+    r = CliRunner().invoke(run_benchmark, ["--demo", "--plan"])
+    assert r.exit_code == 0, r.output
+    jobs = [json.loads(line) for line in r.output.splitlines()]
+    assert [j["id"] for j in jobs if j["kind"] != "train"] == ["render-dof1", "render-dof2", "eval-dof1", "eval-dof2"]
+    trained = {j["id"] for j in jobs if j["kind"] == "train"}
+    for dof in (1, 2):  # one seed of every learned method, alpha 0 and 100
+        assert {f"train-{m}-dof{dof}-s0" for m in ("frame-cnn", "autoencoder", "acai", "alpha-vae-a0",
+                                                   "alpha-vae-a100-avg-gaussian")} <= trained
+    assert {j["lr"] for j in jobs if j["kind"] == "train" and j["method"] != "mean-frame"} == {1e-3}
+
+
+def test_demo_profile_settings():
+    from benchmarks.config import profile_config, render_config
+    c = profile_config("demo")
+    assert (c.dofs, c.gaps, c.steps, c.batch_size, c.render_size, c.all_taus) == ((1, 2), (2, 5), 250, 32, 32, False)
+    assert c.method_configs["alpha-vae"].width == 0.125 and c.method_configs["alpha-vae"].latent == 32
+    assert c.method_configs["acai"].width == 0.125 and c.method_configs["frame-cnn"].channels == 16
+    dof2 = render_config(c, 2)
+    assert (dof2.size, dof2.frames, dof2.train_sequences, dof2.test_sequences) == (32, 30, 100, 10)
+    from benchmarks.config import BenchmarkConfig
+    assert render_config(c, 1) == render_config(BenchmarkConfig(render_size=32), 1)  # dof 1: the preset
+
+
+def test_quick_and_demo_together_exit_2(tmp_path):
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--demo", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "give --quick or --demo, not both" in r.output
+
+
 def test_results_json_has_one_record_per_combination(quick_run):
     out = quick_run[0]
     doc = json.loads((out / "results.json").read_text())
