@@ -1,0 +1,218 @@
+"""The numbers behind docs/results.md's claims: cells of committed runs, seed statistics and effect sizes.
+
+    python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
+
+Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
+every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
+heldout split's well-posed middle frames (tau = 0.5). A comparison gives the difference, its size
+in seed standard deviations (d = difference / the root mean square of the two SDs; a method
+without seeds has SD 0) and Welch's t-test over seeds (one-sample against a seedless method's
+value). With 3 seeds a p-value below 0.05 needs a large, consistent difference; treat d and p as
+what they are, a seed-to-seed comparison, not a test over triplets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from benchmarks.report import DIGITS, method_label
+from ibutil.errors import UserError
+from ibutil.io import write_text_atomic
+
+PLACE = {1: "pose_error_deg", 2: "pose_error_deg", 6: "position_error_px"}  # the paper's terms: pose and place
+HEDGES = ("copy-x0", "pixel-average")  # rows every comparison shows for scale
+ALPHA0, ALPHA100 = "alpha-vae α=0", "alpha-vae α=100 (avg-gaussian)"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: a metric of one row at one (dof, split, gap), over its seeds."""
+
+    values: tuple[float, ...]  # one per seed (one value for a seedless method)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def sd(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
+
+    def text(self, metric: str) -> str:
+        d = DIGITS.get(metric, 3)
+        return f"{self.mean:.{d}f} ± {self.sd:.{d}f} (n={self.n})" if self.n > 1 else f"{self.mean:.{d}f}"
+
+
+def load(folders: list[str | Path]) -> list[dict]:
+    """Every record of the runs' results.json files (later folders add rows; they do not replace)."""
+    records: list[dict] = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give run-benchmark output folders")
+        records += json.loads(path.read_text())["records"]
+    return records
+
+
+def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> Cell | None:
+    """The cell of one row (method label) at (dof, split, gap), well-posed middle frames; None if absent.
+    A record repeated by two runs (the same seed of the same model) counts once."""
+    seen: dict[object, float] = {}
+    for r in records:
+        if (r["dof"], r["split"], r["gap"], r.get("tau"), r.get("well_posed")) == (dof, split, gap, 0.5, True) \
+                and method_label(r) == label and r.get(metric) is not None:
+            seen.setdefault(r.get("seed"), float(r[metric]))
+    return Cell(tuple(seen[k] for k in sorted(seen, key=str))) if seen else None
+
+
+def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
+    """(a - b, the difference in seed SDs, Welch's two-sided p over seeds); nan where the seeds cannot say."""
+    diff = a.mean - b.mean
+    if a.n == 1 and b.n == 1:  # two seedless values: no spread to measure the difference in
+        return diff, math.nan, math.nan
+    spread = math.sqrt((a.sd ** 2 + b.sd ** 2) / 2)
+    d = diff / spread if spread > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    if a.n > 1 and b.n > 1:
+        p = float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+    else:
+        seeded, fixed = (a, b) if a.n > 1 else (b, a)
+        p = float(stats.ttest_1samp(seeded.values, fixed.mean).pvalue)
+    return diff, d, p
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "–" if x is None or math.isnan(x) else ("∞" if math.isinf(x) and x > 0 else "−∞" if math.isinf(x)
+                                                    else f"{x:.{digits}f}")
+
+
+def labels(records: list[dict], dof: int) -> list[str]:
+    """Row labels of a DoF in first-seen order."""
+    return list(dict.fromkeys(method_label(r) for r in records if r["dof"] == dof))
+
+
+def axes(records: list[dict], dof: int) -> tuple[list[str], list[int]]:
+    """The DoF's splits (test first) and gaps."""
+    splits = sorted({r["split"] for r in records if r["dof"] == dof}, key=lambda s: (s != "test", s))
+    return splits, sorted({r["gap"] for r in records if r["dof"] == dof})
+
+
+def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str, ...],
+               names: tuple[str, str] = ("a", "b")) -> list[str]:
+    """Rows a vs b on every split and gap: both cells, the difference a - b, d and p, per metric."""
+    lines = [f"| split | k | metric | {names[0]} | {names[1]} | {names[0]} − {names[1]} | d (seed SDs) | p (Welch) |",
+             "|---|---|---|---|---|---|---|---|"]
+    splits, gaps = axes(records, dof)
+    for split in splits:
+        for k in gaps:
+            for m in metrics:
+                ca, cb = cell(records, dof, split, k, a, m), cell(records, dof, split, k, b, m)
+                if ca is None or cb is None:
+                    continue
+                diff, d, p = compare(ca, cb)
+                lines.append(f"| {split} | {k} | {m} | {ca.text(m)} | {cb.text(m)} | {_num(diff, DIGITS.get(m, 3))} "
+                             f"| {_num(d)} | {_num(p, 3)} |")
+    return lines + [""]
+
+
+def grid_table(records: list[dict], dof: int, metric: str, rows: list[str] | None = None,
+               relative_to: str | None = None) -> list[str]:
+    """Rows x (split, gap) of one metric; with relative_to, each cell also as a fraction of that row's mean."""
+    splits, gaps = axes(records, dof)
+    rows = rows or labels(records, dof)
+    cols = [(s, k) for s in splits for k in gaps]
+    lines = ["| method | " + " | ".join(f"{s} k={k}" for s, k in cols) + " |", "|---|" + "---|" * len(cols)]
+    for label in rows:
+        cells = []
+        for s, k in cols:
+            c = cell(records, dof, s, k, label, metric)
+            ref = cell(records, dof, s, k, relative_to, metric) if relative_to else None
+            text = "–" if c is None else c.text(metric)
+            if c is not None and ref is not None and ref.mean > 0:
+                text += f" [{c.mean / ref.mean:.2f}×]"
+            cells.append(text)
+        if any(t != "–" for t in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def winners_table(records: list[dict], dof: int, metrics: tuple[str, ...]) -> list[str]:
+    """Per split, gap and metric: the best row, the runner-up, and how far apart they are (d, p)."""
+    lines = ["| split | k | metric | best | runner-up | gap to runner-up | d | p |", "|---|---|---|---|---|---|---|---|"]
+    splits, gaps = axes(records, dof)
+    for split in splits:
+        for k in gaps:
+            for m in metrics:
+                higher = m in ("ssim", "psnr", "iou")
+                cells = {lab: c for lab in labels(records, dof)
+                         if (c := cell(records, dof, split, k, lab, m)) is not None}
+                if len(cells) < 2:
+                    continue
+                order = sorted(cells, key=lambda lab: -cells[lab].mean if higher else cells[lab].mean)
+                best, second = order[0], order[1]
+                diff, d, p = compare(cells[best], cells[second])
+                lines.append(f"| {split} | {k} | {m} | {best}: {cells[best].text(m)} | {second}: "
+                             f"{cells[second].text(m)} | {_num(diff, DIGITS.get(m, 3))} | {_num(d)} | {_num(p, 3)} |")
+    return lines + [""]
+
+
+def kl_table(records: list[dict], metric: str = "pose_error_deg", dof: int = 1) -> list[str]:
+    """The KL-form ablation: alpha x form cells on the test split at every gap, alpha = 0 as the reference."""
+    rows = [lab for lab in labels(records, dof) if lab.startswith("alpha-vae")]
+    rows = sorted(rows, key=lambda lab: (lab.split(" (")[-1], float(lab.split("α=")[1].split(" ")[0])))
+    return grid_table(records, dof, metric, rows)
+
+
+def markdown(records: list[dict], sources: list[str]) -> str:
+    dofs = sorted({r["dof"] for r in records})
+    out = ["# Claims: the cells behind docs/results.md", "",
+           f"Written by `python -m benchmarks.claims {' '.join(sources)}`. Cells: mean ± sample SD over seeds "
+           "(n), well-posed middle frames (tau = 0.5); d: difference in seed SDs (root mean square of the two); "
+           "p: Welch's t-test over seeds (one-sample against a method without seeds). `[r×]`: the cell as a "
+           "multiple of the copy-x0 hedge's, which makes gaps and DoFs of different motion comparable.", ""]
+    for dof in (d for d in (1, 2) if d in dofs):
+        if {ALPHA0, ALPHA100} <= set(labels(records, dof)):
+            out += [f"## Claim 1, DoF {dof}: α = 100 against α = 0", ""]
+            out += pair_table(records, dof, ALPHA100, ALPHA0, ("pose_error_deg", "mse", "ssim", "sharpness"),
+                              ("α=100", "α=0"))
+    if {1, 2} <= set(dofs):
+        out += ["## Claim 2: pose error on DoF 1 and DoF 2, as multiples of copy-x0's", ""]
+        for dof in (1, 2):
+            out += [f"### DoF {dof}", ""] + grid_table(records, dof, "pose_error_deg", relative_to="copy-x0")
+    if 6 in dofs:
+        out += ["## Claim 3: DoF 6 (three objects), position error in pixels", ""]
+        out += grid_table(records, 6, "position_error_px", relative_to="copy-x0")
+        out += ["Objects found (share of object instances a prediction shows at all):", ""]
+        out += grid_table(records, 6, "position_found")
+    for dof in dofs:
+        out += [f"## Who wins, DoF {dof}", ""] + winners_table(records, dof, (PLACE[dof], "mse", "ssim"))
+    if any(r.get("kl") not in (None, "avg-gaussian") for r in records):
+        out += ["## KL-form ablation, DoF 1: pose error", ""] + kl_table(records)
+        out += ["## KL-form ablation, DoF 1: MSE", ""] + kl_table(records, "mse")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", help="run-benchmark output folders (their results.json)")
+    ap.add_argument("--out", help="write the markdown here instead of printing it")
+    args = ap.parse_args(argv)
+    text = markdown(load(args.folders), args.folders)
+    if args.out:
+        write_text_atomic(Path(args.out), text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

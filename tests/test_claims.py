@@ -1,0 +1,57 @@
+"""benchmarks.claims: cells over seeds, effect sizes and the tables docs/results.md cites, on known records."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import claims
+
+
+def _rec(dof, method, seed, value, alpha=None, kl=None, split="test", gap=2, metric="pose_error_deg"):
+    return {"dof": dof, "split": split, "method": method, "alpha": alpha, "kl": kl, "gap": gap, "tau": 0.5,
+            "well_posed": True, "seed": seed, metric: value, "mse": value / 1000}
+
+
+RECORDS = ([_rec(1, "copy-x0", None, 10.0), _rec(1, "pixel-average", None, 6.0)]
+           + [_rec(1, "alpha-vae", s, v, alpha=0.0) for s, v in enumerate((30.0, 32.0, 34.0))]
+           + [_rec(1, "alpha-vae", s, v, alpha=100.0, kl="avg-gaussian") for s, v in enumerate((20.0, 22.0, 24.0))]
+           + [{**_rec(1, "alpha-vae", 0, 99.0, alpha=0.0), "well_posed": False}])  # ambiguous: never counted
+
+
+def test_cell_is_mean_and_sample_sd_over_seeds_of_well_posed_records():
+    c = claims.cell(RECORDS, 1, "test", 2, "alpha-vae α=0", "pose_error_deg")
+    assert c.values == (30.0, 32.0, 34.0) and c.mean == 32.0 and c.sd == pytest.approx(2.0)
+    assert c.text("pose_error_deg") == "32.00 ± 2.00 (n=3)"
+    assert claims.cell(RECORDS, 1, "heldout", 2, "alpha-vae α=0", "pose_error_deg") is None
+
+
+def test_compare_gives_difference_in_seed_sds_and_welch_p():
+    a = claims.cell(RECORDS, 1, "test", 2, "alpha-vae α=100 (avg-gaussian)", "pose_error_deg")
+    b = claims.cell(RECORDS, 1, "test", 2, "alpha-vae α=0", "pose_error_deg")
+    diff, d, p = claims.compare(a, b)
+    assert diff == -10.0 and d == pytest.approx(-5.0)  # both SDs are 2
+    assert p == pytest.approx(0.0036, abs=1e-4)  # Welch t = -6.12 on 4 degrees of freedom
+    seedless = claims.cell(RECORDS, 1, "test", 2, "copy-x0", "pose_error_deg")
+    diff, d, p = claims.compare(a, seedless)  # one-sample against the fixed value 10
+    assert diff == 12.0 and d == pytest.approx(12.0 / math.sqrt(2)) and p < 0.01
+    assert all(math.isnan(x) for x in claims.compare(seedless, seedless)[1:])
+
+
+def test_markdown_names_the_claims_and_the_winner(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"records": RECORDS}))
+    out = tmp_path / "claims.md"
+    claims.main([str(run), "--out", str(out)])
+    md = out.read_text()
+    assert "## Claim 1, DoF 1: α = 100 against α = 0" in md
+    assert "| test | 2 | pose_error_deg | 22.00 ± 2.00 (n=3) | 32.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 |" in md
+    # Who wins on pose error: pixel averaging (6) over copy-x0 (10); two seedless rows have no d or p.
+    assert "| test | 2 | pose_error_deg | pixel-average: 6.00 | copy-x0: 10.00 | -4.00 | – | – |" in md
+
+
+def test_missing_folder_is_a_user_error(tmp_path):
+    from ibutil.errors import UserError
+    with pytest.raises(UserError, match="does not exist"):
+        claims.load([tmp_path / "nope"])
