@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The committed v2 run behind docs/results.md: every method on dof 1, 2 and 6 with 3 seeds (main/), and
-# the alpha-VAE's KL-form ablation on dof 1 (kl-ablation/). Writes $OUT/RUN.md with the commands, the
-# machine and the wall times.
+# the alpha-VAE's KL-form ablation on dof 1 (kl-ablation/), and the narrow alpha-VAE trained towards its
+# validation plateau on the paper's DoF 1 protocol (plateau-dof1/: up to 22,000 GFLOP, about 5,900 steps,
+# early stopping after 4 val evaluations without a new best). Each folder gets a RUN.md with the command,
+# the machine and the wall time. Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1].
 #
 # Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
 # ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
@@ -24,6 +26,10 @@ MAIN="$COMMON --dof 1 2 6 --alpha 0 100 --autoencoder-lr 1e-3 --acai-lr 1e-3 --f
 KL="$COMMON --dof 1 --methods alpha-vae --alpha 1 10 100 --kl avg-gaussian mixture jensen
     --alpha-vae-mixture-samples 8"
 
+PLATEAU="--dof 1 --methods copy-x0 pixel-average optical-flow alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20
+         --no-all-taus --batch-size 32 --budget-gflop 22000 --eval-every 250 --patience 4 --width 0.125 --latent 32
+         --alpha-vae-lr 1e-3"
+
 jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
     local kind=$1; shift
     run-benchmark "$@" --plan | python -c "import json, sys
@@ -38,22 +44,33 @@ run() {  # name, options...: every job of one benchmark, lane-parallel within ea
         jobs_of "$kind" "$@" | xargs -r -P "$LANES" -I{} run-benchmark "$@" --threads 1 --quiet --only {}
     done
     run-benchmark "$@" --aggregate --quiet --overwrite --out "$OUT/$name"
-    echo "| $name | \`run-benchmark $(echo "$@" | tr -s ' \n' ' ')\` | $(( (SECONDS - start) / 60 )) min |" >> "$OUT/.RUN.rows"
+    {   # provenance beside the results: the command, the machine, the wall time of the jobs not already cached
+        echo "# $name"
+        echo
+        echo "Made by \`bash benchmarks/v2_run.sh $name\` at commit $(git rev-parse --short HEAD) on $(date -u +%F):"
+        echo
+        echo "    run-benchmark $(echo "$@" | tr -s ' \n' ' ')"
+        echo
+        echo "Machine: $(python -c 'from ibutil.device import cpu_info; m, f = cpu_info(); print(m, "with", " ".join(x for x in ("avx2", "avx512f", "amx_bf16") if x in f) or "no AVX2")'), $(nproc) cores, $LANES single-threaded lanes, no GPU."
+        echo "Wall time: $(( (SECONDS - start) / 60 )) min (jobs already in the cache were reused, not re-timed)."
+    } > "$OUT/$name/RUN.md"
+}
+
+# The plateau run renders the paper's exact DoF 1 protocol (full training turn, no held-out region).
+paper_dof1() {
+    local path=.cache/inbetween-bench/data/dof1-paper.h5
+    [ -f "$path" ] || render-dataset --dof 1 --protocol paper --out "$path" >&2
+    echo "$path"
 }
 
 mkdir -p "$OUT"
-rm -f "$OUT/.RUN.rows"
-run main $MAIN
-run kl-ablation $KL
-{
-    echo "# The committed v2 run"
-    echo
-    echo "Made by \`bash benchmarks/v2_run.sh\` at commit $(git rev-parse --short HEAD) on $(date -u +%F),"
-    echo "$(python -c 'from ibutil.device import cpu_info; m, f = cpu_info(); print(m, "with", " ".join(x for x in ("avx2", "avx512f", "amx_bf16") if x in f) or "no AVX2")' 2>/dev/null), $(nproc) cores, $LANES single-threaded lanes."
-    echo "Wall times include only the jobs that were not already cached when the script ran."
-    echo
-    echo "| folder | command | wall time |"
-    echo "|---|---|---|"
-    cat "$OUT/.RUN.rows"
-} > "$OUT/RUN.md"
-rm -f "$OUT/.RUN.rows"
+for stage in "${@:-main kl-ablation plateau-dof1}"; do
+    for name in $stage; do
+        case $name in
+            main) run main $MAIN ;;
+            kl-ablation) run kl-ablation $KL ;;
+            plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
+            *) echo "unknown stage $name: choose main, kl-ablation or plateau-dof1" >&2; exit 2 ;;
+        esac
+    done
+done
