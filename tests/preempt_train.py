@@ -34,7 +34,7 @@ def method(name: str):
         from benchmarks.methods.interface import TrainSpec
 
         module = methods.get(name)
-        config = module.Config(**methods.quick_overrides(module))
+        config = module.Config(**methods.profile_overrides(module, "quick"))
         spec = TrainSpec(data=str(data), gaps=(1,), steps=STEPS, batch_size=4, seed=5, eval_every=3, patience=100)
         module.train(config, spec, out_dir, device="cpu", progress=False)
         return module.load(config, out_dir, "cpu")
