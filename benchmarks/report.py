@@ -461,7 +461,8 @@ def write_output(config, result, out: Path) -> Path:
                         tmp / f"interpolation-dof{dof}.png")
         headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
         figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
-        figure_error_vs_tau(records, dofs, tmp / "error-vs-tau.png")
+        if len({r["tau"] for r in records}) > 1:  # one tau (--no-all-taus) makes no curve
+            figure_error_vs_tau(records, dofs, tmp / "error-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
     return out
