@@ -165,7 +165,7 @@ def markdown(config, result) -> str:
             metric = table_metric(dof, slot)
             body = side_by_side(result.records, result.ceiling, dof, metric, splits, True) if metric else []
             lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
-        lines += smoothness_section(result.paths, dof, splits)
+        lines += smoothness_section(result.paths, dof, splits, result.records)
         if any(r["dof"] == dof and r.get("well_posed") is False for r in result.records):
             lines += ["### Ambiguous triplets, tau = 0.5", "",
                       "The target is not the interpolation of its ends (e.g. an object bounced off a border between "
@@ -179,21 +179,32 @@ def markdown(config, result) -> str:
     for dof in sorted(result.datasets):
         lines.append(f"![in-betweens dof {dof}](inbetween-dof{dof}.png)")
         lines.append(f"![interpolation paths dof {dof}](interpolation-dof{dof}.png)")
-    lines += ["![MSE against gap](mse-vs-gap.png)", "![error against tau](error-vs-tau.png)"]
+    lines += ["![MSE against gap](mse-vs-gap.png)"]
+    if several_taus(result.records):
+        lines.append("![error against tau](error-vs-tau.png)")
     if result.curves:
         lines.append("![training curves](training-curves.png)")
-    lines += ["", f"Wall time of this command: {result.wall_s / 60:.1f} min (models and evaluations found in the cache "
-                  "are reused, not re-timed).", ""]
+    if result.wall_s > 0:
+        lines += ["", f"Wall time of this command: {result.wall_s / 60:.1f} min (models and evaluations found in the "
+                      "cache are reused, not re-timed).", ""]
+    else:
+        lines += ["", "Built by --aggregate from job outputs in the cache: the jobs' wall times are not known here.", ""]
     return "\n".join(lines)
 
 
-def smoothness_section(paths: list[dict], dof: int, splits: list[str]) -> list[str]:
+def several_taus(records: list[dict]) -> bool:
+    """Whether the records score more than one tau (not so under --no-all-taus): only then is there a tau curve."""
+    return len({r.get("tau") for r in records}) > 1
+
+
+def smoothness_section(paths: list[dict], dof: int, splits: list[str], records: list[dict]) -> list[str]:
     """ACAI's smoothness of the recovered poses along each path (dof 1, 2); what stands in for it on dof 6."""
     if dof == 6:
         return ["### Smoothness along the tau path", "",
                 "Not computed for DoF 6: the position metric measures how far the predicted pixels lie from the "
-                "truth, it does not recover a position, so there is no path of recovered positions to score. "
-                "error-vs-tau.png shows how evenly each method's position error runs along tau.", ""]
+                "truth, it does not recover a position, so there is no path of recovered positions to score."
+                + (" error-vs-tau.png shows how evenly each method's position error runs along tau."
+                   if several_taus(records) else ""), ""]
     body = side_by_side(paths, None, dof, "smoothness", splits, True, tau=None)
     if not body:
         return []
@@ -461,7 +472,7 @@ def write_output(config, result, out: Path) -> Path:
                         tmp / f"interpolation-dof{dof}.png")
         headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
         figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
-        if len({r["tau"] for r in records}) > 1:  # one tau (--no-all-taus) makes no curve
+        if several_taus(records):
             figure_error_vs_tau(records, dofs, tmp / "error-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
