@@ -199,6 +199,20 @@ def markdown(records: list[dict], sources: list[str]) -> str:
     if any(r.get("kl") not in (None, "avg-gaussian") for r in records):
         out += ["## KL-form ablation, DoF 1: pose error", ""] + kl_table(records)
         out += ["## KL-form ablation, DoF 1: MSE", ""] + kl_table(records, "mse")
+        present = labels(records, 1)
+        forms = ("avg-gaussian", "mixture", "jensen")
+        for i, f in enumerate(forms):  # form against form at the paper's alpha
+            for g in forms[i + 1:]:
+                a, b = f"alpha-vae α=100 ({f})", f"alpha-vae α=100 ({g})"
+                if {a, b} <= set(present):
+                    out += [f"### α = 100: {f} against {g}, pose error", ""]
+                    out += pair_table(records, 1, a, b, ("pose_error_deg",), (f, g))
+        for alpha in (1, 10):  # a weak divergence against none
+            for f in forms:
+                a = f"alpha-vae α={alpha} ({f})"
+                if {a, ALPHA0} <= set(present):
+                    out += [f"### α = {alpha} ({f}) against α = 0, pose error", ""]
+                    out += pair_table(records, 1, a, ALPHA0, ("pose_error_deg",), (f"α={alpha}", "α=0"))
     return "\n".join(out)
 
 
