@@ -55,3 +55,11 @@ def test_missing_folder_is_a_user_error(tmp_path):
     from ibutil.errors import UserError
     with pytest.raises(UserError, match="does not exist"):
         claims.load([tmp_path / "nope"])
+
+
+def test_two_runs_that_disagree_on_a_cell_are_refused():
+    from ibutil.errors import UserError
+    other = [{**r, "pose_error_deg": r["pose_error_deg"] + 1} for r in RECORDS]
+    assert claims.cell(RECORDS + RECORDS, 1, "test", 2, "copy-x0", "pose_error_deg").values == (10.0,)  # repeats: once
+    with pytest.raises(UserError, match="two runs disagree on copy-x0"):
+        claims.cell(RECORDS + other, 1, "test", 2, "copy-x0", "pose_error_deg")
