@@ -27,7 +27,6 @@ from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
 
 PLACE = {1: "pose_error_deg", 2: "pose_error_deg", 6: "position_error_px"}  # the paper's terms: pose and place
-HEDGES = ("copy-x0", "pixel-average")  # rows every comparison shows for scale
 ALPHA0, ALPHA100 = "alpha-vae α=0", "alpha-vae α=100 (avg-gaussian)"
 
 

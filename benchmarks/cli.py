@@ -63,8 +63,7 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
         settings = given.pop(BENCH, {}) | dict(overwrite=overwrite, progress=not quiet, method_configs=given)
         if quick and demo:
             raise UserError("give --quick or --demo, not both")
-        profile = "quick" if quick else "demo" if demo else None
-        config = profile_config(profile, **settings) if profile else BenchmarkConfig(**settings)
+        config = profile_config("quick" if quick else "demo" if demo else "full", **settings)
         if sum((show_plan, only is not None, aggregate)) > 1:
             raise UserError("give at most one of --plan, --only and --aggregate")
         if show_plan:
