@@ -154,7 +154,31 @@ class EvalJob:
         return f"eval-dof{self.dof}"
 
 
-Job = RenderJob | TrainJob | EvalJob
+@dataclass(frozen=True)
+class EnsembleJob:
+    """Train several TrainJobs of one method, DoF, seed and lr trial as one batched network (module.train_group).
+
+    Its members keep their own ids, hashes and cache folders (model_dir), so a member trained here and
+    one trained alone by its TrainJob are interchangeable in the cache.
+    """
+
+    dof: int
+    members: tuple[TrainJob, ...]
+    hash: str  # of the members' hashes
+    needs: tuple[str, ...]
+    part: int | None = None  # which group of its method, DoF, seed and trial, when there are several (KL forms)
+    kind: str = "train"
+
+    @property
+    def id(self) -> str:
+        first = self.members[0]
+        return (f"train-{first.entry.method}-ensemble-dof{self.dof}"
+                + ("" if first.entry.seed is None else f"-s{first.entry.seed}")
+                + ("" if first.trial is None else f"-lr{first.trial}")
+                + ("" if self.part is None else f"-{self.part}"))
+
+
+Job = RenderJob | TrainJob | EnsembleJob | EvalJob
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -162,6 +186,10 @@ def job_json(job: Job) -> dict[str, Any]:
     line = {"id": job.id, "kind": job.kind, "dof": job.dof, "hash": job.hash, "needs": list(job.needs)}
     if isinstance(job, TrainJob):
         line |= {"method": job.entry.method, "label": job.entry.label, "seed": job.entry.seed, "lr": job.lr}
+    if isinstance(job, EnsembleJob):
+        first = job.members[0]
+        line |= {"method": first.entry.method, "members": [m.id for m in job.members], "seed": first.entry.seed,
+                 "lr": first.lr}
     return line
 
 
@@ -210,6 +238,7 @@ def plan(config: BenchmarkConfig) -> list[Job]:
     renders = {dof: (f"render-dof{dof}",) if given is None else () for dof, given in dofs.items()}
     evals = []
     for dof in dofs:
+        trains: list[TrainJob] = []
         models: list[tuple[str, ...]] = []
         hashes = []
         for e in entries(config):
@@ -220,14 +249,53 @@ def plan(config: BenchmarkConfig) -> list[Job]:
             lrs = trial_lrs(config, e)
             trials = [TrainJob(dof, e, "", renders[dof], lr, None if len(lrs) == 1 else i) for i, lr in enumerate(lrs)]
             trials = [replace(j, hash=config_hash([e.method, j.config, e.seed, budget, identity[dof]])) for j in trials]
-            jobs += trials
+            trains += trials
             models.append(tuple(j.id for j in trials))
             hashes.append([j.hash for j in trials])
+        trains = ensembles(trains) if config.ensemble else trains
+        jobs += trains
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
                              config_hash([identity[dof], list(config.gaps), config.all_taus, hashes,
                                           scoring.SCORING_VERSION, config.table_step_deg]),
-                             renders[dof] + tuple(m for trial_ids in models for m in trial_ids)))
+                             renders[dof] + tuple(j.id for j in trains)))
     return jobs + evals
+
+
+def ensembles(trains: list[TrainJob]) -> list[TrainJob | EnsembleJob]:
+    """Group the train jobs of one DoF that can train as one batched network: same method (one with
+    train_group), seed, lr trial and module.group_key. Groups of one stay TrainJobs; order is kept (an
+    ensemble sits where its first member was)."""
+    groups: dict[tuple, list[TrainJob]] = {}
+    for job in trains:
+        module = methods.get(job.entry.method)
+        key = ((job.entry.method, job.entry.seed, job.trial, config_hash(module.group_key(job.config)))
+               if hasattr(module, "train_group") else (job.id,))
+        groups.setdefault(key, []).append(job)
+    # A method, seed and trial whose jobs split into several groups (the KL ablation's forms) numbers them.
+    count = {}
+    for key, members in groups.items():
+        if len(members) > 1:
+            count[key[:3]] = count.get(key[:3], 0) + 1
+    out: list[TrainJob | EnsembleJob] = []
+    seen: dict[tuple, int] = {}
+    for key, members in groups.items():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        seen[key[:3]] = seen.get(key[:3], 0) + 1
+        out.append(EnsembleJob(members[0].dof, tuple(members), config_hash([m.hash for m in members]),
+                               members[0].needs, seen[key[:3]] if count[key[:3]] > 1 else None))
+    return out
+
+
+def train_jobs(jobs: list[Job]) -> dict[str, TrainJob]:
+    """Every TrainJob of a plan by id, the members of its ensembles included."""
+    out = {}
+    for job in jobs:
+        for j in job.members if isinstance(job, EnsembleJob) else (job,):
+            if isinstance(j, TrainJob):
+                out[j.id] = j
+    return out
 
 
 def find_job(config: BenchmarkConfig, job_id: str) -> Job:
@@ -236,6 +304,10 @@ def find_job(config: BenchmarkConfig, job_id: str) -> Job:
     for job in jobs:
         if job.id == job_id:
             return job
+    for job in jobs:
+        if isinstance(job, EnsembleJob) and job_id in (m.id for m in job.members):
+            raise UserError(f"{job_id} trains in the ensemble {job.id}: run --only {job.id}, or pass --no-ensemble "
+                            "to train it alone")
     names = ", ".join(j.id for j in jobs[:6]) + (", ..." if len(jobs) > 6 else "")
     raise UserError(f"no job {job_id!r} in this plan; run-benchmark ... --plan lists them ({names})")
 
@@ -271,6 +343,8 @@ def is_done(config: BenchmarkConfig, job: Job) -> bool:
     if isinstance(job, TrainJob):  # a preempted or in-progress run is not done: running it again resumes it
         summary = read_summary(model_dir(config, job))
         return summary is not None and summary.trained
+    if isinstance(job, EnsembleJob):
+        return all(is_done(config, m) for m in job.members)
     return eval_output(config, job).exists()
 
 
@@ -293,9 +367,12 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
     elif isinstance(job, TrainJob):
         if not is_done(config, job):
             train(config, job, ready_dataset(config, job.dof))
+    elif isinstance(job, EnsembleJob):
+        if not is_done(config, job):
+            train_ensemble(config, job, ready_dataset(config, job.dof))
     elif not is_done(config, job):
         path = ready_dataset(config, job.dof)
-        jobs = {j.id: j for j in plan(config) if isinstance(j, TrainJob)}
+        jobs = train_jobs(plan(config))
         rows = [load_row(config, e, [jobs[m] for m in trial_ids], path) for e, trial_ids in zip(job.entries, job.models)]
         table = reference_table(config, path)
         torch_save_atomic(scoring.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
@@ -354,6 +431,38 @@ def train(config: BenchmarkConfig, job: TrainJob, data: Path) -> None:
     summary = module.train(job.config, train_spec(config, job, data), out, device=config.device,
                            progress=config.progress)
     write_summary(summary, out)
+
+
+def ensemble_dir(config: BenchmarkConfig, job: EnsembleJob, members: list[TrainJob]) -> Path:
+    """The folder of the batched run of `members` (the ensemble's members not yet trained): its checkpoint."""
+    return Path(config.cache) / "models" / f"{job.id}-{config_hash([m.hash for m in members])}"
+
+
+def train_ensemble(config: BenchmarkConfig, job: EnsembleJob, data: Path) -> None:
+    """Train the unfinished members of `job` as one batched network (module.train_group) into their own cache
+    folders, resuming an interrupted ensemble of the same members.
+
+    A member with a run of its own in progress (a checkpoint from --no-ensemble, say) resumes alone with
+    train(); one member left also trains alone. SIGTERM checkpoints the ensemble (Preempted, exit 143).
+    """
+    todo = [m for m in job.members if not is_done(config, m)]
+    folder = ensemble_dir(config, job, todo)
+    if not folder.exists():  # no batched run of these members to resume: those with runs of their own finish them
+        alone = [m for m in todo if (model_dir(config, m) / "checkpoint.pt").exists()]
+        for member in alone:
+            train(config, member, data)
+        todo = [m for m in todo if m not in alone]
+        folder = ensemble_dir(config, job, todo)
+    if len(todo) == 1:
+        train(config, todo[0], data)
+    if len(todo) < 2:
+        return
+    module = methods.get(job.members[0].entry.method)
+    dirs = [model_dir(config, m) for m in todo]
+    summaries = module.train_group([m.config for m in todo], train_spec(config, todo[0], data), dirs, folder,
+                                   device=config.device, progress=config.progress)
+    for summary, out in zip(summaries, dirs):
+        write_summary(summary, out)
 
 
 def select(config: BenchmarkConfig, trials: list[TrainJob]) -> tuple[TrainJob, Any]:

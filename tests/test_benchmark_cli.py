@@ -47,7 +47,7 @@ def test_demo_profile_plans_dof_1_and_2_with_every_method():
     assert r.exit_code == 0, r.output
     jobs = [json.loads(line) for line in r.output.splitlines()]
     assert [j["id"] for j in jobs if j["kind"] != "train"] == ["render-dof1", "render-dof2", "eval-dof1", "eval-dof2"]
-    trained = {j["id"] for j in jobs if j["kind"] == "train"}
+    trained = {m for j in jobs if j["kind"] == "train" for m in j.get("members", [j["id"]])}
     for dof in (1, 2):  # one seed of every learned method, alpha 0 and 100
         assert {f"train-{m}-dof{dof}-s0" for m in ("frame-cnn", "autoencoder", "acai", "alpha-vae-a0",
                                                    "alpha-vae-a100-avg-gaussian")} <= trained
@@ -260,8 +260,7 @@ def test_method_options_reach_their_method_only(tmp_path):
     assert changed == {"train-frame-cnn-dof1-s0", "eval-dof1"}
     # --width is shared by the latent models: the autoencoder, acai and every alpha-VAE change together.
     assert {i for i in base if width[i] != base[i]} == {"train-autoencoder-dof1-s0", "train-acai-dof1-s0",
-                                                        "train-alpha-vae-a0-dof1-s0",
-                                                        "train-alpha-vae-a100-avg-gaussian-dof1-s0", "eval-dof1"}
+                                                        "train-alpha-vae-ensemble-dof1-s0", "eval-dof1"}
     assert plan("--methods", "pixel-average", "alpha-vae", "--width", "0.1")  # shared: only chosen methods take it
     r = CliRunner().invoke(run_benchmark, ["--quick", "--plan", "--methods", "pixel-average", "--frame-cnn-lr", "0.1"])
     assert r.exit_code == 2 and "frame-cnn is not among --methods" in r.output
@@ -307,8 +306,10 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     jobs = [json.loads(line) for line in r.output.strip().splitlines()]
     kinds = [j["kind"] for j in jobs]
     assert kinds == sorted(kinds, key=["render", "train", "eval"].index)  # dependency order
-    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, acai, alpha 0, alpha 100).
-    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 5) + 3
+    # Per DoF: mean-frame once, 2 seeds x (frame-cnn, autoencoder, acai, one ensemble of alpha 0 and 100).
+    assert len({j["id"] for j in jobs}) == len(jobs) == 3 + 3 * (1 + 2 * 4) + 3
+    assert by_id_members(jobs)["train-alpha-vae-ensemble-dof2-s1"] == ["train-alpha-vae-a0-dof2-s1",
+                                                                       "train-alpha-vae-a100-avg-gaussian-dof2-s1"]
     # One hash per job, and it names the job's cache entry.
     assert len({j["hash"] for j in jobs}) == len(jobs)
     # Each job's needs come earlier in the plan; an evaluation needs its render and every training of its DoF.
@@ -333,8 +334,11 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--aggregate", "--quiet", "--overwrite"])
     assert r.exit_code == 0 and "missing" not in r.output, r.output
     for j in jobs:
-        if j["kind"] == "train":
-            assert (tmp_path / "cache" / "models" / f"{j['id']}-{j['hash']}" / "summary.json").exists()
+        if j["kind"] == "train":  # a trained model's folder; an ensemble's members each have theirs
+            folders = ([f"{j['id']}-{j['hash']}"] if "members" not in j else
+                       [p.name for p in (tmp_path / "cache" / "models").glob("*") if p.name.rsplit("-", 1)[0] in j["members"]])
+            assert len(folders) == len(j.get("members", [0]))
+            assert all((tmp_path / "cache" / "models" / f / "summary.json").exists() for f in folders)
     plain = json.loads((out / "results.json").read_text())
     fanned = json.loads((tmp_path / "agg" / "results.json").read_text())
 
@@ -344,6 +348,39 @@ def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_
     assert untimed(fanned["records"]) == untimed(plain["records"]) and fanned["ceiling"] == plain["ceiling"]
     r = CliRunner().invoke(run_benchmark, [*plan_args, "--only", "train-nothing"])
     assert r.exit_code == 2 and "no job 'train-nothing'" in r.output
+
+
+def by_id_members(jobs):
+    return {j["id"]: j["members"] for j in jobs if "members" in j}
+
+
+def test_ensemble_members_equal_models_trained_alone(quick_run, tmp_path):
+    """--no-ensemble trains each alpha-VAE alone; its records equal the ensemble's within float rounding."""
+    out, _, args, _ = quick_run
+    alone = [a for a in args]
+    alone[alone.index("--cache") + 1] = str(tmp_path / "cache")
+    alone[alone.index("--out") + 1] = str(tmp_path / "alone")
+    alone += ["--dof", "1", "--methods", "alpha-vae", "--no-ensemble"]
+    r = CliRunner().invoke(run_benchmark, [*alone, "--plan"])
+    plan = [json.loads(line) for line in r.output.splitlines()]
+    assert not by_id_members(plan) and len([j for j in plan if j["kind"] == "train"]) == 2 * 2
+    r = CliRunner().invoke(run_benchmark, alone)
+    assert r.exit_code == 0, r.output
+
+    def metrics(path):
+        return {(r["split"], r["alpha"], r["gap"], r["tau"], r["well_posed"], r["seed"]): r
+                for r in json.loads((path / "results.json").read_text())["records"]
+                if r["dof"] == 1 and r["method"] == "alpha-vae"}
+
+    ours, theirs = metrics(out), metrics(tmp_path / "alone")
+    assert ours.keys() == theirs.keys() and len(ours) >= 8
+    for key, rec in ours.items():
+        assert rec["steps"] == theirs[key]["steps"] and rec["selected_step"] == theirs[key]["selected_step"]
+        assert rec["mse"] == pytest.approx(theirs[key]["mse"], rel=1e-4), key
+        assert rec["ssim"] == pytest.approx(theirs[key]["ssim"], rel=1e-4, abs=1e-5), key
+    # A member of an ensemble is not a job of its own while ensembles are on.
+    r = CliRunner().invoke(run_benchmark, [*args, "--only", "train-alpha-vae-a0-dof1-s0"])
+    assert r.exit_code == 2 and "trains in the ensemble train-alpha-vae-ensemble-dof1-s0" in r.output
 
 
 def test_training_curves_figure_takes_both_log_kinds_and_skips_missing_ones(tmp_path):

@@ -16,6 +16,7 @@ import torch
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, read_summary, tau_column
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
+from inbetween.ensemble import train_ensemble
 from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
 
@@ -88,16 +89,37 @@ def record(config: Config) -> dict:
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
     """inbetween.train on the train split, selecting on spec.val_split; an interrupted run in out_dir resumes."""
+    train_vae(_train_config(config, spec, out_dir, device, progress))
+    return read_summary(out_dir)  # inbetween.train wrote it
+
+
+def group_key(config: Config):
+    """Variants with equal keys train together in train_group: everything but alpha (one batched network needs
+    one architecture and one step count, and the KL form changes the counted FLOPs a budget buys)."""
+    _, kl = _alpha_kl(config)
+    return replace(config, alphas=(0.0,), kls=(kl or "avg-gaussian",))
+
+
+def train_group(configs: list[Config], spec: TrainSpec, out_dirs: list, group_dir, *, device: str = "auto",
+                progress: bool = True) -> list[TrainSummary]:
+    """Variants of one group_key as one inbetween.ensemble in group_dir (its checkpoint, so a preempted group
+    resumes), each into its own out_dir exactly as train() writes it. The members share spec's batch order
+    and seed, so each equals train() of its config within float rounding (tests/test_ensemble.py)."""
+    train_ensemble([_train_config(c, spec, d, device, progress) for c, d in zip(configs, out_dirs)], group_dir)
+    return [read_summary(d) for d in out_dirs]
+
+
+def _train_config(config: Config, spec: TrainSpec, out_dir, device: str, progress: bool) -> TrainConfig:
+    """The inbetween.train config of one variant under the benchmark's spec (resume=True: a run in out_dir goes on)."""
     alpha, kl = _alpha_kl(config)
-    train_vae(TrainConfig(
+    return TrainConfig(
         data=str(spec.data), out_dir=str(out_dir), gaps=spec.gaps, alpha=alpha, kl_form=kl or "avg-gaussian",
         mixture_samples=config.mixture_samples,
         likelihood=config.likelihood, latent=config.latent, width=config.width,
         steps=spec.steps if spec.budget_gflop is None else None, budget_gflop=spec.budget_gflop,
         batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=config.dtype,
         val_split=spec.val_split, eval_every=spec.eval_every, patience=spec.patience, min_delta=spec.min_delta,
-        checkpoint_every=spec.checkpoint_every, resume=True, progress=progress))
-    return read_summary(out_dir)  # inbetween.train wrote it
+        checkpoint_every=spec.checkpoint_every, resume=True, progress=progress)
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:

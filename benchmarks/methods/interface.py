@@ -16,7 +16,10 @@ Every file in benchmarks/methods/ is one method and exports (benchmarks/methods/
         on x0's device.
 and optionally QUICK and DEMO (Config overrides of --quick and --demo), SHARED (field -> an unprefixed CLI option that
 several methods share, e.g. the latent models' --width), variants(config) -> [Config] (the models a
-benchmark run trains, e.g. one per alpha) and record(config) -> dict (extra fields of its records).
+benchmark run trains, e.g. one per alpha), record(config) -> dict (extra fields of its records), and
+group_key(config) with train_group(configs, spec, out_dirs, group_dir, *, device, progress) -> [TrainSummary]:
+variants with equal keys that run-benchmark --ensemble trains together as one batched network (the
+alpha-VAE's alpha sweep), each into its own out_dir as train() would, resuming from group_dir.
 A learned method's Config has an `lr` field: the centre of the benchmark's learning-rate sweep.
 """
 
