@@ -2,8 +2,10 @@
 # The committed v2 run behind docs/results.md: every method on dof 1, 2 and 6 with 3 seeds (main/), and
 # the alpha-VAE's KL-form ablation on dof 1 (kl-ablation/), and the narrow alpha-VAE trained towards its
 # validation plateau on the paper's DoF 1 protocol (plateau-dof1/: up to 10,000 GFLOP, about 2,700 steps, four times the main budget,
-# early stopping after 4 val evaluations without a new best). Each folder gets a RUN.md with the command,
-# the machine and the wall time. Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1].
+# early stopping after 4 val evaluations without a new best), and the full grid (grid/: main's settings at
+# alpha 0, 1, 10 and 100, the grid of issue 12, each DoF and seed's four alpha-VAEs trained as one batched
+# ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
+# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid].
 #
 # Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
 # ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
@@ -23,6 +25,7 @@ LANES=${LANES:-2}
 COMMON="--seeds 3 --gap 2 5 10 20 --no-all-taus --table-step-deg 4 --batch-size 32 --budget-gflop 2500
         --eval-every 100 --width 0.125 --latent 32 --alpha-vae-lr 1e-3"
 MAIN="$COMMON --dof 1 2 6 --alpha 0 100 --autoencoder-lr 1e-3 --acai-lr 1e-3 --frame-cnn-channels 16"
+GRID="${MAIN/--alpha 0 100/--alpha 0 1 10 100}"
 KL="$COMMON --dof 1 --methods alpha-vae --alpha 1 10 100 --kl avg-gaussian mixture jensen
     --alpha-vae-mixture-samples 8"
 
@@ -64,13 +67,14 @@ paper_dof1() {
 }
 
 mkdir -p "$OUT"
-for stage in "${@:-main kl-ablation plateau-dof1}"; do
+for stage in "${@:-main kl-ablation plateau-dof1 grid}"; do
     for name in $stage; do
         case $name in
             main) run main $MAIN ;;
             kl-ablation) run kl-ablation $KL ;;
             plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
-            *) echo "unknown stage $name: choose main, kl-ablation or plateau-dof1" >&2; exit 2 ;;
+            grid) run grid $GRID ;;
+            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1 or grid" >&2; exit 2 ;;
         esac
     done
 done
