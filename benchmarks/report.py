@@ -28,7 +28,7 @@ from inbetween.data import triplet_index  # noqa: E402
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
 RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_posed", "seed", *METRIC_NAMES, *NEW_METRICS,
                "n_triplets", "params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step",
-               "best_val_loss", "lr", "lr_trials", "budget_gflop")
+               "best_val_loss", "lr", "lr_trials", "budget_gflop", "dtype")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
              "n_undefined")
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
@@ -228,11 +228,11 @@ def compute_table(records: list[dict]) -> list[str]:
         return "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
     lines = ["## Compute", "", "Per trained model (train split only; `–`: not counted yet).", "",
-             "| dof | method | seed | params | train s | train FLOPs | selected step | lr |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| dof | method | seed | params | train s | train FLOPs | selected step | lr | dtype |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (dof, label, seed), r in seen.items():
         lines.append(f"| {dof} | {label} | {show(seed)} | {show(r['params'])} | {show(r['train_seconds'])} | "
-                     f"{show(r['train_flops'])} | {show(r['selected_step'])} | {show(r['lr'])} |")
+                     f"{show(r['train_flops'])} | {show(r['selected_step'])} | {show(r['lr'])} | {show(r.get('dtype'))} |")
     return lines + [""]
 
 

@@ -416,7 +416,8 @@ def train_spec(config: BenchmarkConfig, job: TrainJob, data: Path) -> TrainSpec:
     n_triplets = sum(n_seq * (n_frames - 2 * k) for k in config.gaps)  # every (t-k, t, t+k) of the train split
     return TrainSpec(data=str(data), gaps=config.gaps, steps=steps_per_run(config, n_triplets),
                      batch_size=config.batch_size, seed=job.entry.seed or 0, val_split=VAL_SPLIT,
-                     eval_every=config.eval_every, patience=config.patience, budget_gflop=config.budget_gflop)
+                     eval_every=config.eval_every, patience=config.patience, budget_gflop=config.budget_gflop,
+                     cache=config.cache)
 
 
 def train(config: BenchmarkConfig, job: TrainJob, data: Path) -> None:

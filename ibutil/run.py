@@ -47,7 +47,7 @@ TRAINED = ("finished", "stopped-early")  # statuses of a usable model; "preempte
 FLOPS_COUNTED = "forward + backward matmuls and convolutions of one training batch; optimiser excluded"
 # The summary fields every results record carries (None for methods that fit nothing).
 RECORD_KEYS = ("params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step", "best_val_loss",
-               "lr", "budget_gflop")
+               "lr", "budget_gflop", "dtype")
 
 
 def package_version() -> str:
@@ -71,6 +71,7 @@ class TrainSummary:
     train_seconds: float = 0.0  # wall time of training, summed over resumed parts
     budget_gflop: float | None = None  # the FLOP budget the steps were derived from; None: a step count was given
     lr: float | None = None  # the learning rate trained with (None without an optimiser)
+    dtype: str | None = None  # fp32, or bf16 autocast (None: a method that does not choose)
     selected_step: int | None = None  # the step whose weights are scored
     best_val_loss: float | None = None  # the val loss of the selected step (None without selection)
     selected_checkpoint: str | None = None  # best.pt, or checkpoint.pt (the last step) without selection

@@ -528,7 +528,7 @@ def _summary(config: TrainConfig, run: dict, accounting: dict, epochs: dict, ste
         method="alpha-vae", status=status, **accounting, steps=step,
         train_flops=flops_of_steps(step, accounting["flops_per_step"], **epochs),
         train_seconds=round(run["train_seconds"], 3), budget_gflop=config.budget_gflop, lr=config.lr,
-        selected_step=sel["best_step"] if selecting else step,
+        dtype=config.dtype, selected_step=sel["best_step"] if selecting else step,
         best_val_loss=sel["best_loss"] if selecting and sel["best_step"] is not None else None,
         selected_checkpoint=BEST_NAME if selecting else CHECKPOINT_NAME, val_split=config.val_split if selecting else None,
         eval_every=config.eval_every if selecting else None, patience=sel["patience"], min_delta=sel["min_delta"],

@@ -383,6 +383,30 @@ def test_ensemble_members_equal_models_trained_alone(quick_run, tmp_path):
     assert r.exit_code == 2 and "trains in the ensemble train-alpha-vae-ensemble-dof1-s0" in r.output
 
 
+def test_auto_dtype_is_measured_once_per_shape_and_recorded(quick_run, tmp_path):
+    """--alpha-vae-dtype auto: one measurement per model shape on this machine, cached, written beside every
+    model and carried by its records; the --quick profile pins fp32, and methods without the choice record none."""
+    out, cache, args, _ = quick_run
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert {r["dtype"] for r in records if r["method"] == "alpha-vae"} == {"fp32"}
+    assert {r["dtype"] for r in records if r["method"] in ("frame-cnn", "pixel-average")} == {None}
+    data = next((cache / "data").glob("*dof1*.h5"))
+    auto = ["--quick", "--dof", "1", "--data", str(data), "--methods", "alpha-vae", "--alpha", "0", "100",
+            "--seeds", "1", "--alpha-vae-dtype", "auto", "--out", str(tmp_path / "out"),
+            "--cache", str(tmp_path / "cache"), "--quiet", "--threads", "1"]
+    r = CliRunner().invoke(run_benchmark, auto)
+    assert r.exit_code == 0, r.output
+    measured = list((tmp_path / "cache" / "dtype-choice").glob("*.json"))
+    assert len(measured) == 1  # one shape, so one measurement for both members
+    choice = json.loads(measured[0].read_text())
+    assert choice["dtype"] in ("fp32", "bf16") and choice["fp32_s"] > 0 and choice["reason"]
+    beside = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "models").glob("*/dtype_choice.json")]
+    assert len(beside) == 3 and {b["key"] for b in beside} == {choice["key"]}  # two members and their ensemble
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert {r["dtype"] for r in records if r["method"] == "alpha-vae"} == {choice["dtype"]}
+    assert f"| {choice['dtype']} |" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_training_curves_figure_takes_both_log_kinds_and_skips_missing_ones(tmp_path):
     from benchmarks.report import figure_curves
 

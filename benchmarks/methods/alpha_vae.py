@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+import json
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ import torch
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, read_summary, tau_column
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
+from ibutil.io import write_text_atomic
+from inbetween.dtype_choice import choose_dtype
 from inbetween.ensemble import train_ensemble
 from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
@@ -23,11 +26,14 @@ from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
 NAME = "alpha-vae"
 TRAINS = True
 SEEDED = True
-QUICK = {"width": 0.05, "latent": 8}  # the --quick CI profile
+QUICK_SHAPE = {"width": 0.05, "latent": 8}  # the --quick CI profile's architecture (the autoencoder and ACAI share it)
+QUICK = {**QUICK_SHAPE, "dtype": "fp32"}  # the --quick CI profile: fp32, so CI's numbers do not depend on its CPU
 # The --demo profile: small enough to train in ~30 s on 2 cores, large enough to decode recognisable frames.
 DEMO = {"width": 0.125, "latent": 32, "lr": 1e-3}
 # Unprefixed CLI options: --alpha and --kl sweep this method; --width and --latent set every latent model alike.
 SHARED = {"alphas": "--alpha", "kls": "--kl", "width": "--width", "latent": "--latent"}
+AUTO = "auto"  # the dtype that measures fp32 against bf16 on this machine (inbetween.dtype_choice)
+DTYPE_CHOICE_NAME = "dtype_choice.json"  # the measurement behind an auto dtype, in the model's folder
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Config:
     width: float = 0.25  # channel multiplier (1.0 = the paper's 128-256-512-1024)
     lr: float = 3e-4  # Adam learning rate (constant)
     likelihood: str = "bernoulli"  # reconstruction likelihood: bernoulli (BCE) or gaussian (MSE, sigma 0.1)
-    dtype: str = "fp32"  # fp32, or bf16 autocast for the convolutions
+    dtype: str = "auto"  # fp32, bf16 autocast for the convolutions, or auto: bf16 only where a measurement found it faster
 
     def __post_init__(self):
         object.__setattr__(self, "alphas", tuple(dict.fromkeys(float(a) for a in self.alphas)))
@@ -59,8 +65,8 @@ class Config:
         if not isinstance(self.mixture_samples, int) or isinstance(self.mixture_samples, bool) \
                 or self.mixture_samples < 1:
             raise UserError(f"--alpha-vae-mixture-samples must be a positive integer, not {self.mixture_samples!r}")
-        if self.dtype not in DTYPES:
-            raise UserError(f"unknown dtype {self.dtype!r}; choose {' or '.join(DTYPES)}")
+        if self.dtype not in (*DTYPES, AUTO):
+            raise UserError(f"unknown dtype {self.dtype!r}; choose {', '.join((*DTYPES, AUTO))}")
 
 
 def variants(config: Config) -> list[Config]:
@@ -89,7 +95,8 @@ def record(config: Config) -> dict:
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
     """inbetween.train on the train split, selecting on spec.val_split; an interrupted run in out_dir resumes."""
-    train_vae(_train_config(config, spec, out_dir, device, progress))
+    dtype = resolve_dtype(config, spec, [out_dir], device)
+    train_vae(_train_config(config, spec, out_dir, device, progress, dtype))
     return read_summary(out_dir)  # inbetween.train wrote it
 
 
@@ -105,11 +112,30 @@ def train_group(configs: list[Config], spec: TrainSpec, out_dirs: list, group_di
     """Variants of one group_key as one inbetween.ensemble in group_dir (its checkpoint, so a preempted group
     resumes), each into its own out_dir exactly as train() writes it. The members share spec's batch order
     and seed, so each equals train() of its config within float rounding (tests/test_ensemble.py)."""
-    train_ensemble([_train_config(c, spec, d, device, progress) for c, d in zip(configs, out_dirs)], group_dir)
+    dtype = resolve_dtype(configs[0], spec, [*out_dirs, group_dir], device)  # one shape, so one choice for all
+    train_ensemble([_train_config(c, spec, d, device, progress, dtype) for c, d in zip(configs, out_dirs)], group_dir)
     return [read_summary(d) for d in out_dirs]
 
 
-def _train_config(config: Config, spec: TrainSpec, out_dir, device: str, progress: bool) -> TrainConfig:
+def resolve_dtype(config: Config, spec: TrainSpec, out_dirs: list, device: str) -> str:
+    """fp32 or bf16: config.dtype, or with "auto" inbetween.dtype_choice's measurement for this shape on this
+    machine (cached under spec.cache). The choice is written to each out_dir as dtype_choice.json; a run that
+    already has one keeps it, so a resumed run never switches dtype."""
+    if config.dtype != AUTO:
+        return config.dtype
+    for d in out_dirs:
+        path = Path(d) / DTYPE_CHOICE_NAME
+        if path.exists():
+            return json.loads(path.read_text())["dtype"]
+    probe = _train_config(config, spec, out_dirs[0], device, progress=False, dtype="fp32")
+    choice = choose_dtype(probe, spec.cache or Path(out_dirs[0]).parent)
+    for d in out_dirs:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(d) / DTYPE_CHOICE_NAME, json.dumps(choice, indent=1, sort_keys=True) + "\n")
+    return choice["dtype"]
+
+
+def _train_config(config: Config, spec: TrainSpec, out_dir, device: str, progress: bool, dtype: str) -> TrainConfig:
     """The inbetween.train config of one variant under the benchmark's spec (resume=True: a run in out_dir goes on)."""
     alpha, kl = _alpha_kl(config)
     return TrainConfig(
@@ -117,7 +143,7 @@ def _train_config(config: Config, spec: TrainSpec, out_dir, device: str, progres
         mixture_samples=config.mixture_samples,
         likelihood=config.likelihood, latent=config.latent, width=config.width,
         steps=spec.steps if spec.budget_gflop is None else None, budget_gflop=spec.budget_gflop,
-        batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=config.dtype,
+        batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=dtype,
         val_split=spec.val_split, eval_every=spec.eval_every, patience=spec.patience, min_delta=spec.min_delta,
         checkpoint_every=spec.checkpoint_every, resume=True, progress=progress)
 

@@ -29,7 +29,7 @@ from inbetween.vae import LIKELIHOODS, AlphaVAE, VAEConfig, num_params, reconstr
 NAME = "autoencoder"
 TRAINS = True
 SEEDED = True
-QUICK = alpha_vae.QUICK  # the same tiny architecture as the alpha-VAE under --quick
+QUICK = alpha_vae.QUICK_SHAPE  # the same tiny architecture as the alpha-VAE under --quick
 DEMO = alpha_vae.DEMO  # and under --demo
 SHARED = {"width": "--width", "latent": "--latent"}  # one architecture for every latent model
 FORMAT = "autoencoder"

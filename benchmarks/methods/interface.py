@@ -49,6 +49,7 @@ class TrainSpec:
     min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this
     budget_gflop: float | None = None  # when set, the steps are what this many GFLOP buy at the method's counted cost
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: at evaluations and the end)
+    cache: str | None = None  # folder for per-machine measurements (alpha-vae's dtype choice); None: the model's folder
 
     def __post_init__(self):
         object.__setattr__(self, "gaps", tuple(self.gaps))
@@ -65,7 +66,7 @@ class TrainSpec:
 
     def resume_identity(self) -> dict:
         """What a resumed run must share with the checkpoint: everything but where the data lie and how often it saves."""
-        return {k: v for k, v in asdict(self).items() if k not in ("data", "checkpoint_every")}
+        return {k: v for k, v in asdict(self).items() if k not in ("data", "checkpoint_every", "cache")}
 
 
 def check_frames(x0: torch.Tensor, x2: torch.Tensor) -> None:
