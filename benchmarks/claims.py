@@ -175,6 +175,27 @@ def kl_table(records: list[dict], metric: str = "pose_error_deg", dof: int = 1) 
     return grid_table(records, dof, metric, rows)
 
 
+def alpha_rows(records: list[dict], dof: int) -> list[str]:
+    """The DoF's alpha-VAE rows without a KL form or with the paper's (avg-gaussian), in order of alpha."""
+    rows = [lab for lab in labels(records, dof)
+            if lab == ALPHA0 or (lab.startswith("alpha-vae α=") and lab.endswith("(avg-gaussian)"))]
+    return sorted(rows, key=lambda lab: float(lab.split("α=")[1].split(" ")[0]))
+
+
+def alpha_sweep(records: list[dict], dof: int) -> list[str]:
+    """alpha = 0, ... in the paper's terms (pose or place) at every split and gap, then each alpha > 0 against
+    alpha = 0, and MSE beside it (a hedge lowers MSE without placing anything)."""
+    rows = alpha_rows(records, dof)
+    out = [f"## α sweep, DoF {dof}: {PLACE[dof]}", ""] + grid_table(records, dof, PLACE[dof], rows, "copy-x0")
+    out += [f"### DoF {dof}: MSE", ""] + grid_table(records, dof, "mse", rows)
+    for a in rows:
+        if a != ALPHA0 and ALPHA0 in rows:
+            alpha = a.split("α=")[1].split(" ")[0]
+            out += [f"### DoF {dof}: α = {alpha} against α = 0", ""]
+            out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={alpha}", "α=0"))
+    return out
+
+
 def markdown(records: list[dict], sources: list[str]) -> str:
     dofs = sorted({r["dof"] for r in records})
     out = ["# Claims: the cells behind docs/results.md", "",
@@ -198,6 +219,9 @@ def markdown(records: list[dict], sources: list[str]) -> str:
         out += grid_table(records, 6, "position_found")
     for dof in dofs:
         out += [f"## Who wins, DoF {dof}", ""] + winners_table(records, dof, (PLACE[dof], "mse", "ssim"))
+    for dof in dofs:  # a sweep of the paper's divergence: more alphas than the claim's two
+        if len(alpha_rows(records, dof)) > 2:
+            out += alpha_sweep(records, dof)
     if any(r.get("kl") not in (None, "avg-gaussian") for r in records):
         out += ["## KL-form ablation, DoF 1: pose error", ""] + kl_table(records)
         out += ["## KL-form ablation, DoF 1: MSE", ""] + kl_table(records, "mse")

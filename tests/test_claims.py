@@ -63,3 +63,15 @@ def test_two_runs_that_disagree_on_a_cell_are_refused():
     assert claims.cell(RECORDS + RECORDS, 1, "test", 2, "copy-x0", "pose_error_deg").values == (10.0,)  # repeats: once
     with pytest.raises(UserError, match="two runs disagree on copy-x0"):
         claims.cell(RECORDS + other, 1, "test", 2, "copy-x0", "pose_error_deg")
+
+
+def test_alpha_sweep_orders_alphas_and_compares_each_with_alpha_0(tmp_path):
+    sweep = RECORDS + [_rec(1, "alpha-vae", s, v, alpha=10.0, kl="avg-gaussian") for s, v in enumerate((31., 33., 35.))]
+    md = claims.markdown(sweep, ["run"])
+    assert "## α sweep, DoF 1: pose_error_deg" in md
+    body = md.split("## α sweep, DoF 1: pose_error_deg")[1]
+    rows = [line.split(" |")[0] for line in body.splitlines() if line.startswith("| alpha-vae")][:3]
+    assert rows == ["| alpha-vae α=0", "| alpha-vae α=10 (avg-gaussian)", "| alpha-vae α=100 (avg-gaussian)"]
+    assert "| alpha-vae α=10 (avg-gaussian) | 33.00 ± 2.00 (n=3) [3.30×] |" in body  # against copy-x0's 10
+    assert "| test | 2 | pose_error_deg | 33.00 ± 2.00 (n=3) | 32.00 ± 2.00 (n=3) | 1.00 | 0.50 |" in body
+    assert "α sweep" not in claims.markdown(RECORDS, ["run"])  # two alphas are claim 1, not a sweep
