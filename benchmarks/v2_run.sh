@@ -5,7 +5,9 @@
 # early stopping after 4 val evaluations without a new best), and the full grid (grid/: main's settings at
 # alpha 0, 1, 10 and 100, the grid of issue 12, each DoF and seed's four alpha-VAEs trained as one batched
 # ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
-# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid].
+# The width stage (width-dof1/w<W>/) trains plateau-dof1's alpha-VAEs at widths 0.25, 0.5 and 1.0 (WIDTHS=...)
+# at the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
+# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1].
 #
 # Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
 # ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
@@ -32,6 +34,11 @@ KL="$COMMON --dof 1 --methods alpha-vae --alpha 1 10 100 --kl avg-gaussian mixtu
 PLATEAU="--dof 1 --methods copy-x0 pixel-average optical-flow alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20
          --no-all-taus --batch-size 32 --budget-gflop 10000 --eval-every 250 --patience 4 --width 0.125 --latent 32
          --alpha-vae-lr 1e-3"
+# Width at equal compute: plateau-dof1's alpha-VAE settings (10,000 GFLOP per model, the paper's DoF 1 data)
+# at the wider widths; width 0.125 is plateau-dof1 itself. One folder per width, width-dof1/w<W>.
+WIDTH="--dof 1 --methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus --batch-size 32
+       --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3"
+WIDTHS=${WIDTHS:-0.25 0.5 1.0}
 
 jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
     local kind=$1; shift
@@ -46,11 +53,12 @@ run() {  # name, options...: every job of one benchmark, lane-parallel within ea
     for kind in render train eval; do
         jobs_of "$kind" "$@" | xargs -r -P "$LANES" -I{} run-benchmark "$@" --threads 1 --quiet --only {}
     done
+    mkdir -p "$(dirname "$OUT/$name")"
     run-benchmark "$@" --aggregate --quiet --overwrite --out "$OUT/$name"
     {   # provenance beside the results: the command, the machine, the wall time of the jobs not already cached
         echo "# $name"
         echo
-        echo "Made by \`bash benchmarks/v2_run.sh $name\` at commit $(git rev-parse --short HEAD) on $(date -u +%F):"
+        echo "Made by \`bash benchmarks/v2_run.sh $STAGE\` at commit $(git rev-parse --short HEAD) on $(date -u +%F):"
         echo
         echo "    run-benchmark $(echo "$@" | tr -s ' \n' ' ')"
         echo
@@ -67,14 +75,16 @@ paper_dof1() {
 }
 
 mkdir -p "$OUT"
-for stage in "${@:-main kl-ablation plateau-dof1 grid}"; do
+for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1}"; do
     for name in $stage; do
+        STAGE=$name  # for RUN.md
         case $name in
             main) run main $MAIN ;;
             kl-ablation) run kl-ablation $KL ;;
             plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
             grid) run grid $GRID ;;
-            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1 or grid" >&2; exit 2 ;;
+            width-dof1) for w in $WIDTHS; do run width-dof1/w$w $WIDTH --width "$w" --data "$(paper_dof1)"; done ;;
+            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid or width-dof1" >&2; exit 2 ;;
         esac
     done
 done
