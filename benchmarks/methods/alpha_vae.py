@@ -7,9 +7,9 @@ one model serves every KL form).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
-import json
 from pathlib import Path
 
 import torch
