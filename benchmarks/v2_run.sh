@@ -5,9 +5,9 @@
 # early stopping after 4 val evaluations without a new best), and the full grid (grid/: main's settings at
 # alpha 0, 1, 10 and 100, the grid of issue 12, each DoF and seed's four alpha-VAEs trained as one batched
 # ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
-# The width stage (width-dof1/w<W>/) trains plateau-dof1's alpha-VAEs at widths 0.25, 0.5 and 1.0 (WIDTHS=...)
-# at the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
-# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1].
+# The width stages (width-dof1/, width-dof2/) train alpha = 0 and 100 at widths 0.125, 0.25, 0.5 and 1.0
+# (WIDTHS=...) with the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
+# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2].
 #
 # Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
 # ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
@@ -34,11 +34,12 @@ KL="$COMMON --dof 1 --methods alpha-vae --alpha 1 10 100 --kl avg-gaussian mixtu
 PLATEAU="--dof 1 --methods copy-x0 pixel-average optical-flow alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20
          --no-all-taus --batch-size 32 --budget-gflop 10000 --eval-every 250 --patience 4 --width 0.125 --latent 32
          --alpha-vae-lr 1e-3"
-# Width at equal compute: plateau-dof1's alpha-VAE settings (10,000 GFLOP per model, the paper's DoF 1 data)
-# at the wider widths; width 0.125 is plateau-dof1 itself. One folder per width, width-dof1/w<W>.
-WIDTH="--dof 1 --methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus --batch-size 32
-       --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3"
-WIDTHS=${WIDTHS:-0.25 0.5 1.0}
+# Width at equal compute: plateau-dof1's alpha-VAE settings (10,000 GFLOP per model, eval every 250 steps,
+# patience 4) at each width, on the paper's DoF 1 data (width-dof1/w<W>/) and the DoF 2 preset
+# (width-dof2/w<W>/); fp32 pinned, so that no width trains in another dtype than the rest.
+WIDTH="--methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus --batch-size 32
+       --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype fp32"
+WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
 
 jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
     local kind=$1; shift
@@ -75,7 +76,7 @@ paper_dof1() {
 }
 
 mkdir -p "$OUT"
-for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1}"; do
+for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2}"; do
     for name in $stage; do
         STAGE=$name  # for RUN.md
         case $name in
@@ -83,8 +84,10 @@ for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1}"; do
             kl-ablation) run kl-ablation $KL ;;
             plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
             grid) run grid $GRID ;;
-            width-dof1) for w in $WIDTHS; do run width-dof1/w$w $WIDTH --width "$w" --data "$(paper_dof1)"; done ;;
-            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid or width-dof1" >&2; exit 2 ;;
+            width-dof1) for w in $WIDTHS; do run width-dof1/w$w $WIDTH --dof 1 --width "$w" --data "$(paper_dof1)"; done ;;
+            width-dof2) for w in $WIDTHS; do run width-dof2/w$w $WIDTH --dof 2 --width "$w"; done ;;
+            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid, width-dof1 or width-dof2" >&2
+               exit 2 ;;
         esac
     done
 done
