@@ -1,6 +1,7 @@
 """The numbers behind docs/results.md's claims: cells of committed runs, seed statistics and effect sizes.
 
     python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
+    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width.md
 
 Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
 every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
@@ -242,12 +243,49 @@ def markdown(records: list[dict], sources: list[str]) -> str:
     return "\n".join(out)
 
 
+def load_widths(folders: list[str | Path]) -> list[dict]:
+    """The alpha-VAE records of runs that differ in width, one width per folder (its config.json), relabelled
+    "alpha-vae w=<width>" so that the cells of one width never mix with another's."""
+    records = []
+    for folder in folders:
+        path = Path(folder) / "config.json"
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give run-benchmark output folders")
+        width = json.loads(path.read_text())["method_configs"]["alpha-vae"]["width"]
+        records += [{**r, "method": f"alpha-vae w={width:g}"} for r in load([folder]) if r["method"] == "alpha-vae"]
+    return records
+
+
+def width_markdown(records: list[dict], sources: list[str]) -> str:
+    """Per DoF: the place metric, MSE and sharpness of every (width, alpha), then alpha = 100 against alpha = 0
+    at each width."""
+    out = ["# Width: the cells behind docs/results.md", "",
+           f"Written by `python -m benchmarks.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
+           "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
+    for dof in sorted({r["dof"] for r in records}):
+        rows = sorted(labels(records, dof), key=lambda lab: (float(lab.split("w=")[1].split(" ")[0]),
+                                                              float(lab.split("α=")[1].split(" ")[0])))
+        for metric in (PLACE[dof], "mse", "sharpness"):
+            out += [f"## DoF {dof}: {metric}", ""] + grid_table(records, dof, metric, rows)
+        for width in dict.fromkeys(lab.split(" α=")[0] for lab in rows):
+            a, b = f"{width} α=100 (avg-gaussian)", f"{width} α=0"
+            if {a, b} <= set(rows):
+                out += [f"### DoF {dof}, {width}: α = 100 against α = 0", ""]
+                out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), ("α=100", "α=0"))
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="run-benchmark output folders (their results.json)")
     ap.add_argument("--out", help="write the markdown here instead of printing it")
+    ap.add_argument("--by-width", action="store_true",
+                    help="the folders are one alpha-VAE width each: compare the widths (width_markdown)")
     args = ap.parse_args(argv)
-    text = markdown(load(args.folders), args.folders)
+    if args.by_width:
+        text = width_markdown(load_widths(args.folders), args.folders)
+    else:
+        text = markdown(load(args.folders), args.folders)
     if args.out:
         write_text_atomic(Path(args.out), text + "\n")
     else:

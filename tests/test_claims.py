@@ -75,3 +75,21 @@ def test_alpha_sweep_orders_alphas_and_compares_each_with_alpha_0(tmp_path):
     assert "| alpha-vae α=10 (avg-gaussian) | 33.00 ± 2.00 (n=3) [3.30×] |" in body  # against copy-x0's 10
     assert "| test | 2 | pose_error_deg | 33.00 ± 2.00 (n=3) | 32.00 ± 2.00 (n=3) | 1.00 | 0.50 |" in body
     assert "α sweep" not in claims.markdown(RECORDS, ["run"])  # two alphas are claim 1, not a sweep
+
+
+def test_by_width_keeps_each_folders_width_apart(tmp_path):
+    folders = []
+    for width, shift in ((0.125, 0.0), (0.5, 5.0)):
+        run = tmp_path / f"w{width}"
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({"records": [
+            {**r, "pose_error_deg": r["pose_error_deg"] + shift} for r in RECORDS]}))
+        (run / "config.json").write_text(json.dumps({"method_configs": {"alpha-vae": {"width": width}}}))
+        folders.append(str(run))
+    out = tmp_path / "width.md"
+    claims.main(["--by-width", *folders, "--out", str(out)])
+    md = out.read_text()
+    assert "| alpha-vae w=0.125 α=0 | 32.00 ± 2.00 (n=3) |" in md and "| alpha-vae w=0.5 α=0 | 37.00 ± 2.00 (n=3) |" in md
+    assert "copy-x0" not in md  # only the alpha-VAE rows
+    assert "### DoF 1, alpha-vae w=0.5: α = 100 against α = 0" in md
+    assert "| test | 2 | pose_error_deg | 27.00 ± 2.00 (n=3) | 37.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 |" in md
