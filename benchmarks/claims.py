@@ -265,6 +265,15 @@ def width_markdown(records: list[dict], sources: list[str]) -> str:
     for dof in sorted({r["dof"] for r in records}):
         rows = sorted(labels(records, dof), key=lambda lab: (float(lab.split("w=")[1].split(" ")[0]),
                                                               float(lab.split("α=")[1].split(" ")[0])))
+        out += [f"## DoF {dof}: training (per seed)", "", "| method | params | steps | selected step | best val loss "
+                "| train s |", "|---|---|---|---|---|---|"]
+        for lab in rows:
+            runs = {r["seed"]: r for r in records if r["dof"] == dof and method_label(r) == lab}
+            col = [runs[seed] for seed in sorted(runs)]
+            out.append(f"| {lab} | {col[0].get('params', '–')} | " + " | ".join(
+                ", ".join(_num(r.get(key), 0) if not isinstance(r.get(key), int) else str(r[key]) for r in col)
+                for key in ("steps", "selected_step", "best_val_loss", "train_seconds")) + " |")
+        out.append("")
         for metric in (PLACE[dof], "mse", "sharpness"):
             out += [f"## DoF {dof}: {metric}", ""] + grid_table(records, dof, metric, rows)
         for width in dict.fromkeys(lab.split(" α=")[0] for lab in rows):
