@@ -30,9 +30,8 @@ class BenchmarkConfig:
     lr_trials: int = 1  # learning rates tried per learned model (lr_grid around its default; best val loss wins)
     eval_every: int = EVAL_EVERY  # steps between val evaluations of every learned method (and one at the last step)
     patience: int = PATIENCE  # val evaluations without a new best before a learned method stops (0: never)
-    # Train the models of one method, DoF, seed and shape (the alpha-VAE's alpha sweep) as one batched network
-    # in one job (inbetween.ensemble: each equals its model trained alone within float rounding); off: one by one.
-    ensemble: bool = True
+    # (inbetween.ensemble: each member equals its model trained alone within float rounding)
+    ensemble: bool = True  # train a method's models of one DoF, seed and shape (alpha sweep) as one batched job; off: one by one
     all_taus: bool = True  # score every intermediate frame of each gap (off: the middle frame, tau = 0.5, only)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     data: tuple[str, ...] = ()  # existing HDF5 dataset files, one per DoF; empty = render them into the cache
