@@ -1,7 +1,7 @@
 """The numbers behind docs/results.md's claims: cells of committed runs, seed statistics and effect sizes.
 
     python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
-    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width.md
+    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md
 
 Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
 every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
@@ -172,15 +172,20 @@ def winners_table(records: list[dict], dof: int, metrics: tuple[str, ...]) -> li
 def kl_table(records: list[dict], metric: str = "pose_error_deg", dof: int = 1) -> list[str]:
     """The KL-form ablation: alpha x form cells on the test split at every gap, alpha = 0 as the reference."""
     rows = [lab for lab in labels(records, dof) if lab.startswith("alpha-vae")]
-    rows = sorted(rows, key=lambda lab: (lab.split(" (")[-1], float(lab.split("α=")[1].split(" ")[0])))
+    rows = sorted(rows, key=lambda lab: (lab.split(" (")[-1], _alpha(lab)))
     return grid_table(records, dof, metric, rows)
+
+
+def _alpha(label: str) -> float:
+    """The alpha of an alpha-VAE row label ("alpha-vae α=10 (avg-gaussian)" -> 10.0)."""
+    return float(label.split("α=")[1].split(" ")[0])
 
 
 def alpha_rows(records: list[dict], dof: int) -> list[str]:
     """The DoF's alpha-VAE rows without a KL form or with the paper's (avg-gaussian), in order of alpha."""
     rows = [lab for lab in labels(records, dof)
             if lab == ALPHA0 or (lab.startswith("alpha-vae α=") and lab.endswith("(avg-gaussian)"))]
-    return sorted(rows, key=lambda lab: float(lab.split("α=")[1].split(" ")[0]))
+    return sorted(rows, key=lambda lab: _alpha(lab))
 
 
 def alpha_sweep(records: list[dict], dof: int) -> list[str]:
@@ -191,7 +196,7 @@ def alpha_sweep(records: list[dict], dof: int) -> list[str]:
     out += [f"### DoF {dof}: MSE", ""] + grid_table(records, dof, "mse", rows)
     for a in rows:
         if a != ALPHA0 and ALPHA0 in rows:
-            alpha = a.split("α=")[1].split(" ")[0]
+            alpha = f"{_alpha(a):g}"
             out += [f"### DoF {dof}: α = {alpha} against α = 0", ""]
             out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={alpha}", "α=0"))
     return out
@@ -264,7 +269,7 @@ def width_markdown(records: list[dict], sources: list[str]) -> str:
            "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
     for dof in sorted({r["dof"] for r in records}):
         rows = sorted(labels(records, dof), key=lambda lab: (float(lab.split("w=")[1].split(" ")[0]),
-                                                              float(lab.split("α=")[1].split(" ")[0])))
+                                                              _alpha(lab)))
         out += [f"## DoF {dof}: training (per seed)", "", "| method | params | steps | selected step | best val loss "
                 "| train s |", "|---|---|---|---|---|---|"]
         for lab in rows:
