@@ -7,7 +7,9 @@
 # ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
 # The width stages (width-dof1/, width-dof2/) train alpha = 0 and 100 at widths 0.125, 0.25, 0.5 and 1.0
 # (WIDTHS=...) with the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
-# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2].
+# paper-width-dof1/ trains the paper width on the paper's DoF 1 data for as many steps as width 0.125 got there.
+# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2]
+#         [paper-width-dof1].
 #
 # Every learned model gets the same budget, 2500 GFLOP of training FLOPs (counted per step by
 # ibutil.flops): about 670 steps of 32 triplets for the alpha-VAE and the autoencoder at width 0.125,
@@ -40,6 +42,12 @@ PLATEAU="--dof 1 --methods copy-x0 pixel-average optical-flow alpha-vae --alpha 
 WIDTH="--methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus --batch-size 32
        --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype fp32"
 WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
+# The paper width (1.0, latent 32, 26.4 M parameters) at the step count of width 0.125's 10,000 GFLOP
+# (2,612 steps of 233.8 GFLOP = 610,700 GFLOP), one seed per alpha: what fits one 3-hour session on 2 cores
+# (about 2.1 s a step in bf16, which the auto dtype picks on an AVX-512 CPU, plus 45 s per val evaluation).
+# --no-ensemble makes alpha 0 and 100 two jobs, so that the two lanes train them side by side.
+PAPER_WIDTH="${WIDTH/--seeds 2/--seeds 1}"
+PAPER_WIDTH="${PAPER_WIDTH/--alpha-vae-dtype fp32/--alpha-vae-dtype auto} --dof 1 --width 1.0 --budget-gflop 610700 --no-ensemble"
 
 jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
     local kind=$1; shift
@@ -76,7 +84,7 @@ paper_dof1() {
 }
 
 mkdir -p "$OUT"
-for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2}"; do
+for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2 paper-width-dof1}"; do
     for name in $stage; do
         STAGE=$name  # for RUN.md
         case $name in
@@ -85,8 +93,9 @@ for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2}"; d
             plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
             grid) run grid $GRID ;;
             width-dof1) for w in $WIDTHS; do run width-dof1/w$w $WIDTH --dof 1 --width "$w" --data "$(paper_dof1)"; done ;;
+            paper-width-dof1) run paper-width-dof1 $PAPER_WIDTH --data "$(paper_dof1)" ;;
             width-dof2) for w in $WIDTHS; do run width-dof2/w$w $WIDTH --dof 2 --width "$w"; done ;;
-            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid, width-dof1 or width-dof2" >&2
+            *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid, width-dof1, width-dof2 or paper-width-dof1" >&2
                exit 2 ;;
         esac
     done
