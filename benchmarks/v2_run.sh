@@ -46,8 +46,9 @@ WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
 # (2,612 steps of 233.8 GFLOP = 610,700 GFLOP), one seed per alpha: what fits one 3-hour session on 2 cores
 # (about 2.1 s a step in bf16, which the auto dtype picks on an AVX-512 CPU, plus 45 s per val evaluation).
 # --no-ensemble makes alpha 0 and 100 two jobs, so that the two lanes train them side by side.
-PAPER_WIDTH="${WIDTH/--seeds 2/--seeds 1}"
-PAPER_WIDTH="${PAPER_WIDTH/--alpha-vae-dtype fp32/--alpha-vae-dtype auto} --dof 1 --width 1.0 --budget-gflop 610700 --no-ensemble"
+PAPER_WIDTH="--methods alpha-vae --alpha 0 100 --seeds 1 --gap 2 5 10 20 --no-all-taus --batch-size 32
+             --budget-gflop 610700 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype auto
+             --dof 1 --width 1.0 --no-ensemble"
 
 jobs_of() {  # kind, options...: the ids of the plan's jobs of one kind
     local kind=$1; shift
