@@ -9,12 +9,20 @@ heldout split's well-posed middle frames (tau = 0.5). A comparison gives the dif
 in seed standard deviations (d = difference / the root mean square of the two SDs; a method
 without seeds has SD 0) and Welch's t-test over seeds (one-sample against a seedless method's
 value). With 3 seeds a p-value below 0.05 needs a large, consistent difference; treat d and p as
-what they are, a seed-to-seed comparison, not a test over triplets.
+what they are, a seed-to-seed comparison.
+
+Where the run folders hold triplets.csv.gz (runs scored since SCORING_VERSION 3), each comparison also gets
+a paired test over triplets: every well-posed test target scored by both rows (each row's value averaged
+over its seeds), d_z = mean difference / SD of the differences, and the Wilcoxon signed-rank p over them.
+That test says how two trained models differ on these frames; only the seed columns say whether
+another seed would differ as much. It is what a single-seed comparison has.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import json
 import math
 from dataclasses import dataclass
@@ -79,6 +87,46 @@ def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric
     return Cell(tuple(seen[k] for k in sorted(seen, key=str))) if seen else None
 
 
+Triplets = dict  # (dof, split, gap, row label, metric) -> {(s, t): the row's value averaged over its seeds}
+
+
+def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
+    """The well-posed per-triplet metrics of every folder's triplets.csv.gz (a folder without one adds nothing);
+    relabel(folder, record) -> record renames rows as load_widths does."""
+    sums: dict[tuple, dict[tuple[int, int], list[float]]] = {}
+    for folder in folders:
+        path = Path(folder) / "triplets.csv.gz"
+        if not path.exists():
+            continue
+        with gzip.open(path, "rt", newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["well_posed"] != "1":
+                    continue
+                r = {**r, "alpha": float(r["alpha"]) if r["alpha"] else None, "kl": r["kl"] or None}
+                r = relabel(folder, r) if relabel else r
+                head = (int(r["dof"]), r["split"], int(r["gap"]), method_label(r))
+                for metric in ("pose_error_deg", "position_error_px", "mse", "ssim"):
+                    if r.get(metric):
+                        acc = sums.setdefault((*head, metric), {}).setdefault((int(r["s"]), int(r["t"])), [0.0, 0])
+                        acc[0] += float(r[metric])
+                        acc[1] += 1
+    return {key: {st: total / n for st, (total, n) in per.items()} for key, per in sums.items()}
+
+
+def paired(trip: Triplets, dof: int, split: str, gap: int, a: str, b: str, metric: str) -> tuple[int, float, float] | None:
+    """(triplets both rows scored, d_z, Wilcoxon signed-rank p) of a - b; None without common triplets."""
+    ta, tb = trip.get((dof, split, gap, a, metric), {}), trip.get((dof, split, gap, b, metric), {})
+    common = sorted(set(ta) & set(tb))
+    if len(common) < 2:
+        return None
+    diff = np.array([ta[k] - tb[k] for k in common])  # (N,)
+    if not diff.any():
+        return len(common), 0.0, 1.0
+    sd = float(np.std(diff, ddof=1))
+    d_z = float(diff.mean()) / sd if sd > 0 else math.copysign(math.inf, float(diff.mean()))
+    return len(common), d_z, float(stats.wilcoxon(diff).pvalue)
+
+
 def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
     """(a - b, the difference in seed SDs, Welch's two-sided p over seeds); nan where the seeds cannot say."""
     diff = a.mean - b.mean
@@ -99,6 +147,11 @@ def _num(x: float, digits: int = 2) -> str:
                                                     else f"{x:.{digits}f}")
 
 
+def _pval(p: float) -> str:
+    """A p-value in 3 decimals, or as an upper bound where it would print as 0.000."""
+    return "<0.001" if p < 0.001 else _num(p, 3)
+
+
 def labels(records: list[dict], dof: int) -> list[str]:
     """Row labels of a DoF in first-seen order."""
     return list(dict.fromkeys(method_label(r) for r in records if r["dof"] == dof))
@@ -111,10 +164,13 @@ def axes(records: list[dict], dof: int) -> tuple[list[str], list[int]]:
 
 
 def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str, ...],
-               names: tuple[str, str] = ("a", "b")) -> list[str]:
-    """Rows a vs b on every split and gap: both cells, the difference a - b, d and p, per metric."""
-    lines = [f"| split | k | metric | {names[0]} | {names[1]} | {names[0]} − {names[1]} | d (seed SDs) | p (Welch) |",
-             "|---|---|---|---|---|---|---|---|"]
+               names: tuple[str, str] = ("a", "b"), trip: Triplets | None = None) -> list[str]:
+    """Rows a vs b on every split and gap: both cells, the difference a - b, d and p, per metric; with
+    per-triplet data (trip), also the paired test over triplets (N, d_z, Wilcoxon p)."""
+    extra = bool(trip)
+    lines = [f"| split | k | metric | {names[0]} | {names[1]} | {names[0]} − {names[1]} | d (seed SDs) | p (Welch) |"
+             + (" triplets | d_z (paired) | p (Wilcoxon) |" if extra else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if extra else "")]
     splits, gaps = axes(records, dof)
     for split in splits:
         for k in gaps:
@@ -123,8 +179,12 @@ def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str
                 if ca is None or cb is None:
                     continue
                 diff, d, p = compare(ca, cb)
-                lines.append(f"| {split} | {k} | {m} | {ca.text(m)} | {cb.text(m)} | {_num(diff, DIGITS.get(m, 3))} "
-                             f"| {_num(d)} | {_num(p, 3)} |")
+                line = f"| {split} | {k} | {m} | {ca.text(m)} | {cb.text(m)} | {_num(diff, DIGITS.get(m, 3))} " \
+                       f"| {_num(d)} | {_num(p, 3)} |"
+                if extra:
+                    pt = paired(trip, dof, split, k, a, b, m)
+                    line += " – | – | – |" if pt is None else f" {pt[0]} | {_num(pt[1])} | {_pval(pt[2])} |"
+                lines.append(line)
     return lines + [""]
 
 
@@ -188,7 +248,7 @@ def alpha_rows(records: list[dict], dof: int) -> list[str]:
     return sorted(rows, key=lambda lab: _alpha(lab))
 
 
-def alpha_sweep(records: list[dict], dof: int) -> list[str]:
+def alpha_sweep(records: list[dict], dof: int, trip: Triplets | None = None) -> list[str]:
     """alpha = 0, ... in the paper's terms (pose or place) at every split and gap, then each alpha > 0 against
     alpha = 0, and MSE beside it (a hedge lowers MSE without placing anything)."""
     rows = alpha_rows(records, dof)
@@ -198,11 +258,11 @@ def alpha_sweep(records: list[dict], dof: int) -> list[str]:
         if a != ALPHA0 and ALPHA0 in rows:
             alpha = f"{_alpha(a):g}"
             out += [f"### DoF {dof}: α = {alpha} against α = 0", ""]
-            out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={alpha}", "α=0"))
+            out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={alpha}", "α=0"), trip)
     return out
 
 
-def markdown(records: list[dict], sources: list[str]) -> str:
+def markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
     dofs = sorted({r["dof"] for r in records})
     out = ["# Claims: the cells behind docs/results.md", "",
            f"Written by `python -m benchmarks.claims {' '.join(sources)}`. Cells: mean ± sample SD over seeds "
@@ -213,7 +273,7 @@ def markdown(records: list[dict], sources: list[str]) -> str:
         if {ALPHA0, ALPHA100} <= set(labels(records, dof)):
             out += [f"## Claim 1, DoF {dof}: α = 100 against α = 0", ""]
             out += pair_table(records, dof, ALPHA100, ALPHA0, ("pose_error_deg", "mse", "ssim", "sharpness"),
-                              ("α=100", "α=0"))
+                              ("α=100", "α=0"), trip)
     if {1, 2} & set(dofs):
         out += ["## Claim 2: pose error on DoF 1 and DoF 2, as multiples of copy-x0's", ""]
         for dof in (d for d in (1, 2) if d in dofs):
@@ -227,7 +287,7 @@ def markdown(records: list[dict], sources: list[str]) -> str:
         out += [f"## Who wins, DoF {dof}", ""] + winners_table(records, dof, (PLACE[dof], "mse", "ssim"))
     for dof in dofs:  # a sweep of the paper's divergence: more alphas than the claim's two
         if len(alpha_rows(records, dof)) > 2:
-            out += alpha_sweep(records, dof)
+            out += alpha_sweep(records, dof, trip)
     if any(r.get("kl") not in (None, "avg-gaussian") for r in records):
         out += ["## KL-form ablation, DoF 1: pose error", ""] + kl_table(records)
         out += ["## KL-form ablation, DoF 1: MSE", ""] + kl_table(records, "mse")
@@ -238,30 +298,32 @@ def markdown(records: list[dict], sources: list[str]) -> str:
                 a, b = f"alpha-vae α=100 ({f})", f"alpha-vae α=100 ({g})"
                 if {a, b} <= set(present):
                     out += [f"### α = 100: {f} against {g}, pose error", ""]
-                    out += pair_table(records, 1, a, b, ("pose_error_deg",), (f, g))
+                    out += pair_table(records, 1, a, b, ("pose_error_deg",), (f, g), trip)
         for alpha in (1, 10):  # a weak divergence against none
             for f in forms:
                 a = f"alpha-vae α={alpha} ({f})"
                 if {a, ALPHA0} <= set(present):
                     out += [f"### α = {alpha} ({f}) against α = 0, pose error", ""]
-                    out += pair_table(records, 1, a, ALPHA0, ("pose_error_deg",), (f"α={alpha}", "α=0"))
+                    out += pair_table(records, 1, a, ALPHA0, ("pose_error_deg",), (f"α={alpha}", "α=0"), trip)
     return "\n".join(out)
 
 
+def width_label(folder: str | Path, record: dict) -> dict:
+    """An alpha-VAE record of a one-width run folder relabelled "alpha-vae w=<width>" (the folder's config.json),
+    so that the cells of one width never mix with another's; other methods' records unchanged."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give run-benchmark output folders")
+    width = json.loads(path.read_text())["method_configs"]["alpha-vae"]["width"]
+    return {**record, "method": f"alpha-vae w={width:g}"} if record["method"] == "alpha-vae" else record
+
+
 def load_widths(folders: list[str | Path]) -> list[dict]:
-    """The alpha-VAE records of runs that differ in width, one width per folder (its config.json), relabelled
-    "alpha-vae w=<width>" so that the cells of one width never mix with another's."""
-    records = []
-    for folder in folders:
-        path = Path(folder) / "config.json"
-        if not path.exists():
-            raise UserError(f"{path} does not exist; give run-benchmark output folders")
-        width = json.loads(path.read_text())["method_configs"]["alpha-vae"]["width"]
-        records += [{**r, "method": f"alpha-vae w={width:g}"} for r in load([folder]) if r["method"] == "alpha-vae"]
-    return records
+    """The alpha-VAE records of runs that differ in width, one width per folder, relabelled by width_label."""
+    return [width_label(folder, r) for folder in folders for r in load([folder]) if r["method"] == "alpha-vae"]
 
 
-def width_markdown(records: list[dict], sources: list[str]) -> str:
+def width_markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
     """Per DoF: the place metric, MSE and sharpness of every (width, alpha), then alpha = 100 against alpha = 0
     at each width."""
     out = ["# Width: the cells behind docs/results.md", "",
@@ -285,7 +347,7 @@ def width_markdown(records: list[dict], sources: list[str]) -> str:
             a, b = f"{width} α=100 (avg-gaussian)", f"{width} α=0"
             if {a, b} <= set(rows):
                 out += [f"### DoF {dof}, {width}: α = 100 against α = 0", ""]
-                out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), ("α=100", "α=0"))
+                out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), ("α=100", "α=0"), trip)
     return "\n".join(out)
 
 
@@ -297,9 +359,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the folders are one alpha-VAE width each: compare the widths (width_markdown)")
     args = ap.parse_args(argv)
     if args.by_width:
-        text = width_markdown(load_widths(args.folders), args.folders)
+        text = width_markdown(load_widths(args.folders), args.folders, load_triplets(args.folders, width_label))
     else:
-        text = markdown(load(args.folders), args.folders)
+        text = markdown(load(args.folders), args.folders, load_triplets(args.folders))
     if args.out:
         write_text_atomic(Path(args.out), text + "\n")
     else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 import platform
@@ -382,7 +384,14 @@ def figure_curves(curves: dict[str, str], path: Path) -> None:
             if "epoch" in rows[0]:  # an alpha-VAE log (inbetween.train)
                 x = [float(r["epoch"]) for r in rows]
                 line, = top.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=name + " train")
-                top.plot(x, [float(r["test_loss"]) for r in rows], ls="--", color=line.get_color(), label="  test")
+                tested = [(e, float(r["test_loss"])) for e, r in zip(x, rows) if r["test_loss"]]
+                if tested:
+                    top.plot(*zip(*tested), ls="--", color=line.get_color(), label="  test")
+                val = _read_log(str(Path(curves[label]).with_name("val.csv")))  # the selection curve, if any
+                if val and not tested:
+                    per_step = x[-1] / int(rows[-1]["step"])  # epochs per step
+                    top.plot([int(r["step"]) * per_step for r in val], [float(r["val_loss"]) for r in val], ls="--",
+                             color=line.get_color(), label="  val")
             else:  # a per-step log (step, train_loss)
                 bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], marker=".",
                             markersize=3, label=name)
@@ -446,6 +455,28 @@ def summary_lines(records: list[dict], out: Path) -> list[str]:
     return lines
 
 
+TRIPLET_KEYS = ("dof", "split", "gap", "method", "alpha", "kl", "seed", "s", "t", "well_posed")  # then metrics
+
+
+def write_triplets(triplets: list[dict[str, Any]], path: Path) -> None:
+    """triplets.csv.gz: one line per (row, split, gap, target frame (s, t)) at tau 0.5, the scoring's per-triplet
+    metrics (the columns after TRIPLET_KEYS, empty where a row lacks one). Gzip without a timestamp, so the
+    same results give the same bytes."""
+    metric_cols = list(dict.fromkeys(k for tr in triplets for k in tr if k not in TRIPLET_KEYS))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([*TRIPLET_KEYS, *metric_cols])
+    for tr in triplets:
+        fixed = [("" if tr.get(k) is None else tr[k]) for k in TRIPLET_KEYS[:7]]
+        cols = [tr["s"], tr["t"], np.asarray(tr["well_posed"]).astype(int)] + \
+            [tr.get(m, np.full(len(tr["s"]), np.nan)) for m in metric_cols]
+        for values in zip(*cols):
+            writer.writerow(fixed + [int(values[0]), int(values[1]), int(values[2])] +
+                            ["" if np.isnan(v) else f"{v:.6g}" for v in values[3:]])
+    with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+        gz.write(text.getvalue().encode())
+
+
 def write_output(config, result, out: Path) -> Path:
     """Write everything into a temporary sibling folder, then rename it to `out` (ibutil.io.atomic_path)."""
     with atomic_path(out) as tmp:
@@ -459,6 +490,8 @@ def write_output(config, result, out: Path) -> Path:
             writer = csv.DictWriter(fh, fieldnames=RECORD_KEYS)
             writer.writeheader()
             writer.writerows(records)
+        if result.triplets:
+            write_triplets(result.triplets, tmp / "triplets.csv.gz")
         (tmp / "results.md").write_text(markdown(config, result))
         cfg = asdict(config) | {"versions": versions(), "wall_s": round(result.wall_s, 1),
                                 "command": " ".join(sys.argv), "skipped": result.skipped}

@@ -7,6 +7,7 @@ j = 1..2k-1 (tau = 0.5 is the middle frame t, the headline). Every split of the 
 and val is scored. Each target is well-posed or not (render.tasks.well_posed on the file's factors),
 and every (split, gap, tau) is reported as one record per subset, so anyone can recompute a number
 from the HDF5 file. DoF 1 and 2 also get ACAI's smoothness of the recovered poses along each path.
+At tau = 0.5 each row's per-triplet metrics are kept too (TRIPLET_METRICS), for paired tests over triplets.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ EVAL_BATCH = 512  # pairs per forward pass
 NOT_SCORED = ("train", "val")  # splits methods learn or select on
 SUMMARY_KEYS = (*RECORD_KEYS, "lr_trials")  # every record carries its model's training summary (ibutil.run)
 # Bump when what an evaluation output holds changes: the engine's eval hash includes it, so old outputs are redone.
-SCORING_VERSION = 2
+SCORING_VERSION = 3
 # Metrics averaged over the triplets where they are defined (an object hidden in every frame has no position).
 NAN_MEAN = ("position_error_px",)
+# Kept per triplet at tau = 0.5 (the headline), so that two rows can be compared triplet by triplet
+# (benchmarks.claims' paired test): the place metrics of the paper's claims, and the two image metrics.
+TRIPLET_METRICS = ("pose_error_deg", "position_error_px", "mse", "ssim")
+TRIPLET_FIELDS = ("method", "alpha", "kl", "seed")  # what names a row in triplets.csv.gz
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     the path smoothness (needs all_taus); `device` is where the table metrics run.
     """
     records, ceiling, paths = [], [], []
+    triplets: list[dict] = []  # per row and (split, gap) at tau 0.5: the target frames (s, t) and their metrics (N,)
     smooth = isinstance(table, pose.PoseTable) and all_taus
     for split in evaluation_splits(path):
         arrays = h5format.read_split(path, split)
@@ -184,6 +190,10 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
             for i, row in enumerate(rows):
                 per, index = evaluate(row.predict, pairs, tau, factors, table, device)
                 records += subset_records(where | row.fields, per, wp)
+                if tau == 0.5:
+                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in TRIPLET_FIELDS}
+                                    | {"s": np.asarray(s), "t": np.asarray(t), "well_posed": np.asarray(wp)}
+                                    | {m: per[m] for m in TRIPLET_METRICS if m in per})
                 if smooth:
                     path_index.setdefault(i, []).append(index)
             if smooth and j == 2 * k - 1:  # the last frame of this gap's paths: score them
@@ -197,7 +207,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     examples, strips = report.pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
     return {"dof": dof, "dataset": {"file": str(path), "sha256": h5format.sha256_file(path)}, "records": records,
-            "ceiling": ceiling, "paths": paths, "table": table_info(table), "examples": examples,
+            "ceiling": ceiling, "paths": paths, "triplets": triplets, "table": table_info(table), "examples": examples,
             "strips": strips, "curves": curves}
 
 

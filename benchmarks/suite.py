@@ -509,6 +509,7 @@ class RunResult:
     strips: dict[int, dict[str, np.ndarray]]  # dof -> label -> (INTERP_STEPS, 3, H, W)
     curves: dict[str, str]  # seed-0 trained model "dof2 alpha-vae a=100 avg-gaussian" -> its log.csv
     paths: list[dict[str, Any]] = field(default_factory=list)  # smoothness along the tau path (dof 1, 2)
+    triplets: list[dict[str, Any]] = field(default_factory=list)  # per-triplet metrics at tau 0.5 (scoring)
     tables: dict[int, dict | None] = field(default_factory=dict)  # dof -> the reference table's kind and step
     skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run here
     wall_s: float = 0.0
@@ -533,6 +534,7 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
         result.records += part["records"]
         result.ceiling += part["ceiling"]
         result.paths += part["paths"]
+        result.triplets += part.get("triplets", [])
         result.tables[part["dof"]] = part["table"]
         result.examples[part["dof"]], result.strips[part["dof"]] = part["examples"], part["strips"]
         result.curves.update(part["curves"])

@@ -44,7 +44,7 @@ WIDTH="--methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus
 WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
 # The paper width (1.0, latent 32, 26.4 M parameters) at the step count of width 0.125's 10,000 GFLOP
 # (2,612 steps of 233.8 GFLOP = 610,700 GFLOP), one seed per alpha: what fits one 3-hour session on 2 cores
-# (about 2.1 s a step in bf16, which the auto dtype picks on an AVX-512 CPU, plus 45 s per val evaluation).
+# (about 2.0 s a step per lane in bf16, which the auto dtype picks on an AVX-512 CPU, plus 45 s per val evaluation).
 # --no-ensemble makes alpha 0 and 100 two jobs, so that the two lanes train them side by side.
 PAPER_WIDTH="--methods alpha-vae --alpha 0 100 --seeds 1 --gap 2 5 10 20 --no-all-taus --batch-size 32
              --budget-gflop 610700 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype auto

@@ -299,7 +299,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
     def log_epoch_row(r: int, j: int) -> None:
         """inbetween.train's end-of-epoch log.csv row for stack row r (member j): train sums, test loss."""
         m = members[j]
-        test = evaluate(member_model(r), test_set, m.config, device)
+        test = evaluate(member_model(r), test_set, m.config, device) if m.config.log_test else dict.fromkeys(TERMS, "")
         s = m.epoch_sums
         row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / max(s["n"], 1) for k in TERMS] + \
               [test[k] for k in TERMS] + [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]

@@ -72,6 +72,7 @@ class TrainConfig:
     patience: int = PATIENCE  # stop after this many evaluations in a row without a new best (0: never stop early)
     min_delta: float = MIN_DELTA  # a new best must be lower than the old by more than this (nats per triplet)
     budget_gflop: float | None = None  # train floor(budget / FLOPs per step) steps instead of epochs or steps
+    log_test: bool = True  # score the whole test split at each epoch's end (log.csv's test_* columns; off: blank)
     resume: bool = False  # continue from out_dir/checkpoint.pt instead of refusing to overwrite it
     progress: bool = True  # show a tqdm progress bar with the running loss
 
@@ -114,6 +115,8 @@ class TrainConfig:
         if self.val_split in NOT_FOR_SELECTION:
             bad(f"val_split must not be the {self.val_split} split: selection looks only at held-out "
                 "validation data, never at training or scored data; use 'val' or 'none'")
+        if not isinstance(self.log_test, bool):
+            bad(f"log_test must be True or False, got {self.log_test!r}")
         if not _posint(self.eval_every):
             bad(f"eval_every must be a positive integer (steps), got {self.eval_every!r}")
         Selection(self.patience, self.min_delta)  # validates both
@@ -405,7 +408,9 @@ def train(config: TrainConfig) -> AlphaVAE:
             # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint (rank 0 only).
             if rank == 0:
                 model.eval()
-                test = evaluate(model, test_set, config, device)
+                # Off, the test_* columns stay blank: a wide model on a large test split spends more time
+                # scoring it every epoch than training (the benchmark selects on val and logs val.csv instead).
+                test = evaluate(model, test_set, config, device) if config.log_test else dict.fromkeys(TERMS, "")
                 model.train()
                 s = epoch_sums
                 row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in TERMS] + \

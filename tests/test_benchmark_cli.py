@@ -26,11 +26,34 @@ def test_quick_run_writes_every_output(quick_run):
     out, _, _, result = quick_run
     assert str(out) in result.output
     expected = {"results.json", "results.csv", "results.md", "config.json", "mse-vs-gap.png", "error-vs-tau.png",
-                "training-curves.png"}
+                "training-curves.png", "triplets.csv.gz"}
     expected |= {f"inbetween-dof{d}.png" for d in (1, 2, 6)} | {f"interpolation-dof{d}.png" for d in (1, 2, 6)}
     assert expected <= {p.name for p in out.iterdir()}
     for name in expected:
         assert (out / name).stat().st_size > 100, name
+
+
+def test_triplets_file_holds_every_middle_frame_behind_each_record(quick_run):
+    import gzip
+    import numpy as np
+    out = quick_run[0]
+    with gzip.open(out / "triplets.csv.gz", "rt", newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    records = [r for r in json.loads((out / "results.json").read_text())["records"] if r["tau"] == 0.5]
+    assert {int(x["dof"]) for x in lines} == {1, 2, 6} and len(records) > 20
+    by_row: dict = {}
+    for x in lines:
+        key = (int(x["dof"]), x["split"], int(x["gap"]), x["method"], x["alpha"], x["seed"], x["well_posed"] == "1")
+        by_row.setdefault(key, []).append(x)
+    for r in records:  # each record's n_triplets and mean MSE are those of its lines
+        key = (r["dof"], r["split"], r["gap"], r["method"], "" if r["alpha"] is None else str(r["alpha"]),
+               "" if r["seed"] is None else str(r["seed"]), r["well_posed"])
+        rows = by_row.pop(key)
+        assert len(rows) == r["n_triplets"]
+        assert np.mean([float(x["mse"]) for x in rows]) == pytest.approx(r["mse"], rel=1e-4)
+        if r["dof"] == 1:
+            assert np.mean([float(x["pose_error_deg"]) for x in rows]) == pytest.approx(r["pose_error_deg"], abs=1e-3)
+    assert not by_row  # no line without its record
 
 
 def test_run_ends_with_a_summary_naming_the_figure(quick_run):

@@ -93,3 +93,44 @@ def test_by_width_keeps_each_folders_width_apart(tmp_path):
     assert "copy-x0" not in md  # only the alpha-VAE rows
     assert "### DoF 1, alpha-vae w=0.5: α = 100 against α = 0" in md
     assert "| test | 2 | pose_error_deg | 27.00 ± 2.00 (n=3) | 37.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 |" in md
+
+
+def _write_triplets(folder, rows):
+    """A triplets.csv.gz as report.write_triplets writes it, from (method, alpha, kl, seed, t, well_posed, pose)."""
+    from benchmarks.report import write_triplets
+    import numpy as np
+    write_triplets([{"dof": 1, "split": "test", "gap": 2, "method": m, "alpha": a, "kl": kl, "seed": seed,
+                     "s": np.zeros(len(ts), int), "t": np.array(ts), "well_posed": np.array(wp),
+                     "pose_error_deg": np.array(v, float)} for m, a, kl, seed, ts, wp, v in rows],
+                   folder / "triplets.csv.gz")
+
+
+def test_paired_test_over_triplets_averages_seeds_and_skips_ambiguous_targets(tmp_path):
+    a100, a0 = ("alpha-vae", 100.0, "avg-gaussian"), ("alpha-vae", 0.0, None)
+    _write_triplets(tmp_path, [
+        (*a0, 0, [1, 2, 3, 4, 5], [1, 1, 1, 1, 0], [10, 10, 10, 10, 0]),
+        (*a100, 0, [1, 2, 3, 4, 5], [1, 1, 1, 1, 0], [10, 11, 12, 13, 99]),  # t=5 is ambiguous: never paired
+        (*a100, 1, [1, 2, 3, 4, 5], [1, 1, 1, 1, 0], [12, 13, 14, 15, 99]),  # seed mean: 11, 12, 13, 14
+    ])
+    trip = claims.load_triplets([tmp_path, tmp_path / "no-triplets-here"])
+    assert trip[(1, "test", 2, "alpha-vae α=100 (avg-gaussian)", "pose_error_deg")] == \
+        {(0, 1): 11.0, (0, 2): 12.0, (0, 3): 13.0, (0, 4): 14.0}
+    n, d_z, p = claims.paired(trip, 1, "test", 2, "alpha-vae α=100 (avg-gaussian)", "alpha-vae α=0", "pose_error_deg")
+    # differences 1, 2, 3, 4: mean 2.5 over SD 1.291; all four of one sign is the exact two-sided p 2/16
+    assert n == 4 and d_z == pytest.approx(2.5 / math.sqrt(5 / 3)) and p == pytest.approx(0.125)
+    assert claims.paired(trip, 1, "test", 5, "alpha-vae α=100 (avg-gaussian)", "alpha-vae α=0", "pose_error_deg") is None
+
+
+def test_pair_tables_gain_the_paired_columns_only_where_triplets_exist(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"records": RECORDS}))
+    _write_triplets(tmp_path, [(*("alpha-vae", 0.0, None), 0, [1, 2, 3], [1, 1, 1], [30, 31, 32]),
+                               (*("alpha-vae", 100.0, "avg-gaussian"), 0, [1, 2, 3], [1, 1, 1], [20, 20, 20])])
+    out = tmp_path / "claims.md"
+    claims.main([str(tmp_path), "--out", str(out)])
+    md = out.read_text()
+    # d_z = mean(-10, -11, -12) / SD 1 = -11; three same-sign differences: exact p = 2/8
+    assert "| test | 2 | pose_error_deg | 22.00 ± 2.00 (n=3) | 32.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 | 3 | " \
+           "-11.00 | 0.250 |" in md
+    assert "| test | 2 | mse | 0.02200 ± 0.00200 (n=3) | 0.03200 ± 0.00200 (n=3) | -0.01000 | -5.00 | 0.004 | – | – | – |" \
+        in md
+    assert "triplets | d_z" not in claims.markdown(RECORDS, ["run"])

@@ -145,7 +145,8 @@ def _train_config(config: Config, spec: TrainSpec, out_dir, device: str, progres
         steps=spec.steps if spec.budget_gflop is None else None, budget_gflop=spec.budget_gflop,
         batch_size=spec.batch_size, lr=config.lr, seed=spec.seed, device=device, dtype=dtype,
         val_split=spec.val_split, eval_every=spec.eval_every, patience=spec.patience, min_delta=spec.min_delta,
-        checkpoint_every=spec.checkpoint_every, resume=True, progress=progress)
+        checkpoint_every=spec.checkpoint_every, resume=True, progress=progress,
+        log_test=spec.val_split == "none")  # with val selection, val.csv is the curve; scoring test each epoch is waste
 
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
