@@ -23,6 +23,7 @@ class BenchmarkConfig:
     gaps: tuple[int, ...] = (2, 5, 10, 20)  # frame gaps k: tests score frames t-k+1..t+k-1 from (t-k, t+k)
     methods: tuple[str, ...] = methods.DEFAULT_METHODS  # which registered methods to run, in table order
     seeds: int = 1  # independent training seeds per seeded method (seeds 0..N-1)
+    first_seed: int = 0  # start the seeds here (first_seed..first_seed+N-1): one long run's seeds across sessions
     epochs: int = 5  # training budget of every trained method: epochs over the training triplets of all gaps
     steps: int | None = None  # train exactly this many optimiser steps instead of --epochs
     batch_size: int = 64  # triplets per training step, for every trained method
@@ -78,6 +79,8 @@ class BenchmarkConfig:
         fill("method_configs", configs)
         if self.seeds < 1:
             raise UserError(f"--seeds must be at least 1, not {self.seeds}")
+        if self.first_seed < 0:
+            raise UserError(f"--first-seed must be at least 0, not {self.first_seed}")
         if self.epochs < 1 or (self.steps is not None and self.steps < 1):
             raise UserError("--epochs and --steps must be at least 1")
         if self.batch_size < 1:

@@ -46,7 +46,7 @@ class Row:
     label: str  # row name in figures, e.g. "alpha-vae a=100 avg-gaussian"
     predict: Callable  # (x0, x2, tau) -> x_tau, (B, 3, H, W) in [0, 1]
     fields: dict  # method, alpha, kl, seed, the TrainSummary's RECORD_KEYS and lr_trials
-    shown: bool  # drawn in the example grids and strips (seed 0 or unseeded)
+    shown: bool  # drawn in the example grids and strips (the first seed, or unseeded)
     log: str | None  # its training log.csv, drawn in training-curves.png
 
 

@@ -206,7 +206,7 @@ def entries(config: BenchmarkConfig) -> list[Entry]:
     for name in (m for m in config.methods if m not in unavailable):
         module = methods.get(name)
         for variant in methods.variants(module, config.method_configs[name]):
-            seeds = range(config.seeds) if module.SEEDED else [None]
+            seeds = range(config.first_seed, config.first_seed + config.seeds) if module.SEEDED else [None]
             out += [Entry(name, variant, seed) for seed in seeds]
     return out
 
@@ -492,7 +492,7 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data
               "lr_trials": config.lr_trials if methods.learned(module) else None}
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
     return scoring.Row(label=entry.label, predict=lambda x0, x2, tau: module.predict(model, x0, x2, tau),
-                       fields=fields, shown=entry.seed in (None, 0), log=str(log) if log else None)
+                       fields=fields, shown=entry.seed in (None, config.first_seed), log=str(log) if log else None)
 
 
 # ----------------------------------------------------------------------------- aggregating

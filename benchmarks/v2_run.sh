@@ -7,7 +7,8 @@
 # ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
 # The width stages (width-dof1/, width-dof2/) train alpha = 0 and 100 at widths 0.125, 0.25, 0.5 and 1.0
 # (WIDTHS=...) with the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
-# paper-width-dof1/ trains the paper width on the paper's DoF 1 data for as many steps as width 0.125 got there.
+# paper-width-dof1/s<seed>/ trains the paper width on the paper's DoF 1 data for as many steps as width 0.125 got
+# there.
 # Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2]
 #         [paper-width-dof1].
 #
@@ -46,7 +47,9 @@ WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
 # (2,612 steps of 233.8 GFLOP = 610,700 GFLOP), one seed per alpha: what fits one 3-hour session on 2 cores
 # (about 2.0 s a step per lane in bf16, which the auto dtype picks on an AVX-512 CPU, plus 45 s per val evaluation).
 # --no-ensemble makes alpha 0 and 100 two jobs, so that the two lanes train them side by side.
-PAPER_WIDTH="--methods alpha-vae --alpha 0 100 --seeds 1 --gap 2 5 10 20 --no-all-taus --batch-size 32
+# PAPER_SEED=1 trains seed 1 instead (--first-seed), into paper-width-dof1/s1: one seed per session.
+PAPER_SEED=${PAPER_SEED:-0}
+PAPER_WIDTH="--methods alpha-vae --alpha 0 100 --seeds 1 --first-seed $PAPER_SEED --gap 2 5 10 20 --no-all-taus --batch-size 32
              --budget-gflop 610700 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype auto
              --dof 1 --width 1.0 --no-ensemble"
 
@@ -94,7 +97,7 @@ for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2 pape
             plateau-dof1) run plateau-dof1 $PLATEAU --data "$(paper_dof1)" ;;
             grid) run grid $GRID ;;
             width-dof1) for w in $WIDTHS; do run width-dof1/w$w $WIDTH --dof 1 --width "$w" --data "$(paper_dof1)"; done ;;
-            paper-width-dof1) run paper-width-dof1 $PAPER_WIDTH --data "$(paper_dof1)" ;;
+            paper-width-dof1) run paper-width-dof1/s$PAPER_SEED $PAPER_WIDTH --data "$(paper_dof1)" ;;
             width-dof2) for w in $WIDTHS; do run width-dof2/w$w $WIDTH --dof 2 --width "$w"; done ;;
             *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid, width-dof1, width-dof2 or paper-width-dof1" >&2
                exit 2 ;;

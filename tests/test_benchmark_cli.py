@@ -77,6 +77,16 @@ def test_demo_profile_plans_dof_1_and_2_with_every_method():
     assert {j["lr"] for j in jobs if j["kind"] == "train" and j["method"] != "mean-frame"} == {1e-3}
 
 
+def test_first_seed_plans_later_seeds_only():
+    r = CliRunner().invoke(run_benchmark, ["--quick", "--dof", "1", "--methods", "alpha-vae", "copy-x0", "--seeds", "2",
+                                           "--first-seed", "3", "--no-ensemble", "--plan"])
+    assert r.exit_code == 0, r.output
+    trained = [j for j in map(json.loads, r.output.splitlines()) if j["kind"] == "train"]
+    assert sorted({j["seed"] for j in trained}) == [3, 4] and len(trained) == 4  # alpha 0 and 100, seeds 3 and 4
+    bad = CliRunner().invoke(run_benchmark, ["--quick", "--first-seed", "-1", "--plan"])
+    assert bad.exit_code == 2 and "--first-seed must be at least 0" in bad.output
+
+
 def test_demo_profile_settings():
     from benchmarks.config import profile_config, render_config
     c = profile_config("demo")
