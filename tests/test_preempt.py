@@ -105,14 +105,18 @@ def test_run_benchmark_exits_143_on_sigterm_during_training_and_a_rerun_resumes(
 
 
 def test_stop_flag_restores_handlers_and_a_second_signal_is_not_swallowed():
-    before = signal.getsignal(signal.SIGINT)
-    with StopFlag() as flag:
-        assert not flag.requested
-        signal.raise_signal(signal.SIGINT)
-        assert flag.signum == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C stops at once, as Python's default does
+    # Python's own Ctrl-C handler, whatever the suite inherited (a shell's background job starts with SIGINT ignored).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopFlag() as flag:
+            assert not flag.requested
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before
+            assert flag.signum == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C stops at once, as Python's default does
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_preempted_exit_codes_and_cli_line(capsys):

@@ -166,7 +166,10 @@ def _alive(pid):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_killed_render_leaves_no_worker_and_no_temporary_file(tmp_path, sig):
     out = tmp_path / "k.h5"
-    cmd = [sys.executable, "-c", "from render.cli import render_dataset; render_dataset()", "--dof", "2", "--size",
+    # The child takes Ctrl-C as a terminal's foreground job would, even where the suite runs as a background job
+    # (which a shell starts with SIGINT ignored, and the child would inherit that).
+    cmd = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from render.cli import render_dataset; render_dataset()", "--dof", "2", "--size",
            "16", "--train-sequences", "400", "--workers", "2", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tmp = h5format.temp_path(out, proc.pid)
