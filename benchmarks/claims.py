@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from benchmarks.report import DIGITS, method_label
+from benchmarks.report import DIGITS, TRIPLET_KEYS, method_label
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
 
@@ -99,14 +99,16 @@ def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
         if not path.exists():
             continue
         with gzip.open(path, "rt", newline="") as fh:
-            for r in csv.DictReader(fh):
+            reader = csv.DictReader(fh)
+            metrics = [c for c in reader.fieldnames if c not in TRIPLET_KEYS]  # what scoring kept per triplet
+            for r in reader:
                 if r["well_posed"] != "1":
                     continue
                 r = {**r, "alpha": float(r["alpha"]) if r["alpha"] else None, "kl": r["kl"] or None}
                 r = relabel(folder, r) if relabel else r
                 head = (int(r["dof"]), r["split"], int(r["gap"]), method_label(r))
-                for metric in ("pose_error_deg", "position_error_px", "mse", "ssim"):
-                    if r.get(metric):
+                for metric in metrics:
+                    if r[metric]:
                         acc = sums.setdefault((*head, metric), {}).setdefault((int(r["s"]), int(r["t"])), [0.0, 0])
                         acc[0] += float(r[metric])
                         acc[1] += 1

@@ -455,7 +455,8 @@ def summary_lines(records: list[dict], out: Path) -> list[str]:
     return lines
 
 
-TRIPLET_KEYS = ("dof", "split", "gap", "method", "alpha", "kl", "seed", "s", "t", "well_posed")  # then metrics
+TRIPLET_ROW = ("method", "alpha", "kl", "seed")  # what names a row in triplets.csv.gz
+TRIPLET_KEYS = ("dof", "split", "gap", *TRIPLET_ROW, "s", "t", "well_posed")  # then the metric columns
 
 
 def write_triplets(triplets: list[dict[str, Any]], path: Path) -> None:
@@ -467,7 +468,7 @@ def write_triplets(triplets: list[dict[str, Any]], path: Path) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow([*TRIPLET_KEYS, *metric_cols])
     for tr in triplets:
-        fixed = [("" if tr.get(k) is None else tr[k]) for k in TRIPLET_KEYS[:7]]
+        fixed = [("" if tr.get(k) is None else tr[k]) for k in ("dof", "split", "gap", *TRIPLET_ROW)]
         cols = [tr["s"], tr["t"], np.asarray(tr["well_posed"]).astype(int)] + \
             [tr.get(m, np.full(len(tr["s"]), np.nan)) for m in metric_cols]
         for values in zip(*cols):

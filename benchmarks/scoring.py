@@ -36,7 +36,6 @@ NAN_MEAN = ("position_error_px",)
 # Kept per triplet at tau = 0.5 (the headline), so that two rows can be compared triplet by triplet
 # (benchmarks.claims' paired test): the place metrics of the paper's claims, and the two image metrics.
 TRIPLET_METRICS = ("pose_error_deg", "position_error_px", "mse", "ssim")
-TRIPLET_FIELDS = ("method", "alpha", "kl", "seed")  # what names a row in triplets.csv.gz
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
                 per, index = evaluate(row.predict, pairs, tau, factors, table, device)
                 records += subset_records(where | row.fields, per, wp)
                 if tau == 0.5:
-                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in TRIPLET_FIELDS}
+                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in report.TRIPLET_ROW}
                                     | {"s": np.asarray(s), "t": np.asarray(t), "well_posed": np.asarray(wp)}
                                     | {m: per[m] for m in TRIPLET_METRICS if m in per})
                 if smooth:

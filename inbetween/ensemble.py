@@ -45,7 +45,7 @@ from ibutil.selection import Selection
 from inbetween.data import TripletDataset
 from inbetween.train import (BEST_NAME, CHECKPOINT_NAME, DTYPES, LOG_COLUMNS, LOG_NAME, NO_VAL, RESUMABLE_CHANGES, TERMS,
                              VAL_LOG_NAME, NonFiniteLoss, TrainConfig, _accumulate, _config_from_json, _fresh_run,
-                             _select, _start_val_log, _summary, _zero_sums, build_model, evaluate, flops_per_step,
+                             _select, _start_val_log, _summary, _zero_sums, build_model, epoch_test, flops_per_step,
                              load_checkpoint, make_optimizer, package_version, save_checkpoint, val_dataset)
 from inbetween.vae import AlphaVAE, LossTerms, VAEConfig, loss_terms, num_params
 
@@ -299,7 +299,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
     def log_epoch_row(r: int, j: int) -> None:
         """inbetween.train's end-of-epoch log.csv row for stack row r (member j): train sums, test loss."""
         m = members[j]
-        test = evaluate(member_model(r), test_set, m.config, device) if m.config.log_test else dict.fromkeys(TERMS, "")
+        test = epoch_test(member_model(r), test_set, m.config, device)
         s = m.epoch_sums
         row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / max(s["n"], 1) for k in TERMS] + \
               [test[k] for k in TERMS] + [s["data_s"] / max(s["step_s"], 1e-12), f"{time.perf_counter() - t_epoch:.2f}"]

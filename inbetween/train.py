@@ -179,6 +179,13 @@ def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, devi
     return {key: value / n for key, value in sums.items()}
 
 
+def epoch_test(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, device: torch.device) -> dict:
+    """log.csv's test columns at an epoch's end: evaluate() on the test split, or blanks when config.log_test is
+    off (a wide model on a large test split spends more time scoring it every epoch than training; the benchmark
+    selects on val and logs val.csv instead)."""
+    return evaluate(model, dataset, config, device) if config.log_test else dict.fromkeys(TERMS, "")
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -408,9 +415,7 @@ def train(config: TrainConfig) -> AlphaVAE:
             # End of an epoch (or of a steps-limited run): evaluate, log, checkpoint (rank 0 only).
             if rank == 0:
                 model.eval()
-                # Off, the test_* columns stay blank: a wide model on a large test split spends more time
-                # scoring it every epoch than training (the benchmark selects on val and logs val.csv instead).
-                test = evaluate(model, test_set, config, device) if config.log_test else dict.fromkeys(TERMS, "")
+                test = epoch_test(model, test_set, config, device)
                 model.train()
                 s = epoch_sums
                 row = [f"{step / steps_per_epoch:.4g}", step] + [s[k] / s["n"] for k in TERMS] + \
