@@ -182,7 +182,7 @@ def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str
                     continue
                 diff, d, p = compare(ca, cb)
                 line = f"| {split} | {k} | {m} | {ca.text(m)} | {cb.text(m)} | {_num(diff, DIGITS.get(m, 3))} " \
-                       f"| {_num(d)} | {_num(p, 3)} |"
+                       f"| {_num(d)} | {_pval(p)} |"
                 if extra:
                     pt = paired(trip, dof, split, k, a, b, m)
                     line += " – | – | – |" if pt is None else f" {pt[0]} | {_num(pt[1])} | {_pval(pt[2])} |"
@@ -227,7 +227,7 @@ def winners_table(records: list[dict], dof: int, metrics: tuple[str, ...]) -> li
                 best, second = order[0], order[1]
                 diff, d, p = compare(cells[best], cells[second])
                 lines.append(f"| {split} | {k} | {m} | {best}: {cells[best].text(m)} | {second}: "
-                             f"{cells[second].text(m)} | {_num(diff, DIGITS.get(m, 3))} | {_num(d)} | {_num(p, 3)} |")
+                             f"{cells[second].text(m)} | {_num(diff, DIGITS.get(m, 3))} | {_num(d)} | {_pval(p)} |")
     return lines + [""]
 
 
@@ -327,7 +327,7 @@ def load_widths(folders: list[str | Path]) -> list[dict]:
 
 def width_markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
     """Per DoF: the place metric, MSE and sharpness of every (width, alpha), then alpha = 100 against alpha = 0
-    at each width."""
+    at each width, and each wider width against the narrowest at each alpha."""
     out = ["# Width: the cells behind docs/results.md", "",
            f"Written by `python -m benchmarks.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
            "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
@@ -345,11 +345,19 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
         out.append("")
         for metric in (PLACE[dof], "mse", "sharpness"):
             out += [f"## DoF {dof}: {metric}", ""] + grid_table(records, dof, metric, rows)
-        for width in dict.fromkeys(lab.split(" α=")[0] for lab in rows):
+        widths = list(dict.fromkeys(lab.split(" α=")[0] for lab in rows))  # narrowest first
+        for width in widths:
             a, b = f"{width} α=100 (avg-gaussian)", f"{width} α=0"
             if {a, b} <= set(rows):
                 out += [f"### DoF {dof}, {width}: α = 100 against α = 0", ""]
                 out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), ("α=100", "α=0"), trip)
+        for alpha in dict.fromkeys(lab.split(" α=")[1] for lab in rows):  # each wider width against the narrowest
+            for width in widths[1:]:
+                a, b = f"{width} α={alpha}", f"{widths[0]} α={alpha}"
+                if {a, b} <= set(rows):
+                    names = (width.split(" ")[-1], widths[0].split(" ")[-1])
+                    out += [f"### DoF {dof}, α = {alpha.split(' ')[0]}: {names[0]} against {names[1]}", ""]
+                    out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), names, trip)
     return "\n".join(out)
 
 

@@ -93,6 +93,10 @@ def test_by_width_keeps_each_folders_width_apart(tmp_path):
     assert "copy-x0" not in md  # only the alpha-VAE rows
     assert "### DoF 1, alpha-vae w=0.5: α = 100 against α = 0" in md
     assert "| test | 2 | pose_error_deg | 27.00 ± 2.00 (n=3) | 37.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 |" in md
+    # each wider width against the narrowest, per alpha: +5 degrees at equal SDs of 2 is d = 2.5
+    assert "### DoF 1, α = 0: w=0.5 against w=0.125" in md and "### DoF 1, α = 100: w=0.5 against w=0.125" in md
+    wider = md.split("### DoF 1, α = 0: w=0.5 against w=0.125")[1]
+    assert "| test | 2 | pose_error_deg | 37.00 ± 2.00 (n=3) | 32.00 ± 2.00 (n=3) | 5.00 | 2.50 |" in wider
 
 
 def _write_triplets(folder, rows):
