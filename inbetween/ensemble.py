@@ -226,7 +226,7 @@ def train_ensemble(configs: Sequence[TrainConfig], out_dir: str | Path, data_see
     if shared.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use dtype='fp32'")
     train_set = TripletDataset(shared.data, "train", shared.gaps)
-    test_set = TripletDataset(shared.data, "test", shared.gaps)
+    test_set = TripletDataset(shared.data, "test", shared.gaps) if any(c.log_test for c in configs) else None
     val_set = val_dataset(shared.data, shared.val_split, shared.gaps)  # None: no selection (val_split "none")
     out = Path(out_dir)
     ckpt_path = out / ENSEMBLE_CHECKPOINT

@@ -179,10 +179,10 @@ def evaluate(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, devi
     return {key: value / n for key, value in sums.items()}
 
 
-def epoch_test(model: AlphaVAE, dataset: TripletDataset, config: TrainConfig, device: torch.device) -> dict:
+def epoch_test(model: AlphaVAE, dataset: TripletDataset | None, config: TrainConfig, device: torch.device) -> dict:
     """log.csv's test columns at an epoch's end: evaluate() on the test split, or blanks when config.log_test is
     off (a wide model on a large test split spends more time scoring it every epoch than training; the benchmark
-    selects on val and logs val.csv instead)."""
+    selects on val and logs val.csv instead). dataset is None when no member logs test: it is never loaded."""
     return evaluate(model, dataset, config, device) if config.log_test else dict.fromkeys(TERMS, "")
 
 
@@ -311,7 +311,7 @@ def train(config: TrainConfig) -> AlphaVAE:
     if config.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use dtype='fp32'")
     train_set = TripletDataset(config.data, "train", config.gaps)
-    test_set = TripletDataset(config.data, "test", config.gaps)
+    test_set = TripletDataset(config.data, "test", config.gaps) if config.log_test else None
     val_set = val_dataset(config.data, config.val_split, config.gaps)  # None: no selection
     out = Path(config.out_dir)
     ckpt_path, log_path, best_path = out / CHECKPOINT_NAME, out / LOG_NAME, out / BEST_NAME

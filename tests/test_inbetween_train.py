@@ -83,6 +83,19 @@ def test_bad_dataset_and_gap(toy, tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
+def test_log_test_off_blanks_the_test_columns_and_never_reads_the_test_split(toy, tmp_path, monkeypatch):
+    splits = []
+    real = train_module.TripletDataset
+    monkeypatch.setattr(train_module, "TripletDataset", lambda path, split, *a, **k: splits.append(split) or
+                        real(path, split, *a, **k))
+    out = tmp_path / "run"
+    inbetween.train(config(toy, out, log_test=False))
+    rows = read_log(out)
+    assert len(rows) == 2 and all(r["test_loss"] == r["test_kl"] == "" for r in rows)
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+    assert "test" not in splits and "train" in splits
+
+
 def test_end_to_end_loss_decreases_and_checkpoint_round_trips(toy, tmp_path):
     out = tmp_path / "run"
     cfg = config(toy, out, epochs=6, gaps=(1, 2))
