@@ -1,7 +1,8 @@
 """The numbers behind docs/results.md's claims: cells of committed runs, seed statistics and effect sizes.
 
     python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
-    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md
+    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md \
+        --figure docs/results/width-dof1/width-curve.png
 
 Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
 every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
@@ -361,17 +362,69 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
     return "\n".join(out)
 
 
+def _width(label: str) -> float:
+    """The width of a width_label row ("alpha-vae w=0.5 α=0" -> 0.5)."""
+    return float(label.split("w=")[1].split(" ")[0])
+
+
+def width_figure(records: list[dict], path: str | Path) -> None:
+    """The width curve: per DoF, the test split's place metric against width for each alpha at the smallest and
+    the largest gap (mean over seeds, bars one sample SD), each width's parameters and steps written above it."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    dofs = sorted({r["dof"] for r in records})
+    fig, axs = plt.subplots(1, len(dofs), figsize=(5.2 * len(dofs), 4.0), squeeze=False)
+    for ax, dof in zip(axs[0], dofs):
+        rows = labels(records, dof)
+        gaps = axes(records, dof)[1]
+        alphas = dict.fromkeys(lab.split(" α=")[1] for lab in rows)
+        for alpha, colour in zip(alphas, ("tab:blue", "tab:red", "tab:green", "tab:purple")):
+            line = sorted((lab for lab in rows if lab.endswith(f"α={alpha}")), key=_width)
+            for k, style in ((gaps[0], "-"), (gaps[-1], "--")):
+                pts = [(_width(lab), c) for lab in line if (c := cell(records, dof, "test", k, lab, PLACE[dof]))]
+                ax.errorbar([w for w, _ in pts], [c.mean for _, c in pts], yerr=[c.sd for _, c in pts], color=colour,
+                            linestyle=style, marker="o", capsize=3, label=f"α={alpha.split(' ')[0]}, k={k}")
+        for width in sorted({_width(lab) for lab in rows}):  # what each width is: its parameters and steps
+            r = next(r for r in records if r["dof"] == dof and _width(method_label(r)) == width)
+            note = "\n".join(x for x in (f"{r['params'] / 1e6:.2g} M params" if r.get("params") else "",
+                                          f"{r['steps']} steps" if r.get("steps") else "") if x)
+            ax.annotate(note, (width, 1), xycoords=("data", "axes fraction"), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({_width(lab) for lab in rows}), [f"{w:g}" for w in sorted({_width(lab) for lab in rows})])
+        ax.set_xlabel("width (1 = the paper's network)")
+        ax.set_ylabel(f"{PLACE[dof]} (test, mean ± SD over seeds)")
+        ax.set_title(f"DoF {dof}: the α-VAE at each width", pad=28)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(Path(path), dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="run-benchmark output folders (their results.json)")
     ap.add_argument("--out", help="write the markdown here instead of printing it")
     ap.add_argument("--by-width", action="store_true",
                     help="the folders are one alpha-VAE width each: compare the widths (width_markdown)")
+    ap.add_argument("--figure", help="with --by-width: also draw the width curve (width_figure) to this png")
     args = ap.parse_args(argv)
-    if args.by_width:
-        text = width_markdown(load_widths(args.folders), args.folders, load_triplets(args.folders, width_label))
-    else:
-        text = markdown(load(args.folders), args.folders, load_triplets(args.folders))
+    try:
+        if args.figure and not args.by_width:
+            raise UserError("--figure draws the width curve; pass it with --by-width")
+        if args.by_width:
+            records = load_widths(args.folders)
+            text = width_markdown(records, args.folders, load_triplets(args.folders, width_label))
+            if args.figure:
+                width_figure(records, args.figure)
+        else:
+            text = markdown(load(args.folders), args.folders, load_triplets(args.folders))
+    except UserError as exc:  # a one-line message and exit code 2, no traceback
+        ap.exit(2, f"error: {exc}\n")
     if args.out:
         write_text_atomic(Path(args.out), text + "\n")
     else:

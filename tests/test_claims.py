@@ -51,10 +51,15 @@ def test_markdown_names_the_claims_and_the_winner(tmp_path):
     assert "| test | 2 | pose_error_deg | pixel-average: 6.00 | copy-x0: 10.00 | -4.00 | – | – |" in md
 
 
-def test_missing_folder_is_a_user_error(tmp_path):
+def test_missing_folder_is_a_user_error(tmp_path, capsys):
     from ibutil.errors import UserError
     with pytest.raises(UserError, match="does not exist"):
         claims.load([tmp_path / "nope"])
+    with pytest.raises(SystemExit) as exit_:  # the command line: one line on stderr, exit code 2, nothing written
+        claims.main([str(tmp_path / "nope"), "--out", str(tmp_path / "claims.md")])
+    assert exit_.value.code == 2 and not (tmp_path / "claims.md").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
 
 
 def test_two_runs_that_disagree_on_a_cell_are_refused():
@@ -93,6 +98,9 @@ def test_by_width_keeps_each_folders_width_apart(tmp_path):
     assert "copy-x0" not in md  # only the alpha-VAE rows
     assert "### DoF 1, alpha-vae w=0.5: α = 100 against α = 0" in md
     assert "| test | 2 | pose_error_deg | 27.00 ± 2.00 (n=3) | 37.00 ± 2.00 (n=3) | -10.00 | -5.00 | 0.004 |" in md
+    figure = tmp_path / "width.png"
+    claims.main(["--by-width", *folders, "--out", str(out), "--figure", str(figure)])
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each wider width against the narrowest, per alpha: +5 degrees at equal SDs of 2 is d = 2.5
     assert "### DoF 1, α = 0: w=0.5 against w=0.125" in md and "### DoF 1, α = 100: w=0.5 against w=0.125" in md
     wider = md.split("### DoF 1, α = 0: w=0.5 against w=0.125")[1]
