@@ -7,8 +7,8 @@
 # ensemble). Each folder gets a RUN.md with the command, the machine and the wall time.
 # The width stages (width-dof1/, width-dof2/) train alpha = 0 and 100 at widths 0.125, 0.25, 0.5 and 1.0
 # (WIDTHS=...) with the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
-# paper-width-dof1/s<seed>/ trains the paper width on the paper's DoF 1 data for as many steps as width 0.125 got
-# there.
+# paper-width-dof1/s<seed>/ trains the paper width on the paper's DoF 1 data, one seed per call (PAPER_SEED=0, 1, ...:
+# about 90 minutes each on 2 cores), for about as many steps as width 0.125 got there (2,165 against 2,612).
 # Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2]
 #         [paper-width-dof1].
 #
@@ -43,8 +43,8 @@ PLATEAU="--dof 1 --methods copy-x0 pixel-average optical-flow alpha-vae --alpha 
 WIDTH="--methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus --batch-size 32
        --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype fp32"
 WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
-# The paper width (1.0, latent 32, 26.4 M parameters) on the paper's DoF 1 data, one seed per alpha: 2,150 steps
-# of 233.8 GFLOP (502,700 GFLOP; width 0.125 got 2,612 steps), what fits one 3-hour session on 2 cores at about
+# The paper width (1.0, latent 32, 26.4 M parameters) on the paper's DoF 1 data, one seed per alpha: 2,165 steps
+# of at most 233.8 GFLOP (each epoch's last batch is smaller; 502,700 GFLOP in all; width 0.125 got 2,612 steps), what fits one 3-hour session on 2 cores at about
 # 2.1 s a step per lane in bf16 (the auto dtype's pick on an AVX-512 CPU) plus 45 s per val evaluation.
 # lr 3e-4, the alpha-VAE's default: at the width curve's 1e-3 the plain VAE (alpha 0) collapsed to a constant
 # (KL 0.01 nats, flat loss from step 130 to 430) while alpha 100 did not, which would compare a failed
