@@ -44,8 +44,9 @@ WIDTH="--methods alpha-vae --alpha 0 100 --seeds 2 --gap 2 5 10 20 --no-all-taus
        --budget-gflop 10000 --eval-every 250 --patience 4 --latent 32 --alpha-vae-lr 1e-3 --alpha-vae-dtype fp32"
 WIDTHS=${WIDTHS:-0.125 0.25 0.5 1.0}
 # The paper width (1.0, latent 32, 26.4 M parameters) on the paper's DoF 1 data, one seed per alpha: 2,165 steps
-# of at most 233.8 GFLOP (each epoch's last batch is smaller; 502,700 GFLOP in all; width 0.125 got 2,612 steps), what fits one 3-hour session on 2 cores at about
-# 2.1 s a step per lane in bf16 (the auto dtype's pick on an AVX-512 CPU) plus 45 s per val evaluation.
+# of at most 233.8 GFLOP (each epoch's last batch is smaller; 502,700 GFLOP in all; width 0.125 got 2,612 steps),
+# what fits one 3-hour session on 2 cores at about 2.1 s a step per lane in bf16 (the auto dtype's pick on an
+# AVX-512 CPU) plus 45 s per val evaluation.
 # lr 3e-4, the alpha-VAE's default: at the width curve's 1e-3 the plain VAE (alpha 0) collapsed to a constant
 # (KL 0.01 nats, flat loss from step 130 to 430) while alpha 100 did not, which would compare a failed
 # optimisation with a working one. --no-ensemble makes alpha 0 and 100 two jobs, one per lane.
