@@ -321,6 +321,11 @@ def width_label(folder: str | Path, record: dict) -> dict:
     return {**record, "method": f"alpha-vae w={width:g}"} if record["method"] == "alpha-vae" else record
 
 
+def _width(label: str) -> float:
+    """The width of a width_label row ("alpha-vae w=0.5 α=0" -> 0.5)."""
+    return float(label.split("w=")[1].split(" ")[0])
+
+
 def load_widths(folders: list[str | Path]) -> list[dict]:
     """The alpha-VAE records of runs that differ in width, one width per folder, relabelled by width_label."""
     return [width_label(folder, r) for folder in folders for r in load([folder]) if r["method"] == "alpha-vae"]
@@ -333,8 +338,7 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
            f"Written by `python -m benchmarks.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
            "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
     for dof in sorted({r["dof"] for r in records}):
-        rows = sorted(labels(records, dof), key=lambda lab: (float(lab.split("w=")[1].split(" ")[0]),
-                                                              _alpha(lab)))
+        rows = sorted(labels(records, dof), key=lambda lab: (_width(lab), _alpha(lab)))
         out += [f"## DoF {dof}: training (per seed)", "", "| method | params | steps | selected step | best val loss "
                 "| train s |", "|---|---|---|---|---|---|"]
         for lab in rows:
@@ -362,11 +366,6 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
     return "\n".join(out)
 
 
-def _width(label: str) -> float:
-    """The width of a width_label row ("alpha-vae w=0.5 α=0" -> 0.5)."""
-    return float(label.split("w=")[1].split(" ")[0])
-
-
 def width_figure(records: list[dict], path: str | Path) -> None:
     """The width curve: per DoF, the test split's place metric against width for each alpha at the smallest and
     the largest gap (mean over seeds, bars one sample SD), each width's parameters and steps written above it."""
@@ -386,7 +385,8 @@ def width_figure(records: list[dict], path: str | Path) -> None:
                 pts = [(_width(lab), c) for lab in line if (c := cell(records, dof, "test", k, lab, PLACE[dof]))]
                 ax.errorbar([w for w, _ in pts], [c.mean for _, c in pts], yerr=[c.sd for _, c in pts], color=colour,
                             linestyle=style, marker="o", capsize=3, label=f"α={alpha.split(' ')[0]}, k={k}")
-        for width in sorted({_width(lab) for lab in rows}):  # what each width is: its parameters and steps
+        widths = sorted({_width(lab) for lab in rows})
+        for width in widths:  # what each width is: its parameters and steps
             r = next(r for r in records if r["dof"] == dof and _width(method_label(r)) == width)
             note = "\n".join(x for x in (f"{r['params'] / 1e6:.2g} M params" if r.get("params") else "",
                                           f"{r['steps']} steps" if r.get("steps") else "") if x)
@@ -394,7 +394,7 @@ def width_figure(records: list[dict], path: str | Path) -> None:
                         textcoords="offset points", ha="center", va="bottom", fontsize=7)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(sorted({_width(lab) for lab in rows}), [f"{w:g}" for w in sorted({_width(lab) for lab in rows})])
+        ax.set_xticks(widths, [f"{w:g}" for w in widths])
         ax.set_xlabel("width (1 = the paper's network)")
         ax.set_ylabel(f"{PLACE[dof]} (test, mean ± SD over seeds)")
         ax.set_title(f"DoF {dof}: the α-VAE at each width", pad=28)
