@@ -3,6 +3,7 @@
     python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
     python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md \
         --figure docs/results/width-dof1/width-curve.png
+    python -m benchmarks.claims --primary docs/results --out docs/results/claims-primary.md
 
 Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
 every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
@@ -17,6 +18,12 @@ a paired test over triplets: every well-posed test target scored by both rows (e
 over its seeds), d_z = mean difference / SD of the differences, and the Wilcoxon signed-rank p over them.
 That test says how two trained models differ on these frames; only the seed columns say whether
 another seed would differ as much. It is what a single-seed comparison has.
+
+--primary reads the declared endpoints of docs/results.md's Protocol (PRIMARY, SECONDARY) from the v3 stage
+folders: per endpoint the seeds per arm, the means, a - b with its 95% t-interval (Welch-Satterthwaite df),
+Cohen's d (pooled SD), the p-value, Holm's adjustment across the primary family and a verdict from the adjusted
+p and the interval alone. It refuses (exit 2) a declared cell with fewer than 5 seeds or with seeds other than
+the declared new ones, rather than print a verdict.
 """
 
 from __future__ import annotations
@@ -74,9 +81,9 @@ def load(folders: list[str | Path]) -> list[dict]:
     return records
 
 
-def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> Cell | None:
-    """The cell of one row (method label) at (dof, split, gap), well-posed middle frames; None if absent.
-    A record repeated by two runs (the same seed of the same model) counts once."""
+def seed_values(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> dict[object, float]:
+    """Seed -> value of one row (method label) at (dof, split, gap), well-posed middle frames (seed None for a
+    seedless method); empty if absent. A record repeated by two runs (the same seed of the same model) counts once."""
     seen: dict[object, float] = {}
     for r in records:
         if (r["dof"], r["split"], r["gap"], r.get("tau"), r.get("well_posed")) == (dof, split, gap, 0.5, True) \
@@ -85,6 +92,12 @@ def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric
             if seen.setdefault(r.get("seed"), value) != value:
                 raise UserError(f"two runs disagree on {label}, seed {r.get('seed')}, dof {dof} {split} k={gap} "
                                 f"({metric}); give runs of the same datasets and budget, or write their claims apart")
+    return seen
+
+
+def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> Cell | None:
+    """The cell of one row (method label) at (dof, split, gap), well-posed middle frames; None if absent."""
+    seen = seed_values(records, dof, split, gap, label, metric)
     return Cell(tuple(seen[k] for k in sorted(seen, key=str))) if seen else None
 
 
@@ -405,6 +418,218 @@ def width_figure(records: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
+# ---- The declared primary endpoints (docs/results.md, *Protocol*) ----------------------------------------------
+# Declared before the runs they govern (benchmarks/v3_run.sh): new seed indices, 5 per arm, one command per stage,
+# fp32. A primary arm with fewer seeds, other seeds or another dtype is refused, never printed with a verdict.
+PRIMARY_SEEDS = tuple(range(10, 15))  # seeds no committed run used before (those used 0, 1 and 2)
+MIN_SEEDS = 5
+PRIMARY_GAP = 20  # the largest gap: the paper's "large displacement", where the in-between is most needed
+ALPHA100_MIXTURE = "alpha-vae α=100 (mixture)"
+STAGES = {"A-paper": "v3-a-paper-dof1", "A-arc": "v3-a-arc-dof1", "B": "v3-b-dof6", "D": "v3-d-dof2"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a declared comparison: a row's cell in one stage folder, per seed; with relative_to, each seed's
+    value divided by that seedless row's value on the same cell (a multiple of the copy-x0 hedge)."""
+
+    name: str  # what the table calls it ("α=100", "DoF 2")
+    stage: str  # the stage folder under the results root (docs/results/<stage>)
+    dof: int
+    split: str
+    label: str  # the row (benchmarks.report.method_label)
+    relative_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A declared comparison a - b of one metric at one gap. paired: a and b are the same models (seeds) scored on
+    two splits, so the test is over per-seed differences (t with n - 1 df); otherwise Welch over two seed samples."""
+
+    claim: int
+    name: str
+    metric: str
+    a: Arm
+    b: Arm
+    gap: int = PRIMARY_GAP
+    paired: bool = False
+
+
+def _claim1(cell_name: str, stage: str, dof: int, split: str, a: str = ALPHA100, a_name: str = "α=100") -> Endpoint:
+    return Endpoint(1, cell_name, "pose_error_deg", Arm(a_name, stage, dof, split, a), Arm("α=0", stage, dof, split, ALPHA0))
+
+
+PRIMARY = (
+    _claim1("DoF 1, paper protocol, test", STAGES["A-paper"], 1, "test"),
+    _claim1("DoF 1, held-out-arc protocol, test", STAGES["A-arc"], 1, "test"),
+    _claim1("DoF 1, held-out poses", STAGES["A-arc"], 1, "heldout"),
+    _claim1("DoF 2, test", STAGES["D"], 2, "test"),
+    Endpoint(2, "α=100, test, pose error as a multiple of copy-x0's", "pose_error_deg",
+             Arm("DoF 2", STAGES["D"], 2, "test", ALPHA100, "copy-x0"),
+             Arm("DoF 1", STAGES["A-arc"], 1, "test", ALPHA100, "copy-x0")),
+    Endpoint(3, "DoF 6, α=100, position error test − train", "position_error_px",
+             Arm("test", STAGES["B"], 6, "test", ALPHA100), Arm("train", STAGES["B"], 6, "train", ALPHA100), paired=True),
+)
+SECONDARY = (  # declared too, read as the Protocol says, never a verdict on their own (no Holm, no verdict column)
+    _claim1("C: mixture, DoF 1, paper protocol, test", STAGES["A-paper"], 1, "test", ALPHA100_MIXTURE, "α=100 mix"),
+    _claim1("C: mixture, DoF 1, held-out-arc protocol, test", STAGES["A-arc"], 1, "test", ALPHA100_MIXTURE, "α=100 mix"),
+    _claim1("C: mixture, DoF 1, held-out poses", STAGES["A-arc"], 1, "heldout", ALPHA100_MIXTURE, "α=100 mix"),
+    Endpoint(1, "A: α=100, held-out-arc − paper protocol, test (protocol at equal budget)", "pose_error_deg",
+             Arm("arc", STAGES["A-arc"], 1, "test", ALPHA100), Arm("paper", STAGES["A-paper"], 1, "test", ALPHA100)),
+    _claim1("DoF 2, held-out poses", STAGES["D"], 2, "heldout"),
+    Endpoint(3, "DoF 6, α=0, position error test − train", "position_error_px",
+             Arm("test", STAGES["B"], 6, "test", ALPHA0), Arm("train", STAGES["B"], 6, "train", ALPHA0), paired=True),
+    Endpoint(3, "DoF 6, autoencoder, position error test − train", "position_error_px",
+             Arm("test", STAGES["B"], 6, "test", "autoencoder"), Arm("train", STAGES["B"], 6, "train", "autoencoder"),
+             paired=True),
+    Endpoint(3, "DoF 6, held-out corner − test, α=100", "position_error_px",
+             Arm("heldout", STAGES["B"], 6, "heldout", ALPHA100), Arm("test", STAGES["B"], 6, "test", ALPHA100),
+             paired=True),
+)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A declared comparison over seeds: means, the difference a - b with its 95% t-interval, Cohen's d (pooled SD of
+    the two arms) and the two-sided p (Welch's t, or the paired t over per-seed differences)."""
+
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    diff: float
+    low: float
+    high: float
+    df: float
+    d: float
+    p: float
+
+
+def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
+    return math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+
+
+def _estimate(a: np.ndarray, b: np.ndarray, diff: float, se: float, df: float) -> Estimate:
+    sd = _pooled_sd(a, b)
+    d = diff / sd if sd > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    if se > 0:
+        half = float(stats.t.ppf(0.975, df)) * se
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+    else:  # no spread at all: no interval and no test
+        half, p = math.nan, math.nan
+    return Estimate(len(a), len(b), float(a.mean()), float(b.mean()), diff, diff - half, diff + half, df, d, p)
+
+
+def welch(a: list[float], b: list[float]) -> Estimate:
+    """a - b over two independent seed samples: Welch's t with the Welch-Satterthwaite degrees of freedom."""
+    a, b = np.asarray(a, float), np.asarray(b, float)  # (n_a,), (n_b,)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else math.nan
+    return _estimate(a, b, float(a.mean() - b.mean()), se, df)
+
+
+def paired_t(a: list[float], b: list[float]) -> Estimate:
+    """a - b of the same models (a[i] and b[i] one seed): the t over the per-seed differences, n - 1 df."""
+    a, b = np.asarray(a, float), np.asarray(b, float)  # (n,), (n,)
+    diff = a - b
+    return _estimate(a, b, float(diff.mean()), float(diff.std(ddof=1)) / math.sqrt(len(diff)), len(diff) - 1.0)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values of one family, in the order given (nan counts as 1)."""
+    ps = [1.0 if math.isnan(p) else p for p in ps]
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(e: Estimate, adjusted_p: float, a: str, b: str, level: float = 0.05) -> str:
+    """What the family-adjusted p and the interval allow: a direction only where both exclude no difference."""
+    if adjusted_p < level and (e.low > 0 or e.high < 0):
+        return f"{a} > {b}" if e.low > 0 else f"{a} < {b}"
+    return "no difference shown"
+
+
+def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
+    """The records of one stage folder, checked once: its alpha-VAE trained in fp32 (the declared dtype)."""
+    if stage not in loaded:
+        config = root / stage / "config.json"
+        if not config.exists():
+            raise UserError(f"{root / stage} holds no run (config.json); run `bash benchmarks/v3_run.sh` first")
+        dtype = json.loads(config.read_text()).get("method_configs", {}).get("alpha-vae", {}).get("dtype")
+        if dtype not in (None, "fp32"):
+            raise UserError(f"{root / stage} trained the alpha-VAE in {dtype}; the protocol declares fp32")
+        loaded[stage] = load([root / stage])
+    return loaded[stage]
+
+
+def arm_values(root: Path, endpoint: Endpoint, arm: Arm, loaded: dict) -> dict[int, float]:
+    """Seed -> value of one arm, refused (UserError) unless it has the declared seeds, at least MIN_SEEDS of them."""
+    records = _stage(root, arm.stage, loaded)
+    values = seed_values(records, arm.dof, arm.split, endpoint.gap, arm.label, endpoint.metric)
+    where = f"{arm.label}, dof {arm.dof} {arm.split} k={endpoint.gap} in {root / arm.stage}"
+    if len(values) < MIN_SEEDS:
+        raise UserError(f"declared cell {where} has {len(values)} seeds, fewer than {MIN_SEEDS}; "
+                        f"train seeds {PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} before reading a verdict")
+    if not set(values) <= set(PRIMARY_SEEDS):
+        raise UserError(f"declared cell {where} has seeds {sorted(values, key=str)}; the protocol declares "
+                        f"new seeds {PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} only")
+    if arm.relative_to:
+        ref = seed_values(records, arm.dof, arm.split, endpoint.gap, arm.relative_to, endpoint.metric)
+        if list(ref) != [None] or not ref[None] > 0:
+            raise UserError(f"{arm.relative_to} (seedless, positive) is missing at dof {arm.dof} {arm.split} "
+                            f"k={endpoint.gap} in {root / arm.stage}")
+        values = {seed: v / ref[None] for seed, v in values.items()}
+    return values
+
+
+def evaluate(root: str | Path, endpoints: tuple[Endpoint, ...]) -> list[Estimate]:
+    """The estimate of every endpoint from the stage folders under root (docs/results)."""
+    loaded: dict[str, list[dict]] = {}
+    out = []
+    for e in endpoints:
+        a, b = arm_values(Path(root), e, e.a, loaded), arm_values(Path(root), e, e.b, loaded)
+        if e.paired:
+            if set(a) != set(b):
+                raise UserError(f"paired endpoint {e.name!r}: the two splits were scored for other seeds "
+                                f"({sorted(a)} against {sorted(b)})")
+            out.append(paired_t([a[s] for s in sorted(a)], [b[s] for s in sorted(a)]))
+        else:
+            out.append(welch(list(a.values()), list(b.values())))
+    return out
+
+
+def primary_markdown(root: str | Path) -> str:
+    """The primary table (Holm across the family, a verdict from the adjusted p and the interval), then the declared
+    secondary comparisons (unadjusted, no verdict)."""
+    head = ("| claim | endpoint (k = {k}) | a | b | n (a, b) | mean a | mean b | a − b [95% CI] | df | d | p | {adj}")
+    out = ["# Primary endpoints: the verdicts of docs/results.md's Protocol", "",
+           f"Written by `python -m benchmarks.claims --primary {root}`. Seeds {PRIMARY_SEEDS[0]}–{PRIMARY_SEEDS[-1]} "
+           f"(the unit); a − b with its 95% t-interval over seeds (Welch–Satterthwaite df; paired rows: the t over "
+           "per-seed differences, n − 1 df), d: Cohen's d (a − b over the pooled SD of the two arms), p: two-sided "
+           "(Welch, or paired t). Holm p: adjusted across the primary family. Verdict: a direction only where the "
+           "Holm p is below 0.05 and the interval excludes 0. Claim 2's arms are multiples of copy-x0's error on the "
+           "same cell.", "", "## Primary", ""]
+    def row(e: Endpoint, est: Estimate) -> str:
+        digits = DIGITS.get(e.metric, 3) if not e.a.relative_to else 2
+        return (f"| {e.claim} | {e.name} | {e.a.name} | {e.b.name} | {est.n_a}, {est.n_b} | {_num(est.mean_a, digits)} "
+                f"| {_num(est.mean_b, digits)} | {_num(est.diff, digits)} [{_num(est.low, digits)}, "
+                f"{_num(est.high, digits)}] | {_num(est.df, 1)} | {_num(est.d)} | {_pval(est.p)} |")
+    primary = evaluate(root, PRIMARY)
+    adjusted = holm([e.p for e in primary])
+    out += [head.format(k=PRIMARY_GAP, adj="Holm p | verdict |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += [row(e, est) + f" {_pval(adj)} | {verdict(est, adj, e.a.name, e.b.name)} |"
+            for e, est, adj in zip(PRIMARY, primary, adjusted, strict=True)]
+    out += ["", "## Secondary (declared; unadjusted p, no verdict)", "",
+            head.format(k=PRIMARY_GAP, adj=""), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += [row(e, est) for e, est in zip(SECONDARY, evaluate(root, SECONDARY), strict=True)]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="run-benchmark output folders (their results.json)")
@@ -412,11 +637,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--by-width", action="store_true",
                     help="the folders are one alpha-VAE width each: compare the widths (width_markdown)")
     ap.add_argument("--figure", help="with --by-width: also draw the width curve (width_figure) to this png")
+    ap.add_argument("--primary", action="store_true",
+                    help="the one folder is the results root (docs/results): the declared primary endpoints of its "
+                         "v3 stage folders (primary_markdown), refused below 5 declared seeds per cell")
     args = ap.parse_args(argv)
     try:
         if args.figure and not args.by_width:
             raise UserError("--figure draws the width curve; pass it with --by-width")
-        if args.by_width:
+        if args.primary:
+            if args.by_width or len(args.folders) != 1:
+                raise UserError("--primary reads one results root (e.g. docs/results), without --by-width")
+            text = primary_markdown(args.folders[0])
+        elif args.by_width:
             records = load_widths(args.folders)
             text = width_markdown(records, args.folders, load_triplets(args.folders, width_label))
             if args.figure:

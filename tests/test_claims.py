@@ -146,3 +146,92 @@ def test_pair_tables_gain_the_paired_columns_only_where_triplets_exist(tmp_path)
     assert "| test | 2 | mse | 0.02200 ± 0.00200 (n=3) | 0.03200 ± 0.00200 (n=3) | -0.01000 | -5.00 | 0.004 | – | – | – |" \
         in md
     assert "triplets | d_z" not in claims.markdown(RECORDS, ["run"])
+
+
+def test_welch_by_hand():
+    # a = 1..5 (mean 3, var 2.5), b = 2, 4, .., 10 (mean 6, var 10): se^2 = 2.5/5 + 10/5 = 2.5,
+    # t = -3 / sqrt(2.5) = -1.897, df = 2.5^2 / (0.5^2/4 + 2^2/4) = 100/17, pooled SD sqrt((4*2.5 + 4*10)/8) = 2.5
+    e = claims.welch([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
+    assert (e.n_a, e.n_b, e.mean_a, e.mean_b, e.diff) == (5, 5, 3.0, 6.0, -3.0)
+    assert e.df == pytest.approx(100 / 17) and e.d == pytest.approx(-1.2)
+    assert e.p == pytest.approx(0.10753, abs=1e-5)  # two-sided t of -1.897 on 5.88 df
+    half = 3.8877416  # t(0.975, 100/17) * sqrt(2.5)
+    assert (e.low, e.high) == (pytest.approx(-3 - half), pytest.approx(-3 + half))
+
+
+def test_paired_t_by_hand():
+    # per-seed differences 1, 2, 1, 2, 1: mean 1.4, SD sqrt(0.3), t = 1.4 / (sqrt(0.3)/sqrt(5)) = 5.715 on 4 df
+    e = claims.paired_t([5, 6, 7, 8, 9], [4, 4, 6, 6, 8])
+    assert e.diff == pytest.approx(1.4) and e.df == 4.0 and e.p == pytest.approx(0.004636, abs=1e-6)
+    assert e.high - e.diff == pytest.approx(2.7764451 * math.sqrt(0.3 / 5))  # t(0.975, 4) = 2.776
+    assert e.d == pytest.approx(1.4 / math.sqrt((2.5 + 2.8) / 2))  # pooled SD of the two arms (variances 2.5, 2.8)
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert claims.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert claims.holm([0.5, math.nan]) == [1.0, 1.0]  # capped at 1; a missing p counts as 1
+
+
+def test_verdict_needs_the_adjusted_p_and_the_interval():
+    e = claims.welch([1, 2, 3, 4, 5], [11, 12, 13, 14, 15])
+    assert claims.verdict(e, 0.01, "α=100", "α=0") == "α=100 < α=0"
+    assert claims.verdict(e, 0.06, "α=100", "α=0") == "no difference shown"  # Holm took it over 0.05
+    assert claims.verdict(claims.welch([1, 2, 3, 4, 5], [1, 2, 3, 4, 6]), 0.01, "a", "b") == "no difference shown"
+
+
+def _primary_root(tmp_path, seeds=claims.PRIMARY_SEEDS, dtype="fp32"):
+    """A results root with every declared stage folder: alpha = 100 at 2 + seed/10 and alpha = 0 at 4 + seed/10 on
+    every claim-1 cell, copy-x0 at 20 (dof 1) and 50 (dof 2), dof 6 test 3 or 3.5 px above train."""
+    recs: dict[str, list[dict]] = {}
+    for e in claims.PRIMARY + claims.SECONDARY:
+        for arm, base in ((e.a, None), (e.b, None)):
+            for seed in seeds:
+                value = {claims.ALPHA0: 4.0, claims.ALPHA100: 2.0, claims.ALPHA100_MIXTURE: 3.0,
+                         "autoencoder": 5.0}[arm.label] + seed / 10
+                if arm.dof == 6 and arm.split != "train":  # test and heldout 3 or 3.5 px above train
+                    value += 3.0 + (seed % 2) / 2
+                method, alpha, kl = (("autoencoder", None, None) if arm.label == "autoencoder" else
+                                     ("alpha-vae", 0.0 if arm.label == claims.ALPHA0 else 100.0,
+                                      None if arm.label == claims.ALPHA0 else arm.label.split("(")[1][:-1]))
+                recs.setdefault(arm.stage, []).append(_rec(arm.dof, method, seed, value, alpha, kl, arm.split, 20,
+                                                           e.metric))
+            if arm.relative_to:
+                recs[arm.stage].append(_rec(arm.dof, "copy-x0", None, 20.0 if arm.dof == 1 else 50.0, split=arm.split,
+                                            gap=20))
+    for stage, rs in recs.items():
+        (tmp_path / stage).mkdir(exist_ok=True)
+        (tmp_path / stage / "results.json").write_text(json.dumps({"records": rs}))
+        (tmp_path / stage / "config.json").write_text(json.dumps({"method_configs": {"alpha-vae": {"dtype": dtype}}}))
+    return tmp_path
+
+
+def test_primary_table_from_the_declared_stages(tmp_path):
+    root = _primary_root(tmp_path)
+    out = tmp_path / "primary.md"
+    claims.main(["--primary", str(root), "--out", str(out)])
+    md = out.read_text()
+    # alpha = 100 - alpha = 0 is -2 on every claim-1 cell with equal spreads: d = -2 / SD(10..14 / 10) = -12.6
+    assert "| 1 | DoF 1, paper protocol, test | α=100 | α=0 | 5, 5 | 3.20 | 5.20 | -2.00 [" in md
+    assert "α=100 < α=0 |" in md and md.count("| -12.65 |") >= 4
+    # claim 2: alpha = 100 as multiples of copy-x0, (2 + s/10)/50 against (2 + s/10)/20
+    assert "| 2 | α=100, test, pose error as a multiple of copy-x0's | DoF 2 | DoF 1 | 5, 5 | 0.06 | 0.16 | -0.10 [" in md
+    # claim 3: paired over seeds, differences 3, 3.5, 3, 3.5, 3 px (seeds 10-14): mean 3.20, 4 df
+    assert "| 3 | DoF 6, α=100, position error test − train | test | train | 5, 5 | 6.40 | 3.20 | 3.20 [" in md
+    line = next(x for x in md.splitlines() if x.startswith("| 3 | DoF 6, α=100"))
+    assert "| 4.0 |" in line and line.endswith("| test > train |")
+    assert "## Secondary (declared; unadjusted p, no verdict)" in md and "C: mixture, DoF 1, held-out poses" in md
+
+
+@pytest.mark.parametrize("seeds, dtype, message", [
+    (claims.PRIMARY_SEEDS[:4], "fp32", "has 4 seeds, fewer than 5"),
+    ((0, 1, 2, 3, 4), "fp32", "the protocol declares new seeds 10-14 only"),
+    (claims.PRIMARY_SEEDS, "bf16", "trained the alpha-VAE in bf16"),
+])
+def test_primary_refuses_cells_the_protocol_does_not_allow(tmp_path, capsys, seeds, dtype, message):
+    root = _primary_root(tmp_path, seeds, dtype)
+    with pytest.raises(SystemExit) as exit_:
+        claims.main(["--primary", str(root), "--out", str(tmp_path / "primary.md")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "primary.md").exists()  # no table, so no verdict
