@@ -419,7 +419,7 @@ def width_figure(records: list[dict], path: str | Path) -> None:
 
 
 # ---- The declared primary endpoints (docs/results.md, *Protocol*) ----------------------------------------------
-# Declared before the runs they govern (benchmarks/v3_run.sh): new seed indices, 5 per arm, one command per stage,
+# Declared before the runs they govern (benchmarks/v2_run.sh, stages v3-*): new seed indices, 5 per arm, one command per stage,
 # fp32. A primary arm with fewer seeds, other seeds or another dtype is refused, never printed with a verdict.
 PRIMARY_SEEDS = tuple(range(10, 15))  # seeds no committed run used before (those used 0, 1 and 2)
 MIN_SEEDS = 5
@@ -559,7 +559,7 @@ def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
     if stage not in loaded:
         config = root / stage / "config.json"
         if not config.exists():
-            raise UserError(f"{root / stage} holds no run (config.json); run `bash benchmarks/v3_run.sh` first")
+            raise UserError(f"{root / stage} holds no run (config.json); run its stage first (`bash benchmarks/v2_run.sh v3`)")
         dtype = json.loads(config.read_text()).get("method_configs", {}).get("alpha-vae", {}).get("dtype")
         if dtype not in (None, "fp32"):
             raise UserError(f"{root / stage} trained the alpha-VAE in {dtype}; the protocol declares fp32")
