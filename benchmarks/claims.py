@@ -419,8 +419,8 @@ def width_figure(records: list[dict], path: str | Path) -> None:
 
 
 # ---- The declared primary endpoints (docs/results.md, *Protocol*) ----------------------------------------------
-# Declared before the runs they govern (benchmarks/v2_run.sh, stages v3-*): new seed indices, 5 per arm, one command per stage,
-# fp32. A primary arm with fewer seeds, other seeds or another dtype is refused, never printed with a verdict.
+# Declared before the runs they govern (benchmarks/v2_run.sh, stages v3-*): new seed indices, 5 per arm, one command
+# per stage, fp32. A primary arm with fewer seeds, other seeds or another dtype is refused, never printed with a verdict.
 PRIMARY_SEEDS = tuple(range(10, 15))  # seeds no committed run used before (those used 0, 1 and 2)
 MIN_SEEDS = 5
 PRIMARY_GAP = 20  # the largest gap: the paper's "large displacement", where the in-between is most needed
@@ -456,7 +456,8 @@ class Endpoint:
 
 
 def _claim1(cell_name: str, stage: str, dof: int, split: str, a: str = ALPHA100, a_name: str = "α=100") -> Endpoint:
-    return Endpoint(1, cell_name, "pose_error_deg", Arm(a_name, stage, dof, split, a), Arm("α=0", stage, dof, split, ALPHA0))
+    return Endpoint(1, cell_name, "pose_error_deg", Arm(a_name, stage, dof, split, a),
+                    Arm("α=0", stage, dof, split, ALPHA0))
 
 
 PRIMARY = (
@@ -468,11 +469,13 @@ PRIMARY = (
              Arm("DoF 2", STAGES["D"], 2, "test", ALPHA100, "copy-x0"),
              Arm("DoF 1", STAGES["A-arc"], 1, "test", ALPHA100, "copy-x0")),
     Endpoint(3, "DoF 6, α=100, position error test − train", "position_error_px",
-             Arm("test", STAGES["B"], 6, "test", ALPHA100), Arm("train", STAGES["B"], 6, "train", ALPHA100), paired=True),
+             Arm("test", STAGES["B"], 6, "test", ALPHA100), Arm("train", STAGES["B"], 6, "train", ALPHA100),
+             paired=True),
 )
 SECONDARY = (  # declared too, read as the Protocol says, never a verdict on their own (no Holm, no verdict column)
     _claim1("C: mixture, DoF 1, paper protocol, test", STAGES["A-paper"], 1, "test", ALPHA100_MIXTURE, "α=100 mix"),
-    _claim1("C: mixture, DoF 1, held-out-arc protocol, test", STAGES["A-arc"], 1, "test", ALPHA100_MIXTURE, "α=100 mix"),
+    _claim1("C: mixture, DoF 1, held-out-arc protocol, test", STAGES["A-arc"], 1, "test", ALPHA100_MIXTURE,
+            "α=100 mix"),
     _claim1("C: mixture, DoF 1, held-out poses", STAGES["A-arc"], 1, "heldout", ALPHA100_MIXTURE, "α=100 mix"),
     Endpoint(1, "A: α=100, held-out-arc − paper protocol, test (protocol at equal budget)", "pose_error_deg",
              Arm("arc", STAGES["A-arc"], 1, "test", ALPHA100), Arm("paper", STAGES["A-paper"], 1, "test", ALPHA100)),
@@ -559,7 +562,8 @@ def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
     if stage not in loaded:
         config = root / stage / "config.json"
         if not config.exists():
-            raise UserError(f"{root / stage} holds no run (config.json); run its stage first (`bash benchmarks/v2_run.sh v3`)")
+            raise UserError(f"{root / stage} holds no run (config.json); run its stage first "
+                            "(`bash benchmarks/v2_run.sh v3`)")
         dtype = json.loads(config.read_text()).get("method_configs", {}).get("alpha-vae", {}).get("dtype")
         if dtype not in (None, "fp32"):
             raise UserError(f"{root / stage} trained the alpha-VAE in {dtype}; the protocol declares fp32")
@@ -621,11 +625,11 @@ def primary_markdown(root: str | Path) -> str:
                 f"{_num(est.high, digits)}] | {_num(est.df, 1)} | {_num(est.d)} | {_pval(est.p)} |")
     primary = evaluate(root, PRIMARY)
     adjusted = holm([e.p for e in primary])
-    out += [head.format(k=PRIMARY_GAP, adj="Holm p | verdict |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += [head.format(k=PRIMARY_GAP, adj="Holm p | verdict |"), "|---" * 13 + "|"]
     out += [row(e, est) + f" {_pval(adj)} | {verdict(est, adj, e.a.name, e.b.name)} |"
             for e, est, adj in zip(PRIMARY, primary, adjusted, strict=True)]
     out += ["", "## Secondary (declared; unadjusted p, no verdict)", "",
-            head.format(k=PRIMARY_GAP, adj=""), "|---|---|---|---|---|---|---|---|---|---|---|"]
+            head.format(k=PRIMARY_GAP, adj=""), "|---" * 11 + "|"]
     out += [row(e, est) for e, est in zip(SECONDARY, evaluate(root, SECONDARY), strict=True)]
     return "\n".join(out)
 

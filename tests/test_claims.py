@@ -215,7 +215,8 @@ def test_primary_table_from_the_declared_stages(tmp_path):
     assert "| 1 | DoF 1, paper protocol, test | α=100 | α=0 | 5, 5 | 3.20 | 5.20 | -2.00 [" in md
     assert "α=100 < α=0 |" in md and md.count("| -12.65 |") >= 4
     # claim 2: alpha = 100 as multiples of copy-x0, (2 + s/10)/50 against (2 + s/10)/20
-    assert "| 2 | α=100, test, pose error as a multiple of copy-x0's | DoF 2 | DoF 1 | 5, 5 | 0.06 | 0.16 | -0.10 [" in md
+    assert "| 2 | α=100, test, pose error as a multiple of copy-x0's | DoF 2 | DoF 1 | 5, 5 | 0.06 | 0.16 | -0.10 [" \
+        in md
     # claim 3: paired over seeds, differences 3, 3.5, 3, 3.5, 3 px (seeds 10-14): mean 3.20, 4 df
     assert "| 3 | DoF 6, α=100, position error test − train | test | train | 5, 5 | 6.40 | 3.20 | 3.20 [" in md
     line = next(x for x in md.splitlines() if x.startswith("| 3 | DoF 6, α=100"))
