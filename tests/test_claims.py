@@ -222,6 +222,16 @@ def test_primary_table_from_the_declared_stages(tmp_path):
     line = next(x for x in md.splitlines() if x.startswith("| 3 | DoF 6, α=100"))
     assert "| 4.0 |" in line and line.endswith("| test > train |")
     assert "## Secondary (declared; unadjusted p, no verdict)" in md and "C: mixture, DoF 1, held-out poses" in md
+    # run C: the mixture (3 + s/10) is 1 below alpha = 0 on every claim-1 cell of A, so the support stands either way
+    assert "| DoF 1, paper protocol, test | α=100 < α=0 | -1.00 [" in md
+    assert md.count("| does not depend on the reading |") == 3
+
+
+def test_mixture_reading_follows_the_declared_rule():
+    below, across = claims.welch([1, 2, 3, 4, 5], [11, 12, 13, 14, 15]), claims.welch([1, 2, 3, 4, 5], [1, 2, 3, 4, 6])
+    assert claims.mixture_reading(True, below) == "does not depend on the reading"
+    assert claims.mixture_reading(True, across) == "holds for the avg-gaussian reading only"
+    assert claims.mixture_reading(False, below) == "primary not supported: nothing to qualify"
 
 
 @pytest.mark.parametrize("seeds, dtype, message", [
