@@ -611,7 +611,7 @@ def evaluate(root: str | Path, endpoints: tuple[Endpoint, ...]) -> list[Estimate
 def primary_markdown(root: str | Path) -> str:
     """The primary table (Holm across the family, a verdict from the adjusted p and the interval), then the declared
     secondary comparisons (unadjusted, no verdict)."""
-    head = ("| claim | endpoint (k = {k}) | a | b | n (a, b) | mean a | mean b | a − b [95% CI] | df | d | p | {adj}")
+    head = "| claim | endpoint (k = {k}) | a | b | n (a, b) | mean a | mean b | a − b [95% CI] | df | d | p |{adj}"
     out = ["# Primary endpoints: the verdicts of docs/results.md's Protocol", "",
            f"Written by `python -m benchmarks.claims --primary {root}`. Seeds {PRIMARY_SEEDS[0]}–{PRIMARY_SEEDS[-1]} "
            f"(the unit); a − b with its 95% t-interval over seeds (Welch–Satterthwaite df; paired rows: the t over "
@@ -626,7 +626,7 @@ def primary_markdown(root: str | Path) -> str:
                 f"{_num(est.high, digits)}] | {_num(est.df, 1)} | {_num(est.d)} | {_pval(est.p)} |")
     primary = evaluate(root, PRIMARY)
     adjusted = holm([e.p for e in primary])
-    out += [head.format(k=PRIMARY_GAP, adj="Holm p | verdict |"), "|---" * 13 + "|"]
+    out += [head.format(k=PRIMARY_GAP, adj=" Holm p | verdict |"), "|---" * 13 + "|"]
     out += [row(e, est) + f" {_pval(adj)} | {verdict(est, adj, e.a.name, e.b.name)} |"
             for e, est, adj in zip(PRIMARY, primary, adjusted, strict=True)]
     secondary = evaluate(root, SECONDARY)
