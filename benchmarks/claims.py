@@ -572,11 +572,11 @@ def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
     return loaded[stage]
 
 
-def arm_values(root: Path, endpoint: Endpoint, arm: Arm, loaded: dict) -> dict[int, float]:
+def arm_values(root: Path, arm: Arm, gap: int, metric: str, loaded: dict) -> dict[int, float]:
     """Seed -> value of one arm, refused (UserError) unless it has the declared seeds, at least MIN_SEEDS of them."""
     records = _stage(root, arm.stage, loaded)
-    values = seed_values(records, arm.dof, arm.split, endpoint.gap, arm.label, endpoint.metric)
-    where = f"{arm.label}, dof {arm.dof} {arm.split} k={endpoint.gap} in {root / arm.stage}"
+    values = seed_values(records, arm.dof, arm.split, gap, arm.label, metric)
+    where = f"{arm.label}, dof {arm.dof} {arm.split} k={gap} in {root / arm.stage}"
     if len(values) < MIN_SEEDS:
         raise UserError(f"declared cell {where} has {len(values)} seeds, fewer than {MIN_SEEDS}; "
                         f"train seeds {PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} before reading a verdict")
@@ -584,10 +584,10 @@ def arm_values(root: Path, endpoint: Endpoint, arm: Arm, loaded: dict) -> dict[i
         raise UserError(f"declared cell {where} has seeds {sorted(values, key=str)}; the protocol declares "
                         f"new seeds {PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} only")
     if arm.relative_to:
-        ref = seed_values(records, arm.dof, arm.split, endpoint.gap, arm.relative_to, endpoint.metric)
+        ref = seed_values(records, arm.dof, arm.split, gap, arm.relative_to, metric)
         if list(ref) != [None] or not ref[None] > 0:
             raise UserError(f"{arm.relative_to} (seedless, positive) is missing at dof {arm.dof} {arm.split} "
-                            f"k={endpoint.gap} in {root / arm.stage}")
+                            f"k={gap} in {root / arm.stage}")
         values = {seed: v / ref[None] for seed, v in values.items()}
     return values
 
@@ -597,7 +597,7 @@ def evaluate(root: str | Path, endpoints: tuple[Endpoint, ...]) -> list[Estimate
     loaded: dict[str, list[dict]] = {}
     out = []
     for e in endpoints:
-        a, b = arm_values(Path(root), e, e.a, loaded), arm_values(Path(root), e, e.b, loaded)
+        a, b = (arm_values(Path(root), arm, e.gap, e.metric, loaded) for arm in (e.a, e.b))
         if e.paired:
             if set(a) != set(b):
                 raise UserError(f"paired endpoint {e.name!r}: the two splits were scored for other seeds "
@@ -642,7 +642,38 @@ def primary_markdown(root: str | Path) -> str:
                 ci = f"{_num(mest.diff)} [{_num(mest.low)}, {_num(mest.high)}]"
                 reading = mixture_reading(said == f"{e.a.name} < {e.b.name}", mest)
                 out.append(f"| {e.name} | {said} | {ci} | {reading} |")
+    out += ["", "## Claim 3, read as declared: does the model place objects on training scenes?", "",
+            f"| row (DoF 6, train, k = {PRIMARY_GAP}) | position error [95% CI] | {FLOOR} | reading |",
+            "|---|---|---|---|"]
+    loaded: dict[str, list[dict]] = {}
+    for label in (ALPHA100, ALPHA0, "autoencoder"):
+        values = arm_values(Path(root), Arm("train", STAGES["B"], 6, "train", label), PRIMARY_GAP, "position_error_px",
+                            loaded)
+        floor = seed_values(loaded[STAGES["B"]], 6, "train", PRIMARY_GAP, FLOOR, "position_error_px").get(None)
+        if floor is None:
+            raise UserError(f"{FLOOR} was not scored on the train split of {Path(root) / STAGES['B']}; "
+                            "run its stage with --score-train")
+        mean, low, high = mean_interval(list(values.values()))
+        out.append(f"| {label} | {_num(mean)} [{_num(low)}, {_num(high)}] | {_num(floor)} | "
+                   f"{floor_reading(high, floor)} |")
     return "\n".join(out)
+
+
+FLOOR = "mean-frame"  # the hedge that ignores its input: the level of a model that places nothing
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """The mean of seed values and its 95% t-interval (n - 1 df)."""
+    x = np.asarray(values, float)  # (n,)
+    half = float(stats.t.ppf(0.975, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
+
+
+def floor_reading(high: float, floor: float) -> str:
+    """The Protocol's reading of claim 3's train cell: below the mean-frame hedge (the interval's top under its
+    value) the model places objects on training scenes; otherwise it fails on every split."""
+    return ("places objects on training scenes" if high < floor
+            else "not below the mean-frame hedge: a reconstruction failure on every split")
 
 
 def mixture_reading(supported: bool, mixture: Estimate) -> str:

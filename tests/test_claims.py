@@ -196,6 +196,8 @@ def _primary_root(tmp_path, seeds=claims.PRIMARY_SEEDS, dtype="fp32"):
                                       None if arm.label == claims.ALPHA0 else arm.label.split("(")[1][:-1]))
                 recs.setdefault(arm.stage, []).append(_rec(arm.dof, method, seed, value, alpha, kl, arm.split, 20,
                                                            e.metric))
+            if arm.dof == 6:  # the hedge claim 3's reading compares the train cell with
+                recs[arm.stage].append(_rec(6, "mean-frame", None, 32.0, split=arm.split, gap=20, metric=e.metric))
             if arm.relative_to:
                 recs[arm.stage].append(_rec(arm.dof, "copy-x0", None, 20.0 if arm.dof == 1 else 50.0, split=arm.split,
                                             gap=20))
@@ -225,6 +227,15 @@ def test_primary_table_from_the_declared_stages(tmp_path):
     # run C: the mixture (3 + s/10) is 1 below alpha = 0 on every claim-1 cell of A, so the support stands either way
     assert "| DoF 1, paper protocol, test | α=100 < α=0 | -1.00 [" in md
     assert md.count("| does not depend on the reading |") == 3
+
+
+def test_claim_3_reading_compares_the_train_cell_with_the_mean_frame_hedge(tmp_path):
+    md = claims.primary_markdown(_primary_root(tmp_path))
+    # alpha = 100 on train: 3.0..3.4, mean 3.2, far below mean-frame's 32 px
+    assert "| alpha-vae α=100 (avg-gaussian) | 3.20 [" in md and "| 32.00 | places objects on training scenes |" in md
+    assert claims.floor_reading(32.5, 32.0) == "not below the mean-frame hedge: a reconstruction failure on every split"
+    mean, low, high = claims.mean_interval([1, 2, 3, 4, 5])  # SD 1.581, t(0.975, 4) = 2.776
+    assert mean == 3.0 and high - mean == pytest.approx(2.7764451 * math.sqrt(2.5 / 5))
 
 
 def test_mixture_reading_follows_the_declared_rule():
