@@ -74,9 +74,12 @@ PAPER_WIDTH="--methods alpha-vae --alpha 0 100 --seeds 1 --first-seed $PAPER_SEE
 #   v3-d-dof2        run D: alpha 0, 100 on the DoF 2 preset, 10 model-trainings (5 ensembles of 2, 3 rounds on 2
 #                    lanes): 35-60 min, plus the 2-degree table and test and heldout scoring (width-dof2/w0.125:
 #                    5 min): 40-70 min.
-#   v3-b-dof6        run B: alpha 0, 100 and the autoencoder on DoF 6, 15 model-trainings: 40-75 min, plus
-#                    scoring train (--score-train: 4 times the test windows), test and heldout: 55-100 min.
-# Each stage is under 2.5 hours at the slow end; the four together are 3.5-6.5 hours, so run them as separate
+#   v3-b-dof6        run B: alpha 0, 100 (5 ensembles of 2) and the autoencoder (5 jobs of 1) on DoF 6, 15
+#                    model-trainings, about 8 on each lane: 40-80 min, plus rendering and scoring train
+#                    (--score-train: 4 times the test windows), test and heldout, 15-25 min: 55-105 min.
+# (A lane's share: xargs hands the 5 two-model ensembles out first, then the 5 single jobs, so the busier lane
+# trains 8 models' worth.) Each stage is under 2.5 hours at the slow end; the four together are 3.5-6.5 hours,
+# so run them as separate
 # sessions (the cache makes every stage resumable: a stopped stage retrains only the jobs it had not finished).
 # --score-train (the train split as a diagnostic, records with split = train) is issue 20's scoring option; B
 # needs a run-benchmark that has it.
