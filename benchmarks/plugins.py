@@ -100,12 +100,14 @@ def check_interface(module: ModuleType, source: str) -> None:
             isinstance(o, str) and o.startswith("--") for o in shared.values()):
         fail("SHARED must map Config fields to option names like '--width'")
     try:
-        config = module.Config()
-        text = module.label(config)
+        variants = methods.variants(module, module.Config())
+        labels = [module.label(v) for v in variants]
     except Exception as exc:  # noqa: BLE001  (a plug-in may raise anything: say what, in one line)
-        fail(f"Config() with its defaults, or label(Config()), failed: {first_line(exc)}")
-    if not isinstance(text, str) or not text:
-        fail(f"label(config) must return a non-empty str, not {text!r}")
+        fail(f"Config() with its defaults, or label() of its variants, failed: {first_line(exc)}")
+    if not variants or not all(isinstance(v, module.Config) for v in variants):
+        fail("variants(config) must return a non-empty list of Config")
+    if not all(isinstance(text, str) and text for text in labels) or len(set(labels)) != len(labels):
+        fail(f"label(config) must return a non-empty str, one per variant, not {labels!r}")
 
 
 def check_output(pred, x0: torch.Tensor, source: str) -> None:
