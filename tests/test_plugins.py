@@ -106,7 +106,7 @@ BAD = {  # name -> (the file's text, what its one line says)
                           "predict must take (model, x0, x2, tau)"),
     "syntax": (GOOD + "\ndef broken(:\n", "importing it failed: SyntaxError"),
     "shape": (GOOD.replace(RETURN, "    return out[..., 1:]\n"), "predict returned shape (2, 3, 16, 15)"),
-    "range": (GOOD.replace(RETURN, "    return out * 3\n"), "predict returned values in [0"),
+    "range": (GOOD.replace(RETURN, "    return out * 3\n"), "predict returned values in ["),
     "device": (GOOD.replace(RETURN, "    return out.to('meta')\n"), "returned a tensor on meta for inputs on cpu"),
     "nan": (GOOD.replace(RETURN, "    return out * float('nan')\n"), "predict returned NaN or infinite values"),
     "dtype": (GOOD.replace(RETURN, "    return (out * 255).to(torch.uint8)\n"), "predict returned dtype torch.uint8"),
@@ -199,8 +199,8 @@ def shared_cache(tmp_path_factory):
 def doc_commands() -> list[list[str]]:
     """Every run-benchmark command of docs/your-method.md's code blocks, as argument lists."""
     found = []
-    for block in re.findall(r"```(?:bash)?\n(.*?)```", DOC.read_text(), re.S):
-        for line in block.splitlines():
+    for lang, block in re.findall(r"```(\w*)\n(.*?)```", DOC.read_text(), re.S):
+        for line in block.splitlines() if lang in ("", "bash") else ():
             line = line.split("#")[0].strip()
             if line.startswith("run-benchmark "):
                 found.append(shlex.split(line)[1:])
