@@ -34,7 +34,11 @@ def benchmark_options(extra: list[methods.Plugin] = ()) -> DataclassOptions:
             opt = f"--{module.NAME}-{f.name.replace('_', '-')}"
             if f.name not in shared and opt.lstrip("-").replace("-", "_") in options.routes:
                 raise UserError(f"{plugin.source}: its option {opt} is another method's; rename the field or NAME")
-        options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=shared)
+        try:
+            options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=shared)
+        except Exception as exc:  # noqa: BLE001  (an annotation that does not resolve, a type click cannot parse)
+            raise UserError(f"{plugin.source}: its Config fields must be typed bool, int, float, str or tuples of "
+                            f"them ({plugins.first_line(exc)})") from None
     return options
 
 
