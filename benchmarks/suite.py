@@ -495,9 +495,10 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data
               **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
               "lr_trials": config.lr_trials if methods.learned(module) else None}
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
-    predict = lambda x0, x2, tau: module.predict(model, x0, x2, tau)  # noqa: E731
-    if entry.method in methods.PLUGINS:  # a plug-in's every output is checked (shape, device, range, NaN)
-        predict = plugins.checked(module, model, methods.PLUGINS[entry.method].source)
+    # A plug-in's every output is checked (shape, device, range, NaN): a built-in's are by tests/test_methods.py.
+    plugin = methods.PLUGINS.get(entry.method)
+    predict = (plugins.checked(module, model, plugin.source) if plugin is not None
+               else lambda x0, x2, tau: module.predict(model, x0, x2, tau))
     return scoring.Row(label=entry.label, predict=predict, fields=fields, shown=entry.seed in (None, config.first_seed),
                        log=str(log) if log else None)
 
