@@ -239,8 +239,8 @@ def load_entry_point(ep: metadata.EntryPoint) -> Plugin:
 
 
 def discover(method_files: list[str], names: list[str]) -> list[Plugin]:
-    """The plug-ins of one run: each --method-file, then the entry points of the --methods `names` that are
-    neither built-ins nor files (an unknown name is left for the registry to refuse, listing the choices)."""
+    """The plug-ins of one run: each --method-file, then the installed entry points that the --methods `names`
+    name (an unknown name is left for the registry to refuse, listing the choices)."""
     plugins: dict[str, Plugin] = {}
     for path in method_files:
         plugin = load_file(path)
@@ -248,10 +248,12 @@ def discover(method_files: list[str], names: list[str]) -> list[Plugin]:
             continue  # the same file given twice
         methods.check_names([*plugins.values(), plugin])
         plugins[plugin.name] = plugin
-    wanted = [n for n in names if n not in methods.REGISTRY and n not in plugins]
-    if wanted:
-        installed = entry_points()
-        for name in (n for n in wanted if n in installed):
-            plugins[name] = load_entry_point(installed[name])
+    wanted = [n for n in names if n not in plugins]
+    installed = entry_points() if wanted else {}
+    for name in (n for n in wanted if n in installed):
+        if name in methods.REGISTRY:  # it would be shadowed without a word: say so instead
+            raise UserError(f"entry point {name} = {installed[name].value}: NAME {name!r} is the built-in method "
+                            f"{name}; uninstall its package or give the method another NAME")
+        plugins[name] = load_entry_point(installed[name])
     methods.check_names(list(plugins.values()))
     return list(plugins.values())

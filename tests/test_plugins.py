@@ -163,18 +163,22 @@ def test_a_trained_plugin_with_nan_output_fails_at_scoring_and_caches_no_evaluat
     assert "Traceback" not in r.output and not out.exists() and not list(cache.glob("evals/*"))
 
 
-def test_an_entry_point_whose_name_is_not_its_module_name_exits_2(tmp_path, monkeypatch):
+def test_bad_entry_points_exit_2(tmp_path, monkeypatch):
     """Entry points go through the same check (a fake entry point here, so no install is needed)."""
     (tmp_path / "pkg_blur.py").write_text(GOOD)
     monkeypatch.syspath_prepend(str(tmp_path))
     fake = {"other-name": metadata.EntryPoint("other-name", "pkg_blur", plugins.ENTRY_POINT_GROUP),
-            "broken": metadata.EntryPoint("broken", "no_such_module_here", plugins.ENTRY_POINT_GROUP)}
+            "broken": metadata.EntryPoint("broken", "no_such_module_here", plugins.ENTRY_POINT_GROUP),
+            "copy-x0": metadata.EntryPoint("copy-x0", "pkg_blur", plugins.ENTRY_POINT_GROUP)}
     monkeypatch.setattr(plugins, "entry_points", lambda: fake)
     r = invoke("--methods", "other-name", "--plan")
     assert r.exit_code == 2 and "the module's NAME is 'blur-blend'; name the entry point blur-blend" in r.output
     r = invoke("--methods", "broken", "--plan")
     assert r.exit_code == 2 and "importing it failed: ModuleNotFoundError" in r.output
     assert len(r.output.strip().splitlines()) == 1
+    r = invoke("--methods", "copy-x0", "--plan")
+    assert r.exit_code == 2 and "entry point copy-x0 = pkg_blur: NAME 'copy-x0' is the built-in method" in r.output
+    assert invoke("--methods", "pixel-average", "--plan").exit_code == 0  # a name no entry point takes
     clash = types.ModuleType("clash")
     clash.NAME = "pixel-average"
     with pytest.raises(UserError, match="'pixel-average' is the built-in method pixel-average"):
