@@ -23,7 +23,6 @@ import torch
 
 from benchmarks import methods
 from benchmarks.methods import Plugin
-from ibutil.device import resolve_device
 from ibutil.errors import UserError
 
 ENTRY_POINT_GROUP = "inbetween_bench.methods"
@@ -156,15 +155,15 @@ def make_config(plugin: Plugin, profile: str, given: dict):
 
 
 def check_predict(module: ModuleType, config, device: str, source: str) -> None:
-    """Load a method that trains nothing and predict one seeded dummy batch at tau = 0.5 and at a (B,) tau."""
+    """Load a method that trains nothing on `device` and predict one seeded dummy batch at tau = 0.5 and at a (B,) tau."""
     try:
         model = module.load(config, None, device)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{source}: load(config, None, device) failed: {first_line(exc)}") from None
     g = torch.Generator().manual_seed(0)
-    dev = torch.device(resolve_device(device))
-    x0, x2 = (torch.rand(DUMMY_SHAPE, generator=g).to(dev) for _ in range(2))  # (B, 3, H, W) in [0, 1]
-    for tau in (0.5, torch.tensor([0.25, 0.75], device=dev)):
+    # On the CPU, as scoring hands them over (benchmarks.scoring.evaluate); the model is on `device`.
+    x0, x2 = (torch.rand(DUMMY_SHAPE, generator=g) for _ in range(2))  # (B, 3, H, W) in [0, 1]
+    for tau in (0.5, torch.tensor([0.25, 0.75])):
         with torch.no_grad():
             call_predict(module, model, x0, x2, tau, source)
 
