@@ -3,35 +3,81 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import click
 
-from benchmarks import methods
+from benchmarks import methods, plugins
 from benchmarks.config import BenchmarkConfig, profile_config
-from ibutil.cli import DataclassOptions, MultiValueCommand, user_errors
+from ibutil.cli import DataclassOptions, MultiValueCommand, option_values, user_errors
 from ibutil.errors import UserError
 from ibutil.preempt import preemption_exits
 from inbetween.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BENCH = "benchmark"  # the target name of BenchmarkConfig's own options
-
-# run-benchmark: BenchmarkConfig's fields, then every registered method's Config fields as
-# --{method}-{field} (e.g. --frame-cnn-lr), or under the unprefixed name the method shares (--alpha, --width).
-BENCHMARK_OPTIONS = DataclassOptions()
-BENCHMARK_OPTIONS.add(BenchmarkConfig, BENCH, names={"dofs": "--dof", "gaps": "--gap"},
-                      skip=("profile", "overwrite", "progress", "method_configs"))
-for _name, _module in methods.REGISTRY.items():
-    BENCHMARK_OPTIONS.add(_module.Config, _name, prefix=f"{_name}-", names=methods.shared_options(_module))
+PLUGINS = "plugins"  # ctx.meta key: the run's plug-ins, their options and the generated options they belong to
 
 
-@click.command(cls=MultiValueCommand, context_settings=CONTEXT)
+def benchmark_options(extra: list[methods.Plugin] = ()) -> DataclassOptions:
+    """run-benchmark's generated options: BenchmarkConfig's fields, then every built-in's and plug-in's Config
+    fields as --{method}-{field} (e.g. --frame-cnn-lr), or under the unprefixed name the method shares (--alpha,
+    --width). A plug-in's own option that another method already has is a UserError."""
+    options = DataclassOptions()
+    options.add(BenchmarkConfig, BENCH, names={"dofs": "--dof", "gaps": "--gap"},
+                skip=("profile", "overwrite", "progress", "method_configs", "plugins"))
+    for module in methods.REGISTRY.values():
+        options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=methods.shared_options(module))
+    for plugin in extra:
+        module, shared = plugin.module, methods.shared_options(plugin.module)
+        for f in fields(module.Config):
+            opt = f"--{module.NAME}-{f.name.replace('_', '-')}"
+            if f.name not in shared and opt.lstrip("-").replace("-", "_") in options.routes:
+                raise UserError(f"{plugin.source}: its option {opt} is another method's; rename the field or NAME")
+        try:
+            options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=shared)
+        except Exception as exc:  # noqa: BLE001  (an annotation that does not resolve, a type click cannot parse)
+            raise UserError(f"{plugin.source}: its Config fields must be typed bool, int, float, str or tuples of "
+                            f"them ({plugins.first_line(exc)})") from None
+    return options
+
+
+BENCHMARK_OPTIONS = benchmark_options()
+
+
+class MethodCommand(MultiValueCommand):
+    """run-benchmark's command: before parsing, loads the methods from outside the package that the command
+    line names (each --method-file; the --methods names of installed entry points) and adds their options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with user_errors():
+            found = plugins.discover(option_values(args, "--method-file"), option_values(args, "--methods"))
+            generated = benchmark_options(found)
+            added = generated.options[len(BENCHMARK_OPTIONS.options):]
+            taken = {o for p in self.params for o in p.opts + p.secondary_opts}
+            for option in added:
+                if set(option.opts) & taken:
+                    raise UserError(f"a plug-in's option {option.opts[0]} is one of run-benchmark's own; rename it")
+        ctx.meta[PLUGINS] = found, added, generated
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        added = ctx.meta.get(PLUGINS, ((), [], None))[1]
+        return params[:len(self.params)] + added + params[len(self.params):]  # the plug-ins' before --help
+
+
+@click.command(cls=MethodCommand, context_settings=CONTEXT)
 @click.option("--quick", is_flag=True,
               help="Tiny CI profile: 16 px data, tiny models, gaps 1 3, 30 steps; about a minute. Its latent "
                    "models are too small to decode frames: use it to test the pipeline, not to read numbers.")
 @click.option("--demo", is_flag=True,
               help="The README's main job: dof 1 and 2 at 32 px, every method, 250 steps each, gaps 2 5; "
                    "about 5 minutes on 2 cores, every latent model decodes recognisable frames.")
+@click.option("--method-file", "method_files", multiple=True, type=click.Path(dir_okay=False), metavar="PATH.py",
+              help="A method of your own: a Python file with the method interface (docs/your-method.md). It runs "
+                   "beside the built-ins, or as --methods selects it by its NAME; its Config fields become "
+                   "--{NAME}-{field} options. Installed packages' methods (entry points) need only --methods.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--plan", "show_plan", is_flag=True,
               help="Print the run's independent jobs (renders, trainings, evaluations) as JSON lines and exit.")
@@ -40,7 +86,8 @@ for _name, _module in methods.REGISTRY.items():
 @click.option("--aggregate", is_flag=True,
               help="Build --out from the job outputs present in --cache and name the missing jobs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **options):
+@click.pass_context
+def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, aggregate, quiet, **options):
     """Train and score every method on every DoF, gap and intermediate frame; write tables and figures to --out.
 
     Example: run-benchmark --alpha 0 100 --seeds 3 --out results/mine
@@ -56,14 +103,23 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
 
     from benchmarks import report, suite
 
-    with user_errors(), preemption_exits():
+    found, _, generated = ctx.meta.get(PLUGINS, ([], [], BENCHMARK_OPTIONS))
+    with user_errors(), preemption_exits(), methods.registered(found):
+        # A --method-file's method runs beside the built-ins unless --methods chooses.
+        default = methods.DEFAULT_METHODS + tuple(p.name for p in found if p.file)
         # A shared option (--width) sets every chosen method that has the field; --frame-cnn-lr sets one method.
-        chosen = {BENCH, *(options.get("methods") or methods.DEFAULT_METHODS)}
-        given = BENCHMARK_OPTIONS.values(options, renamed_only_for=chosen)
-        settings = given.pop(BENCH, {}) | dict(overwrite=overwrite, progress=not quiet, method_configs=given)
+        chosen = {BENCH, *(options.get("methods") or default)}
+        given = generated.values(options, renamed_only_for=chosen)
+        profile = "quick" if quick else "demo" if demo else "full"
+        for plugin in (p for p in found if p.name in chosen):  # its Config's own errors: one line naming it
+            given[plugin.name] = plugins.make_config(plugin, profile, given.get(plugin.name, {}))
+        settings = (dict(methods=default) | given.pop(BENCH, {})
+                    | dict(overwrite=overwrite, progress=not quiet, method_configs=given,
+                           plugins={p.name: f"{p.source}, sha256 {p.sha256}" for p in found}))
         if quick and demo:
             raise UserError("give --quick or --demo, not both")
-        config = profile_config("quick" if quick else "demo" if demo else "full", **settings)
+        config = profile_config(profile, **settings)
+        plugins.check_predicts(config)  # a plug-in that trains nothing predicts a dummy batch before any job runs
         if sum((show_plan, only is not None, aggregate)) > 1:
             raise UserError("give at most one of --plan, --only and --aggregate")
         if show_plan:

@@ -47,6 +47,8 @@ class BenchmarkConfig:
     # Method name -> its Config; a dict of field overrides is turned into one (over the --quick profile's
     # values when quick), and methods not named get their defaults.
     method_configs: dict[str, Any] = field(default_factory=dict)
+    # Set by run-benchmark from the methods it loaded from outside the package; recorded in config.json only.
+    plugins: dict[str, str] = field(default_factory=dict)  # method -> its source ("method file PATH") and sha256
 
     def __post_init__(self) -> None:
         def fill(name: str, value: Any) -> None:

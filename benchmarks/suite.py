@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import methods, metrics, scoring
+from benchmarks import methods, metrics, plugins, scoring
 from benchmarks.config import BenchmarkConfig, render_config, steps_per_run
-from benchmarks.methods.interface import TrainSpec, read_summary, write_summary
+from benchmarks.methods.interface import TrainSpec, TrainSummary, read_summary, write_summary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic
@@ -244,11 +244,12 @@ def plan(config: BenchmarkConfig) -> list[Job]:
         for e in entries(config):
             if not methods.get(e.method).TRAINS:
                 models.append(())
-                hashes.append(config_hash([e.method, e.config]))
+                hashes.append(config_hash([methods.job_key(e.method), e.config]))
                 continue
             lrs = trial_lrs(config, e)
             trials = [TrainJob(dof, e, "", renders[dof], lr, None if len(lrs) == 1 else i) for i, lr in enumerate(lrs)]
-            trials = [replace(j, hash=config_hash([e.method, j.config, e.seed, budget, identity[dof]])) for j in trials]
+            trials = [replace(j, hash=config_hash([methods.job_key(e.method), j.config, e.seed, budget, identity[dof]]))
+                      for j in trials]
             trains += trials
             models.append(tuple(j.id for j in trials))
             hashes.append([j.hash for j in trials])
@@ -431,6 +432,9 @@ def train(config: BenchmarkConfig, job: TrainJob, data: Path) -> None:
     module = methods.get(job.entry.method)
     summary = module.train(job.config, train_spec(config, job, data), out, device=config.device,
                            progress=config.progress)
+    if not isinstance(summary, TrainSummary):  # e.g. a plug-in's train that returns nothing
+        raise UserError(f"{job.entry.method}: train returned {type(summary).__name__}, not a TrainSummary "
+                        "(benchmarks/methods/interface.py)")
     write_summary(summary, out)
 
 
@@ -491,8 +495,12 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data
               **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
               "lr_trials": config.lr_trials if methods.learned(module) else None}
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
-    return scoring.Row(label=entry.label, predict=lambda x0, x2, tau: module.predict(model, x0, x2, tau),
-                       fields=fields, shown=entry.seed in (None, config.first_seed), log=str(log) if log else None)
+    # A plug-in's every output is checked (shape, device, range, NaN): a built-in's are by tests/test_methods.py.
+    plugin = methods.PLUGINS.get(entry.method)
+    predict = (plugins.checked(module, model, plugin.source) if plugin is not None
+               else lambda x0, x2, tau: module.predict(model, x0, x2, tau))
+    return scoring.Row(label=entry.label, predict=predict, fields=fields, shown=entry.seed in (None, config.first_seed),
+                       log=str(log) if log else None)
 
 
 # ----------------------------------------------------------------------------- aggregating

@@ -45,22 +45,41 @@ class MultiValueCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        multi = {o for p in self.params if isinstance(p, click.Option) and p.multiple for o in p.opts}
-        out: list[str] = []
-        current, count = None, 0
-        for token in args:
-            if token in multi:
-                current, count = token, 0
-                out.append(token)
-            elif current is not None and (not token.startswith("-") or _is_number(token)):
-                if count:
-                    out.append(current)
-                out.append(token)
-                count += 1
-            else:
-                current = None
-                out.append(token)
-        return super().parse_args(ctx, out)
+        multi = {o for p in self.get_params(ctx) if isinstance(p, click.Option) and p.multiple for o in p.opts}
+        return super().parse_args(ctx, expand_multi(args, multi))
+
+
+def expand_multi(args: list[str], multi) -> list[str]:
+    """`--alpha 0 100` -> `--alpha 0 --alpha 100` for the options in `multi` (see MultiValueCommand)."""
+    out: list[str] = []
+    current, count = None, 0
+    for token in args:
+        if token in multi:
+            current, count = token, 0
+            out.append(token)
+        elif current is not None and (not token.startswith("-") or _is_number(token)):
+            if count:
+                out.append(current)
+            out.append(token)
+            count += 1
+        else:
+            current = None
+            out.append(token)
+    return out
+
+
+def option_values(args: list[str], option: str) -> list[str]:
+    """Every value given to a multiple `option` in raw command-line `args` (`--x a b`, `--x a --x b`, `--x=a`),
+    for what must be known before click parses them (e.g. modules whose options the command then gets)."""
+    values, expanded = [], expand_multi(args, {option})
+    for i, token in enumerate(expanded):
+        if token == "--":
+            break
+        if token == option and i + 1 < len(expanded) and not expanded[i + 1].startswith("-"):
+            values.append(expanded[i + 1])
+        elif token.startswith(option + "="):
+            values.append(token[len(option) + 1:])
+    return values
 
 
 def field_comments(cls) -> dict[str, str]:

@@ -17,12 +17,15 @@ def test_plain_h5py_reading_example_runs(tmp_path, capsys):
     assert "teapot.f0" in capsys.readouterr().out
 
 
-def test_every_option_the_docs_use_exists():
-    """Each `--option` on a command line in README.md or docs/*.md is one the command accepts."""
+def test_every_option_the_docs_use_exists(monkeypatch):
+    """Each `--option` on a command line in README.md or docs/*.md is one the command accepts (with a
+    --method-file, its options too: the command is parsed from the repository root)."""
+    import shlex
     import tomllib
     from importlib import import_module
 
     root = DOC.parents[1]
+    monkeypatch.chdir(root)
     scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
     commands = {}
     for name, target in scripts.items():
@@ -31,7 +34,9 @@ def test_every_option_the_docs_use_exists():
         commands[name] = {opt for p in cmd.params for opt in p.opts + p.secondary_opts} | {"--help"}
     checked = 0
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        for block in re.findall(r"```(?:bash)?\n(.*?)```", doc.read_text(), re.S):
+        for lang, block in re.findall(r"```(\w*)\n(.*?)```", doc.read_text(), re.S):  # every fence, shell ones read
+            if lang not in ("", "bash"):
+                continue
             for line in block.splitlines():
                 for name, options in commands.items():
                     # The command's own part of the line: up to a pipe, a comment or another command.
@@ -40,6 +45,10 @@ def test_every_option_the_docs_use_exists():
                         continue
                     own = re.split(r"\||#|&&|;", m.group(1))[0]
                     used = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", own))
+                    if "--method-file" in used:  # the file's Config options exist once it is loaded
+                        cmd = getattr(import_module(scripts[name].split(":")[0]), scripts[name].split(":")[1])
+                        ctx = cmd.make_context(name, shlex.split(own), resilient_parsing=True)
+                        options = options | {o for p in cmd.get_params(ctx) for o in p.opts + p.secondary_opts}
                     assert used <= options, f"{doc.name}: {line.strip()!r} uses {sorted(used - options)}"
                     checked += 1
     assert checked >= 20  # the docs really were read

@@ -1,0 +1,1 @@
+"""An example method package for inbetween-bench (docs/your-method.md): one method, mean-blend."""
