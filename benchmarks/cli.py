@@ -165,10 +165,11 @@ def score_predictions(quiet, **options):
     from benchmarks.predictions import score_predictions as score
 
     with user_errors():
-        path = score(ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet))
+        config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)
+        path = score(config)
         click.echo(f"results in {path}/ (report.html, results.md, results.json, results.csv, config.json, figures)")
-        records = json.loads((path / "results.json").read_text())["records"]
-        click.echo("\n".join(report.summary_lines(records, path)))
+        click.echo("\n".join(report.summary_lines(report.records_with_references(path), path, mine=config.name)))
+        click.echo(f"Open {path}/report.html in a browser: every table (click a header to sort) and figure on one page.")
 
 
 SCORE_OPTIONS.extend(score_predictions)

@@ -100,8 +100,9 @@ def figure(alt: str, src: str, folder: Path) -> str:
             f"<figcaption>{html.escape(alt)} ({html.escape(src)})</figcaption></figure>")
 
 
-def to_html(markdown: str, folder: Path, title: str) -> str:
-    """The page of a results.md whose figures lie in `folder`."""
+def to_html(markdown: str, folder: Path, title: str, extra: list[tuple[str, Path]] = ()) -> str:
+    """The page of a results.md whose figures lie in `folder`; `extra` (caption, PNG path) figures at the end
+    (the reference runs' own in-between grids)."""
     parts: list[str] = []
     lines = markdown.splitlines()
     i = 0
@@ -124,13 +125,16 @@ def to_html(markdown: str, folder: Path, title: str) -> str:
         elif line:
             parts.append(f"<p>{inline(line)}</p>")
         i += 1
+    if extra:
+        parts.append("<h2>Reference runs' in-betweens (as committed)</h2>")
+        parts += [figure(caption, str(path), Path(".")) for caption, path in extra]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def write_html(folder: Path, title: str) -> Path:
-    """Write folder/report.html from folder/results.md and the figures beside it; returns its path."""
+def write_html(folder: Path, title: str, extra: list[tuple[str, Path]] = ()) -> Path:
+    """Write folder/report.html from folder/results.md and the figures beside it (and `extra`); returns its path."""
     out = Path(folder) / "report.html"
-    out.write_text(to_html((Path(folder) / "results.md").read_text(), Path(folder), title), encoding="utf-8")
+    out.write_text(to_html((Path(folder) / "results.md").read_text(), Path(folder), title, extra), encoding="utf-8")
     return out

@@ -440,10 +440,11 @@ def _read_log(log: str | None) -> list[dict[str, str]]:
 SUMMARY_METRICS = {"pose_error_deg": ("pose error", "°"), "position_error_px": ("position error", " px"), "mse": ("MSE", "")}
 
 
-def summary_lines(records: list[dict], out: Path) -> list[str]:
+def summary_lines(records: list[dict], out: Path, mine: str | None = None) -> list[str]:
     """The run in a few terminal lines: a header, one line per DoF (its place metric, pose or position error,
     at the smallest gap on the test split's well-posed middle frames: the best row, pixel averaging and every
-    alpha-VAE row with its SSIM), where the tables are, and the figure to open first."""
+    alpha-VAE row with its SSIM; with `mine`, that row and its rank among all rows, reference rows included),
+    where the tables are, and the figure to open first."""
     dofs = sorted({r["dof"] for r in records})
     lines = ["Summary: test split, well-posed triplets, tau = 0.5, smallest gap; means over seeds."]
     for dof in dofs:
@@ -459,10 +460,14 @@ def summary_lines(records: list[dict], out: Path) -> list[str]:
         best = min(value, key=value.get)
         shown = dict.fromkeys([best, *(label for label in rows if label == "pixel-average"
                                        or label.startswith("alpha-vae"))])
+        if mine is not None:
+            shown = dict.fromkeys(label for label in (mine, best) if label in value)
+        rank = {label: 1 + sum(v < value[label] for v in value.values()) for label in value}
         digits = DIGITS[metric]
         name, unit = SUMMARY_METRICS[metric]
         cells = [f"{label} {value[label]:.{digits}f}{unit}"
                  + (f" (SSIM {ssim[(label, k)][0]:.2f})" if label.startswith("alpha-vae") and (label, k) in ssim else "")
+                 + (f" (rank {rank[label]} of {len(value)} rows)" if label == mine else "")
                  + (" [best]" if label == best else "") for label in shown]
         lines.append(f"dof {dof}, k={k}, {name}: " + "; ".join(cells))
     lines.append(f"Tables (test and heldout, every metric, gap and seed count): {out}/results.md")
@@ -571,6 +576,15 @@ def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | Non
     return refs, ref_records, ref_paths
 
 
+def records_with_references(folder: Path) -> list[dict]:
+    """An output folder's records and, marked, those of the reference runs it was written with."""
+    doc = json.loads((Path(folder) / "results.json").read_text())
+    refs = [ref["run"] for ref in doc.get("references", [])]
+    _, ref_records, _ = references_for(refs, {int(d): v for d, v in doc["datasets"].items()},
+                                       {int(d): v for d, v in doc["tables"].items()}, doc["records"], doc["paths"])
+    return [*doc["records"], *ref_records]
+
+
 # ----------------------------------------------------------------------------- the folder
 
 
@@ -617,5 +631,7 @@ def write_output(config, result, out: Path) -> Path:
             figure_error_vs_tau(both, dofs, tmp / "error-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
-        html_report.write_html(tmp, title=f"Benchmark results: {out.name}")
+        grids = [(f"{ref['name']}: dof {dof} in-betweens", Path(ref["run"]) / f"inbetween-dof{dof}.png")
+                 for ref in refs for dof in ref["dofs"] if (Path(ref["run"]) / f"inbetween-dof{dof}.png").is_file()]
+        html_report.write_html(tmp, title=f"Benchmark results: {out.name}", extra=grids)
     return out

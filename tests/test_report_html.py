@@ -34,7 +34,8 @@ def test_report_is_one_self_contained_page(page):
     html = (page / "report.html").read_text()
     md = (page / "results.md").read_text()
     figures = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", md, re.M)
-    assert figures and html.count('<img ') == len(figures)  # every figure of results.md, inline
+    # every figure of results.md, inline, and the reference run's own in-between grid
+    assert figures and html.count('<img ') == len(figures) + 1 and "first: dof 2 in-betweens" in html
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', html))
     assert "http://" not in html and "https://" not in html and "<link" not in html  # nothing fetched
     assert html.count("<table>") == len(re.findall(r"^\|---", md, re.M)) > 3
