@@ -69,7 +69,9 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
         config = profile_config("quick" if quick else "demo" if demo else "full", **settings)
         if sum((show_plan, only is not None, aggregate)) > 1:
             raise UserError("give at most one of --plan, --only and --aggregate")
-        report.read_references(config.reference)  # a missing or unreadable --reference stops before any work
+        if config.reference:  # an unreadable --reference, or one on other data already here, stops before any work
+            files = {dof: suite.dataset_path(config, dof) for dof in suite.dataset_dofs(config)}
+            report.check_reference_data(config.reference, files)
         if show_plan:
             for job in suite.plan(config):
                 click.echo(json.dumps(suite.job_json(job)))

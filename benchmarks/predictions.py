@@ -216,7 +216,7 @@ def score_predictions(config: ScoreConfig) -> Path:
     inputs = export.read_inputs(config.inputs)
     check_source(config, inputs)
     check_predictions(config.predictions, inputs, config.progress)
-    report.read_references(config.reference)  # a missing or unreadable run stops here, before the scoring
+    report.check_reference_data(config.reference, {dof: path})  # before the scoring
     groups = plan_groups(path, inputs)
     served = Served(inputs, Path(config.predictions), groups)
     fields = {"method": config.name, "alpha": None, "kl": None, "seed": None, **dict.fromkeys(RECORD_KEYS),

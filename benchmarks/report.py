@@ -26,6 +26,7 @@ from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference ro
 from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
+from render.h5format import sha256_file  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
 
 # sharpness, then the pose and the position metrics
@@ -538,6 +539,31 @@ def regenerate_line(ref: dict, dof: int) -> str:
     return "regenerate it with: " + regenerate_command(render_config(bench, dof), Path(f"data/dof{dof}-reference.h5"))
 
 
+def same_data(ref: dict, datasets: dict[int, dict]) -> list[int]:
+    """The DoFs of `datasets` (dof -> {"file", "sha256"}) that the reference run (read_references) scored too;
+    UserError naming the DoF and the command that makes the reference's file where the bytes differ."""
+    theirs = ref["doc"]["datasets"]
+    common = [dof for dof in sorted(datasets) if str(dof) in theirs]
+    for dof in common:
+        mine, other = datasets[dof], theirs[str(dof)]
+        if mine["sha256"] != other["sha256"]:
+            raise UserError(f"--reference {ref['run']}: its dof {dof} dataset is not the file scored here "
+                            f"({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs {other['sha256'][:12]}…); "
+                            + regenerate_line(ref, dof) + " and pass it as --data")
+    return common
+
+
+def check_reference_data(runs, files: dict[int, Path]) -> None:
+    """Before any work: the reference folders are readable and the dataset files present now (dof -> path; a
+    file not rendered yet is checked when the run is written) are byte-identical to theirs (same_data)."""
+    refs = read_references(runs)
+    if not refs:
+        return
+    datasets = {dof: {"file": str(p), "sha256": sha256_file(p)} for dof, p in files.items() if Path(p).is_file()}
+    for ref in refs:
+        same_data(ref, datasets)
+
+
 def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | None], records: list[dict],
                    paths: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """The reference runs and their records and path records to show beside this run's.
@@ -549,17 +575,11 @@ def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | Non
     """
     refs, ref_records, ref_paths = [], [], []
     for ref in read_references(runs):
-        theirs = ref["doc"]["datasets"]
-        common = [dof for dof in sorted(datasets) if str(dof) in theirs]
+        common = same_data(ref, datasets)
         if not common:
-            raise UserError(f"--reference {ref['run']} scored dof {', '.join(theirs)}, this run dof "
+            raise UserError(f"--reference {ref['run']} scored dof {', '.join(ref['doc']['datasets'])}, this run dof "
                             f"{', '.join(map(str, sorted(datasets)))}: no dataset to compare on")
         for dof in common:
-            mine, other = datasets[dof], theirs[str(dof)]
-            if mine["sha256"] != other["sha256"]:
-                raise UserError(f"--reference {ref['run']}: its dof {dof} dataset is not the file scored here "
-                                f"({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs {other['sha256'][:12]}…); "
-                                + regenerate_line(ref, dof) + " and pass it as --data")
             theirs_step = ((ref["doc"].get("tables") or {}).get(str(dof)) or {}).get("step_deg")
             mine_step = (tables.get(dof) or {}).get("step_deg")
             if theirs_step is not None and mine_step is not None and theirs_step != mine_step:

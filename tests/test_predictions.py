@@ -1,8 +1,12 @@
 """export-triplets and score-predictions on a tiny real render: a built-in method's predictions, made outside the
-benchmark, score exactly its run-benchmark records; bad predictions files exit 2 with one line; --reference."""
+benchmark, score exactly its run-benchmark records; bad predictions files exit 2 with one line; --reference; and
+docs/your-method.md's worked example, whose render gives the committed grid's DoF 1 bytes."""
 
 import json
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -220,11 +224,38 @@ def test_run_benchmark_takes_reference_rows_too(bench, tmp_path):
     assert "[ref rb]" in (out / "report.html").read_text()
 
 
-def test_same_seed_and_options_render_the_same_bytes(bench, tmp_path):
-    """The same render-dataset command gives a byte-identical file (whatever its name): the sha256 that
-    --reference compares."""
-    _, data, _ = bench
-    again = tmp_path / "again.h5"
-    r = invoke(render_dataset, [*TINY, "--out", again])
-    assert r.exit_code == 0, r.output
-    assert sha256_file(again) == sha256_file(data)
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ROOT / "docs" / "results" / "grid"
+
+
+def test_the_worked_example_runs_and_stands_beside_the_grid(tmp_path, monkeypatch):
+    """docs/your-method.md's commands, as written: render-dataset gives the grid's DoF 1 bytes (the sha256 the grid
+    recorded, rendered on another machine), and the numpy blend scores exactly the grid's pixel-average rows."""
+    doc = (ROOT / "docs" / "your-method.md").read_text()
+    section = doc[doc.index("### A worked example"):doc.index("### The inputs file")]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    clis = {"render-dataset": render_dataset, "export-triplets": export_triplets, "score-predictions": score_predictions}
+    ran = []
+    for line in commands.splitlines():
+        words = shlex.split(line.split("#")[0])
+        if words == ["python", "predict.py"]:
+            exec(script, {})
+        else:
+            args = [str(GRID) if w == "docs/results/grid" else w for w in words[1:]]
+            r = CliRunner().invoke(clis[words[0]], [*args, "--quiet"])
+            assert r.exit_code == 0, (line, r.output)
+            if words[0] == "render-dataset":
+                grid = json.loads((GRID / "results.json").read_text())["datasets"]["1"]["sha256"]
+                assert sha256_file(tmp_path / "data" / "dof1.h5") == grid  # same options, same bytes, any machine
+        ran.append(words[0])
+    assert ran == ["render-dataset", "export-triplets", "python", "score-predictions"]
+    assert "dof 1, k=2, pose error: my-model 1.00° (rank 1 of 13 rows)" in r.output
+    mine = records(tmp_path / "results" / "my-model", "my-model")
+    grid = records(GRID, "pixel-average", dof=1, split="test")
+    metrics = ("mse", "psnr", "ssim", "iou", "centroid_error", "sharpness", "pose_error_deg", "n_triplets")
+    assert len(mine) == 4 and all(mine[key][m] == grid[key][m] for key in mine for m in metrics)  # bit for bit
+    # nn_distance is a float32 matrix product against the table: equal to BLAS rounding across machines.
+    assert all(mine[key]["nn_distance"] == pytest.approx(grid[key]["nn_distance"], rel=1e-4) for key in mine)
+    assert "| pixel-average [ref grid] |" in (tmp_path / "results" / "my-model" / "results.md").read_text()
