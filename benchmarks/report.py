@@ -288,6 +288,7 @@ def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict
     # The strips: one example (the middle one), decoded at evenly spaced tau; the truth at the nearest frames.
     m = len(pick) // 2
     steps = np.round(np.linspace(0, 1, INTERP_STEPS) * 2 * k).astype(np.int64)  # frames after t-k: j of tau = j/2k
+    steps[1:-1] = np.clip(steps[1:-1], 1, 2 * k - 1)  # the inner points strictly between the ends (small k)
     strips = {"ground truth": video[s[m], torch.from_numpy(int(t[m]) - k + steps)].numpy()}
     # The rows predict at the truth's own taus (j / 2k), the only ones a predictions file (score-predictions) has.
     inner = torch.from_numpy(steps[1:-1] / (2 * k)).float()
