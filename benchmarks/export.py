@@ -29,7 +29,6 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import scoring
 from benchmarks.config import BenchmarkConfig
 from ibutil.errors import UserError
 from ibutil.io import atomic_path, ensure_writable_folder
@@ -70,6 +69,7 @@ class ExportConfig:
 def export_splits(path, asked: tuple[str, ...]) -> list[str]:
     """The splits to export, in the benchmark's order: the asked ones (all scored splits if none); UserError
     naming the scored splits for one the benchmark does not score."""
+    from benchmarks import scoring  # (torch, matplotlib): not imported for the CLI's --help
     scored = scoring.evaluation_splits(path)
     for split in asked:
         if split not in scored:
@@ -82,6 +82,7 @@ def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
                   all_taus: bool) -> Iterator[tuple[str, int, int, TripletDataset]]:
     """(split, k, j, windows) in the order scoring.evaluate_dof scores them: split, gap, then j (every
     1..2k-1, or k alone), the windows in their index order; gaps without a scored window are left out."""
+    from benchmarks import scoring
     for split in splits:
         found = {k: scoring.windows(path, split, k) for k in gaps}
         for k in gaps:
@@ -93,6 +94,7 @@ def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
 
 def check_gaps(path, gaps: tuple[int, ...]) -> None:
     """Every gap fits the file's sequences (2k + 1 <= T), as run-benchmark requires."""
+    from benchmarks import scoring
     with h5format.open_dataset(path) as f:
         n_frames = min(f[s]["frames"].shape[1] for s in scoring.evaluation_splits(path))
     for k in gaps:

@@ -8,6 +8,7 @@ writes the same folder. evaluate_dof asks for predictions in the order the input
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import export, methods, report, scoring, suite
+from benchmarks import export, methods
 from ibutil.device import check_device_name, resolve_device
 from ibutil.errors import UserError
 from ibutil.run import RECORD_KEYS
@@ -168,7 +169,7 @@ class Served:
         for i in range(len(x0)):
             j = float(taus[i]) * 2 * k
             key = (round(j), *((x[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().tobytes() for x in (x0, x2)))
-            if abs(j - round(j)) > 1e-9 or key not in self.figure_rows:
+            if abs(j - round(j)) > 1e-3 or key not in self.figure_rows:  # tau arrives as float32 (j / 2k rounded)
                 raise LookupError(f"no prediction for this pair at tau {float(taus[i]):g}")
             found.append(self.figure_rows[key])
         return torch.cat([self.rows(r, r + 1) for r in found])
@@ -176,6 +177,7 @@ class Served:
 
 def plan_groups(path, inputs: export.Inputs) -> list[Group]:
     """Every group evaluate_dof scores on `path` at the inputs' gaps and taus, with the inputs' row of each."""
+    from benchmarks import scoring  # (matplotlib via report): not imported for the CLI's --help
     groups, offset = [], 0
     for split, k, j, ds in export.scored_groups(path, scoring.evaluation_splits(path), inputs.gaps, inputs.all_taus):
         held = split in inputs.splits
@@ -206,8 +208,7 @@ def drop_splits(part: dict, keep: list[str]) -> dict:
 
 def score_predictions(config: ScoreConfig) -> Path:
     """Score the predictions of `config` and write its output folder; returns the folder."""
-    import time
-
+    from benchmarks import report, scoring, suite
     start = time.perf_counter()
     out = suite.check_out(config)
     path = Path(config.data)

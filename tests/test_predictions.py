@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from benchmarks import methods
 from benchmarks.cli import export_triplets, run_benchmark, score_predictions
@@ -88,6 +89,10 @@ def test_predictions_of_a_builtin_method_score_its_benchmark_records(bench, tmp_
                for p in json.loads((root / "rb" / "results.json").read_text())["paths"] if p["method"] == method}
         assert paths and paths == ref and (out / "error-vs-tau.png").exists()
     assert "| mine |" in (out / "results.md").read_text()
+    # The interpolation strip draws the truth and, where every tau was exported, the predictions' own row
+    # (report.figure_grid: 1.1 in per row + 0.4 in, at 110 dpi).
+    rows = 1 if where else 2
+    assert Image.open(out / "interpolation-dof1.png").size[1] == round((1.1 * rows + 0.4) * 110)
 
 
 @pytest.fixture(scope="module")
