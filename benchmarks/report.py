@@ -26,8 +26,8 @@ from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference ro
 from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
-from render.h5format import sha256_file  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
+from render.h5format import sha256_file  # noqa: E402
 
 # sharpness, then the pose and the position metrics
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
