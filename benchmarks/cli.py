@@ -1,4 +1,5 @@
-"""Click commands `run-benchmark` and `train-inbetween`, their options generated from the config dataclasses."""
+"""Click commands `run-benchmark`, `train-inbetween`, `export-triplets` and `score-predictions`, their options generated
+from the config dataclasses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import click
 
 from benchmarks import methods, plugins
 from benchmarks.config import BenchmarkConfig, profile_config
+from benchmarks.export import ExportConfig
+from benchmarks.predictions import ScoreConfig
 from ibutil.cli import DataclassOptions, MultiValueCommand, option_values, user_errors
 from ibutil.errors import UserError
 from ibutil.preempt import preemption_exits
@@ -122,6 +125,9 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
         plugins.check_predicts(config)  # a plug-in that trains nothing predicts a dummy batch before any job runs
         if sum((show_plan, only is not None, aggregate)) > 1:
             raise UserError("give at most one of --plan, --only and --aggregate")
+        if config.reference:  # an unreadable --reference, or one on other data already here, stops before any work
+            files = {dof: suite.dataset_path(config, dof) for dof in suite.dataset_dofs(config)}
+            report.check_reference_data(config.reference, files)
         if show_plan:
             for job in suite.plan(config):
                 click.echo(json.dumps(suite.job_json(job)))
@@ -170,3 +176,58 @@ def train_inbetween(quiet, **options):
 
 
 TRAIN_OPTIONS.extend(train_inbetween)
+
+
+# export-triplets and score-predictions: predictions made elsewhere (benchmarks.export, benchmarks.predictions).
+EXPORT_OPTIONS = DataclassOptions()
+EXPORT_OPTIONS.add(ExportConfig, "export", names={"splits": "--split", "gaps": "--gap"}, skip=("progress",))
+
+
+@click.command(cls=MultiValueCommand, context_settings=CONTEXT)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_triplets(quiet, **options):
+    """Write every triplet the benchmark scores on a dataset file to an HDF5 inputs file, for a model run elsewhere.
+
+    Example: export-triplets --data data/dof1.h5 --split test --gap 2 5 10 20 --out inputs.h5
+
+    The file holds x0, x2 (N, H, W, 3) uint8, tau (N,) and the index of each row (split, sequence,
+    start, gap, j); predict `frames` (N, H, W, 3) for it and run score-predictions. Layout:
+    docs/your-method.md.
+    """
+    from benchmarks.export import export_triplets as export
+
+    with user_errors():
+        path, n = export(ExportConfig(**EXPORT_OPTIONS.values(options).get("export", {}), progress=not quiet))
+        click.echo(f"wrote {path}: {n} triplets (x0, x2, tau and the index split/sequence/start/gap/j); predict "
+                   f"`frames` ({n}, H, W, 3) in this order and run score-predictions")
+
+
+EXPORT_OPTIONS.extend(export_triplets)
+
+SCORE_OPTIONS = DataclassOptions()
+SCORE_OPTIONS.add(ScoreConfig, "score", skip=("progress",))
+
+
+@click.command(cls=MultiValueCommand, context_settings=CONTEXT)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score_predictions(quiet, **options):
+    """Score predictions made elsewhere for an export-triplets file; write the folder run-benchmark writes.
+
+    Example: score-predictions --data data/dof1.h5 --inputs inputs.h5 --predictions preds.h5 --name my-model
+    --reference docs/results/grid --out results/my-model
+
+    `frames` in the predictions file: (N, H, W, 3) uint8, or float in [0, 1], row i the frame at tau[i]
+    between x0[i] and x2[i]. The same metrics, splits, tau and well-posed subsets as run-benchmark.
+    """
+    from benchmarks import report
+    from benchmarks.predictions import score_predictions as score
+
+    with user_errors():
+        config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)
+        path = score(config)
+        click.echo(f"results in {path}/ (report.html, results.md, results.json, results.csv, config.json, figures)")
+        click.echo("\n".join(report.summary_lines(report.records_with_references(path), path, mine=config.name)))
+        click.echo(f"Open {path}/report.html in a browser: every table (click a header to sort) and figure on one page.")
+
+
+SCORE_OPTIONS.extend(score_predictions)

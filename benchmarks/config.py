@@ -44,6 +44,8 @@ class BenchmarkConfig:
     # A grid coarser than benchmarks.pose's defaults is stated beside the pose tables in results.md.
     table_step_deg: float | None = None  # pose-table grid step (degrees, divides 360) for dof 1 and 2; default 0.5, 2
     progress: bool = True  # show progress bars
+    # Their rows stand beside this run's where the datasets are byte-identical (report.references_for).
+    reference: tuple[str, ...] = ()  # committed run folders (e.g. docs/results/grid) to show beside this run's rows
     # Method name -> its Config; a dict of field overrides is turned into one (over the --quick profile's
     # values when quick), and methods not named get their defaults.
     method_configs: dict[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,12 @@ import numpy as np  # noqa: E402
 
 import torch  # noqa: E402
 
+from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference row's label ends "[ref grid]")
 from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
+from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
+from render.h5format import sha256_file  # noqa: E402
 
 # sharpness, then the pose and the position metrics
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
@@ -55,9 +58,10 @@ PACKAGES = ("inbetween-bench", "torch", "numpy", "h5py", "opencv-python-headless
 
 
 def method_label(r: dict[str, Any]) -> str:
-    """Row label of a record: the method, with its alpha and KL form where it has them."""
+    """Row label of a record: the method, with its alpha and KL form where it has them, and [ref NAME] on a
+    reference run's record (references_for)."""
     return r["method"] + (f" α={r['alpha']:g}" if r.get("alpha") is not None else "") + \
-        (f" ({r['kl']})" if r.get("kl") else "")
+        (f" ({r['kl']})" if r.get("kl") else "") + (f" {REFERENCE_MARK} {r['reference']}]" if r.get("reference") else "")
 
 
 def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
@@ -134,11 +138,13 @@ def table_line(info: dict | None, dof: int) -> str:
                f"are resolved to about ±{info['step_deg'] / 2:g}° per axis only**" if coarse else "") + ".")
 
 
-def markdown(config, result) -> str:
+def markdown(config, result, references: list[dict] = ()) -> str:
     """results.md: per DoF, the well-posed headline tables (splits side by side, tau = 0.5), path smoothness,
-    the ambiguous tables where ambiguous triplets exist, then compute and figures."""
+    the ambiguous tables where ambiguous triplets exist, then compute and figures. `references`: the runs whose
+    rows (in result.records, marked) stand beside the new ones (references_for)."""
+    seeds = len({r["seed"] for r in result.records if r.get("seed") is not None and not r.get("reference")}) or 1
     lines = ["# Benchmark results", "",
-             f"Mean ± standard deviation over {config.seeds} seed(s) for seeded methods (the others have one value). "
+             f"Mean ± standard deviation over {seeds} seed(s) for seeded methods (the others have one value). "
              "Each table scores the middle frame (tau = 0.5) of every window (t-k, t+k) of every sequence of a split; "
              "the `test` and `heldout` protocols stand side by side (columns `test k=…`, `heldout k=…`; heldout "
              "scores only windows whose middle frame lies in the held-out region). The headline tables hold the "
@@ -148,6 +154,10 @@ def markdown(config, result) -> str:
              "tau and both subsets. See docs/benchmark.md for the protocol and the metrics.", ""]
     for name, reason in result.skipped.items():
         lines += [f"**Skipped:** {reason}", ""]
+    for ref in references:
+        lines += [f"**Reference rows** (marked `{REFERENCE_MARK} {ref['name']}]`): the committed records of `{ref['run']}`, "
+                  f"scored on byte-identical datasets (dof {', '.join(map(str, ref['dofs']))}: the same sha256). "
+                  "They are read from that run, not recomputed; their splits, gaps and tau are those scored here.", ""]
     for dof in sorted(result.datasets):
         info = result.datasets[dof]
         splits = splits_of(result.records, dof)
@@ -269,17 +279,25 @@ def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict
     s, t, _ = torch.from_numpy(index[pick]).T
     x0, x1, x2 = video[s, t - k], video[s, t], video[s, t + k]  # (n, 3, H, W)
     examples = {"first frame x0": x0.numpy(), "ground truth x1": x1.numpy()}
-    examples |= {r.label: r.predict(x0, x2, HEADLINE_TAU).float().clamp(0, 1).numpy() for r in rows}
+    for r in rows:
+        try:
+            examples[r.label] = r.predict(x0, x2, HEADLINE_TAU).float().clamp(0, 1).numpy()
+        except LookupError:  # predictions made elsewhere that lack these pairs (e.g. exported without the test split)
+            pass
     examples["second frame x2"] = x2.numpy()
     # The strips: one example (the middle one), decoded at evenly spaced tau; the truth at the nearest frames.
     m = len(pick) // 2
-    taus = np.linspace(0, 1, INTERP_STEPS)
-    frames_t = torch.from_numpy(int(t[m]) - k + np.round(taus * 2 * k).astype(np.int64))
-    strips = {"ground truth": video[s[m], frames_t].numpy()}
-    inner = torch.from_numpy(taus[1:-1]).float()
+    steps = np.round(np.linspace(0, 1, INTERP_STEPS) * 2 * k).astype(np.int64)  # frames after t-k: j of tau = j/2k
+    steps[1:-1] = np.clip(steps[1:-1], 1, 2 * k - 1)  # the inner points strictly between the ends (small k)
+    strips = {"ground truth": video[s[m], torch.from_numpy(int(t[m]) - k + steps)].numpy()}
+    # The rows predict at the truth's own taus (j / 2k), the only ones a predictions file (score-predictions) has.
+    inner = torch.from_numpy(steps[1:-1] / (2 * k)).float()
     a, b = x0[m:m + 1].expand(len(inner), -1, -1, -1), x2[m:m + 1].expand(len(inner), -1, -1, -1)
     for r in rows:
-        path = r.predict(a, b, inner).float().clamp(0, 1)
+        try:
+            path = r.predict(a, b, inner).float().clamp(0, 1)
+        except LookupError:  # predictions made elsewhere that lack these taus (e.g. exported with --tau 0.5)
+            continue
         strips[r.label] = torch.cat([x0[m:m + 1], path, x2[m:m + 1]]).numpy()
     return examples, strips
 
@@ -418,16 +436,17 @@ def _read_log(log: str | None) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-# ----------------------------------------------------------------------------- the folder
+# ----------------------------------------------------------------------------- the terminal summary
 
 
 SUMMARY_METRICS = {"pose_error_deg": ("pose error", "°"), "position_error_px": ("position error", " px"), "mse": ("MSE", "")}
 
 
-def summary_lines(records: list[dict], out: Path) -> list[str]:
+def summary_lines(records: list[dict], out: Path, mine: str | None = None) -> list[str]:
     """The run in a few terminal lines: a header, one line per DoF (its place metric, pose or position error,
     at the smallest gap on the test split's well-posed middle frames: the best row, pixel averaging and every
-    alpha-VAE row with its SSIM), where the tables are, and the figure to open first."""
+    alpha-VAE row with its SSIM; with `mine`, that row and its rank among all rows, reference rows included),
+    where the tables are, and the figure to open first."""
     dofs = sorted({r["dof"] for r in records})
     lines = ["Summary: test split, well-posed triplets, tau = 0.5, smallest gap; means over seeds."]
     for dof in dofs:
@@ -443,10 +462,14 @@ def summary_lines(records: list[dict], out: Path) -> list[str]:
         best = min(value, key=value.get)
         shown = dict.fromkeys([best, *(label for label in rows if label == "pixel-average"
                                        or label.startswith("alpha-vae"))])
+        if mine is not None:
+            shown = dict.fromkeys(label for label in (mine, best) if label in value)
+        rank = {label: 1 + sum(v < value[label] for v in value.values()) for label in value}
         digits = DIGITS[metric]
         name, unit = SUMMARY_METRICS[metric]
         cells = [f"{label} {value[label]:.{digits}f}{unit}"
                  + (f" (SSIM {ssim[(label, k)][0]:.2f})" if label.startswith("alpha-vae") and (label, k) in ssim else "")
+                 + (f" (rank {rank[label]} of {len(value)} rows)" if label == mine else "")
                  + (" [best]" if label == best else "") for label in shown]
         lines.append(f"dof {dof}, k={k}, {name}: " + "; ".join(cells))
     lines.append(f"Tables (test and heldout, every metric, gap and seed count): {out}/results.md")
@@ -478,14 +501,132 @@ def write_triplets(triplets: list[dict[str, Any]], path: Path) -> None:
         gz.write(text.getvalue().encode())
 
 
+# ----------------------------------------------------------------------------- reference runs
+
+
+def read_references(runs) -> list[dict]:
+    """Each committed run folder's results.json and config.json: {"run", "name", "doc", "config"}; UserError
+    naming a folder that is not a run-benchmark (or score-predictions) output."""
+    out = []
+    for run in runs:
+        folder = Path(run)
+        try:
+            doc = json.loads((folder / "results.json").read_text())
+            datasets, records = doc["datasets"], doc["records"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"--reference {run} is not a results folder (no readable results.json with datasets and "
+                            "records); give a run-benchmark output folder such as docs/results/grid") from None
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        out.append({"run": str(run), "name": folder.resolve().name, "doc": doc, "config": config})
+    names = [ref["name"] for ref in out]
+    for ref in out:  # two folders of the same name (a/grid, b/grid) are told apart by their paths
+        if names.count(ref["name"]) > 1:
+            ref["name"] = ref["run"].rstrip("/")
+    return out
+
+
+def regenerate_line(ref: dict, dof: int) -> str:
+    """How to get the dataset a reference run scored for `dof`: the render-dataset command from its config.json."""
+    from benchmarks.config import profile_config, render_config
+    from render.dataset import regenerate_command
+
+    config, file = ref["config"], ref["doc"]["datasets"][str(dof)]["file"]
+    if config.get("data"):
+        return f"it scored the file {file} (given with --data): get that file, its dataset card (.h5.md) says how"
+    bench = profile_config(config.get("profile", "full"), render_size=config.get("render_size", 32))
+    return "regenerate it with: " + regenerate_command(render_config(bench, dof), Path(f"data/dof{dof}-reference.h5"))
+
+
+def same_data(ref: dict, datasets: dict[int, dict]) -> list[int]:
+    """The DoFs of `datasets` (dof -> {"file", "sha256"}) that the reference run (read_references) scored too;
+    UserError naming the DoF and the command that makes the reference's file where the bytes differ."""
+    theirs = ref["doc"]["datasets"]
+    common = [dof for dof in sorted(datasets) if str(dof) in theirs]
+    for dof in common:
+        mine, other = datasets[dof], theirs[str(dof)]
+        if mine["sha256"] != other["sha256"]:
+            raise UserError(f"--reference {ref['run']}: its dof {dof} dataset is not the file scored here "
+                            f"({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs {other['sha256'][:12]}…); "
+                            + regenerate_line(ref, dof) + " and pass it as --data")
+    return common
+
+
+def check_reference_data(runs, files: dict[int, Path]) -> None:
+    """Before any work: the reference folders are readable and the dataset files present now (dof -> path; a
+    file not rendered yet is checked when the run is written) are byte-identical to theirs (same_data)."""
+    refs = read_references(runs)
+    if not refs:
+        return
+    datasets = {dof: {"file": str(p), "sha256": sha256_file(p)} for dof, p in files.items() if Path(p).is_file()}
+    for ref in refs:
+        same_data(ref, datasets)
+
+
+def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | None], records: list[dict],
+                   paths: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The reference runs and their records and path records to show beside this run's.
+
+    Only DoFs whose dataset is byte-identical (the sha256 each run records) are compared, at the
+    splits, gaps and taus scored here; a DoF scored in both on different bytes, or on a coarser or finer
+    pose table, is a UserError that says how to get the reference data or table. Each record gets
+    "reference": the run's name (method_label marks it).
+    """
+    refs, ref_records, ref_paths = [], [], []
+    for ref in read_references(runs):
+        common = same_data(ref, datasets)
+        if not common:
+            raise UserError(f"--reference {ref['run']} scored dof {', '.join(ref['doc']['datasets'])}, this run dof "
+                            f"{', '.join(map(str, sorted(datasets)))}: no dataset to compare on")
+        for dof in common:
+            theirs_step = ((ref["doc"].get("tables") or {}).get(str(dof)) or {}).get("step_deg")
+            mine_step = (tables.get(dof) or {}).get("step_deg")
+            if theirs_step is not None and mine_step is not None and theirs_step != mine_step:
+                raise UserError(f"--reference {ref['run']} resolved dof {dof} poses on a {theirs_step:g}° table, this "
+                                f"run on a {mine_step:g}° one; pass --table-step-deg {theirs_step:g} so that pose errors "
+                                "compare")
+        scored = {(r["dof"], r["split"], r["gap"], r.get("tau")) for r in records}
+        ref_records += [r | {"reference": ref["name"]} for r in ref["doc"]["records"]
+                        if (r["dof"], r.get("split", "test"), r["gap"], r.get("tau", HEADLINE_TAU)) in scored]
+        scored_paths = {(p["dof"], p["split"], p["gap"]) for p in paths}
+        ref_paths += [p | {"reference": ref["name"]} for p in ref["doc"].get("paths", [])
+                      if (p["dof"], p["split"], p["gap"]) in scored_paths]
+        refs.append({"run": ref["run"], "name": ref["name"], "dofs": common})
+    return refs, ref_records, ref_paths
+
+
+def records_with_references(folder: Path) -> list[dict]:
+    """An output folder's records and, marked, those of the reference runs it was written with."""
+    doc = json.loads((Path(folder) / "results.json").read_text())
+    refs = [ref["run"] for ref in doc.get("references", [])]
+    _, ref_records, _ = references_for(refs, {int(d): v for d, v in doc["datasets"].items()},
+                                       {int(d): v for d, v in doc["tables"].items()}, doc["records"], doc["paths"])
+    return [*doc["records"], *ref_records]
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
 def write_output(config, result, out: Path) -> Path:
-    """Write everything into a temporary sibling folder, then rename it to `out` (ibutil.io.atomic_path)."""
+    """Write everything into a temporary sibling folder, then rename it to `out` (ibutil.io.atomic_path).
+
+    config.reference (run folders) puts those runs' records beside this run's in every table and figure
+    (references_for); report.html shows the lot in one self-contained page.
+    """
+    from benchmarks import html_report
+
+    refs, ref_records, ref_paths = references_for(getattr(config, "reference", ()), result.datasets, result.tables,
+                                                  result.records, result.paths)
+    shown = replace(result, records=[*result.records, *ref_records], paths=[*result.paths, *ref_paths])
     with atomic_path(out) as tmp:
         tmp.mkdir()
         records = [{k: r.get(k) for k in RECORD_KEYS} for r in result.records]
         doc = {"datasets": {str(d): v for d, v in sorted(result.datasets.items())}, "records": records,
                "ceiling": result.ceiling, "paths": [{k: p.get(k) for k in PATH_KEYS} for p in result.paths],
-               "tables": {str(d): v for d, v in sorted(result.tables.items())}, "skipped": result.skipped}
+               "tables": {str(d): v for d, v in sorted(result.tables.items())}, "skipped": result.skipped,
+               "references": refs}
         (tmp / "results.json").write_text(json.dumps(doc, indent=1))
         with open(tmp / "results.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=RECORD_KEYS)
@@ -493,21 +634,25 @@ def write_output(config, result, out: Path) -> Path:
             writer.writerows(records)
         if result.triplets:
             write_triplets(result.triplets, tmp / "triplets.csv.gz")
-        (tmp / "results.md").write_text(markdown(config, result))
+        (tmp / "results.md").write_text(markdown(config, shown, refs))
         cfg = asdict(config) | {"versions": versions(), "wall_s": round(result.wall_s, 1),
                                 "command": " ".join(sys.argv), "skipped": result.skipped}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
         dofs = sorted(result.datasets)
-        gap = max(config.gaps)
+        gap = max(r["gap"] for r in result.records)  # the figures' gap (pick_figures): the largest scored
         for dof in dofs:
             figure_grid(result.examples[dof], f"DoF {dof}: in-betweens at gap {gap} (test set)",
                         tmp / f"inbetween-dof{dof}.png")
             figure_grid(result.strips[dof], f"DoF {dof}: every method from x(t-{gap}) to x(t+{gap}), tau = 0..1",
                         tmp / f"interpolation-dof{dof}.png")
-        headline = [r for r in records if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
+        both = [{k: r.get(k) for k in (*RECORD_KEYS, "reference")} for r in shown.records]
+        headline = [r for r in both if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
         figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
         if several_taus(records):
-            figure_error_vs_tau(records, dofs, tmp / "error-vs-tau.png")
+            figure_error_vs_tau(both, dofs, tmp / "error-vs-tau.png")
         if result.curves:
             figure_curves(result.curves, tmp / "training-curves.png")
+        grids = [(f"{ref['name']}: dof {dof} in-betweens", Path(ref["run"]) / f"inbetween-dof{dof}.png")
+                 for ref in refs for dof in ref["dofs"] if (Path(ref["run"]) / f"inbetween-dof{dof}.png").is_file()]
+        html_report.write_html(tmp, title=f"Benchmark results: {out.name}", extra=grids)
     return out
