@@ -1,4 +1,4 @@
-"""Click commands `run-benchmark` and `train-inbetween`, their options generated from the config dataclasses."""
+"""Click command `run-benchmark`, its options generated from the config dataclasses (train-inbetween: inbetween/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from benchmarks.config import BenchmarkConfig, profile_config
 from ibutil.cli import DataclassOptions, MultiValueCommand, user_errors
 from ibutil.errors import UserError
 from ibutil.preempt import preemption_exits
-from inbetween.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BENCH = "benchmark"  # the target name of BenchmarkConfig's own options
@@ -90,27 +89,3 @@ def run_benchmark(quick, demo, overwrite, show_plan, only, aggregate, quiet, **o
 
 
 BENCHMARK_OPTIONS.extend(run_benchmark)
-
-
-# train-inbetween: every TrainConfig field.
-TRAIN_OPTIONS = DataclassOptions()
-TRAIN_OPTIONS.add(TrainConfig, "train", names={"gaps": "--gap", "kl_form": "--kl"}, skip=("progress",))
-
-
-@click.command(cls=MultiValueCommand, context_settings=CONTEXT)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_inbetween(quiet, **options):
-    """Train one alpha-VAE on a dataset file. Runs under torchrun for DistributedDataParallel:
-
-    torchrun --nproc_per_node 2 $(which train-inbetween) --data data/dof2.h5 --alpha 100
-
-    SIGTERM or Ctrl-C: the current step finishes, checkpoint.pt is written and it exits 143 (130);
-    the same command with --resume continues to the same result.
-    """
-    from inbetween import train
-
-    with user_errors(), preemption_exits():
-        train(TrainConfig(**TRAIN_OPTIONS.values(options).get("train", {}), progress=not quiet))
-
-
-TRAIN_OPTIONS.extend(train_inbetween)
