@@ -195,6 +195,21 @@ def test_a_file_without_the_val_split_is_a_user_error(data, tmp_path):
 # ----------------------------------------------------------------------------- resume, preemption
 
 
+def test_an_ensemble_checkpoint_of_the_old_release_is_refused_with_one_line(data, tmp_path):
+    from benchmarks.methods import alpha_vae
+    from benchmarks.methods.interface import TrainSpec
+
+    group = tmp_path / "group"
+    group.mkdir()
+    torch.save({"format": "inbetween-alpha-vae-ensemble-checkpoint", "step": 5, "members": []}, group / "ensemble.pt")
+    configs = [alpha_vae.Config(alphas=(a,), kls=() if a == 0 else ("avg-gaussian",), width=0.1, latent=4)
+               for a in (0.0, 100.0)]
+    spec = TrainSpec(data=str(data), gaps=(1,), steps=2, batch_size=8, seed=0)
+    with pytest.raises(UserError, match=r"older release .*; retrain it") as info:
+        alpha_vae.train_group(configs, spec, [tmp_path / "a", tmp_path / "b"], group, device="cpu", progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "a").exists()  # nothing trained or written
+
+
 def test_preempted_ensemble_resumes_exactly(data, tmp_path, monkeypatch):
     members = [(0.0, "avg-gaussian"), (10.0, "jensen")]
     kw = dict(steps=8, eval_every=2, patience=2)

@@ -19,7 +19,7 @@ from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
 from ibutil.run import CHECKPOINT_NAME
 from inbetween.dtype_choice import choose_dtype
-from inbetween.train import DTYPES, TrainConfig, load_checkpoint, train_ensemble
+from inbetween.train import DTYPES, TrainConfig, load_checkpoint, read_checkpoint, train_ensemble
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
 
 NAME = "alpha-vae"
@@ -34,6 +34,7 @@ SHARED = {"alphas": "--alpha", "kls": "--kl", **shared.SHARED}
 AUTO = "auto"
 DTYPE_CHOICE_NAME = "dtype_choice.json"  # the measurement behind an auto dtype, in the model's folder
 GROUP_NAME = "group.json"  # train_group's record of its members, in the group's folder
+OLD_GROUP_CHECKPOINT = "ensemble.pt"  # what the release before the one trainer kept there (refused)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def train_group(configs: list[Config], spec: TrainSpec, out_dirs: list, group_di
     (group.json: its members), so the benchmark resumes a preempted group as a group. The members share
     spec's batch order and seed, so each equals train() of its config within float rounding (fp32;
     tests/test_ensemble.py states the bounds, bf16's too)."""
+    if (Path(group_dir) / OLD_GROUP_CHECKPOINT).exists():  # an older release's ensemble: refused, one line
+        read_checkpoint(Path(group_dir) / OLD_GROUP_CHECKPOINT)
     dtype = resolve_dtype(configs[0], spec, [*out_dirs, group_dir], device)  # one shape, so one choice for all
     Path(group_dir).mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(group_dir) / GROUP_NAME, json.dumps({"members": [str(d) for d in out_dirs],
