@@ -1,5 +1,5 @@
-"""Click commands `run-benchmark`, `train-inbetween`, `export-triplets` and `score-predictions`, their options generated
-from the config dataclasses."""
+"""Click commands `run-benchmark`, `export-triplets` and `score-predictions`, their options generated from the
+config dataclasses (train-inbetween: inbetween/cli.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from benchmarks.predictions import ScoreConfig
 from ibutil.cli import DataclassOptions, MultiValueCommand, option_values, user_errors
 from ibutil.errors import UserError
 from ibutil.preempt import preemption_exits
-from inbetween.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BENCH = "benchmark"  # the target name of BenchmarkConfig's own options
@@ -152,30 +151,6 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
 
 
 BENCHMARK_OPTIONS.extend(run_benchmark)
-
-
-# train-inbetween: every TrainConfig field.
-TRAIN_OPTIONS = DataclassOptions()
-TRAIN_OPTIONS.add(TrainConfig, "train", names={"gaps": "--gap", "kl_form": "--kl"}, skip=("progress",))
-
-
-@click.command(cls=MultiValueCommand, context_settings=CONTEXT)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_inbetween(quiet, **options):
-    """Train one alpha-VAE on a dataset file. Runs under torchrun for DistributedDataParallel:
-
-    torchrun --nproc_per_node 2 $(which train-inbetween) --data data/dof2.h5 --alpha 100
-
-    SIGTERM or Ctrl-C: the current step finishes, checkpoint.pt is written and it exits 143 (130);
-    the same command with --resume continues to the same result.
-    """
-    from inbetween import train
-
-    with user_errors(), preemption_exits():
-        train(TrainConfig(**TRAIN_OPTIONS.values(options).get("train", {}), progress=not quiet))
-
-
-TRAIN_OPTIONS.extend(train_inbetween)
 
 
 # export-triplets and score-predictions: predictions made elsewhere (benchmarks.export, benchmarks.predictions).

@@ -25,9 +25,9 @@ import torch
 from benchmarks.methods import frame_cnn
 from benchmarks.train_speed import cpu_name, our_step
 from inbetween.data import TripletDataset
-from inbetween.ensemble import StackedVAE, _adam, _member_loss
+from inbetween.ensemble import StackedVAE, stacked_adam
 from inbetween.toy import write_toy_dataset
-from inbetween.train import TrainConfig, build_model, make_optimizer
+from inbetween.train import TrainConfig, build_model, make_optimizer, member_terms
 from render.presets import DEFAULTS
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     ens = {}
     for m in sizes:
         stack = StackedVAE.from_states(model.config, [build_model(cfg, 32).state_dict() for _ in range(m)], "cpu")
-        ens[m] = (stack, _adam(stack, cfg.lr), [torch.Generator().manual_seed(i) for i in range(m)])
+        ens[m] = (stack, stacked_adam(stack, cfg.lr), [torch.Generator().manual_seed(i) for i in range(m)])
     cnn = frame_cnn.FrameCNN(frame_cnn.Config())
     cnn.reset_parameters(torch.Generator().manual_seed(0))
     cnn_opt = torch.optim.Adam(cnn.parameters(), lr=frame_cnn.Config.lr)
@@ -70,7 +70,7 @@ def main() -> None:
             stack, eopt, gens = ens[m]
             x = torch.cat([b["x0"], b["x1"], b["x2"]])
             logits, mu, logvar = stack(x, gens)
-            loss = torch.stack([_member_loss(x, logits[i], mu[i], logvar[i], cfg, g).loss
+            loss = torch.stack([member_terms(x, logits[i], mu[i], logvar[i], cfg, g).loss
                                 for i, g in enumerate(gens)]).sum()
             eopt.zero_grad(set_to_none=True)
             loss.backward()

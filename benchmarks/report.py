@@ -26,14 +26,15 @@ from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference ro
 from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
+from ibutil.run import RECORD_KEYS as TRAIN_RECORD_KEYS  # noqa: E402
 from inbetween.data import triplet_index  # noqa: E402
 from render.h5format import sha256_file  # noqa: E402
 
 # sharpness, then the pose and the position metrics
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
+# A record: what it scores, its metrics, then its model's training summary (ibutil.run's fields) and lr_trials.
 RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_posed", "seed", *METRIC_NAMES, *NEW_METRICS,
-               "n_triplets", "params", "flops_per_step", "train_flops", "train_seconds", "steps", "selected_step",
-               "best_val_loss", "lr", "lr_trials", "budget_gflop", "dtype")
+               "n_triplets", *TRAIN_RECORD_KEYS, "lr_trials")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
              "n_undefined")
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
@@ -382,43 +383,37 @@ def figure_error_vs_tau(records: list[dict], dofs: list[int], path: Path) -> Non
 def figure_curves(curves: dict[str, str], path: Path) -> None:
     """Training curves of every seed-0 trained model (from its log.csv), one column per DoF.
 
-    Top row: alpha-VAE train and test loss (nats per triplet) per epoch. Bottom row, when per-step
-    logs exist (frame CNN: MSE; autoencoder: reconstruction nats per triplet): the mean training loss
-    of each block of steps.
+    Every learned method writes one log format (ibutil.run.TrainRun): step and the mean training loss
+    of each block of steps. Top row: the alpha-VAE's (nats per triplet, train and, dashed, its val.csv
+    evaluations: val loss, or test loss where it scored test instead). Bottom row: the other learned
+    methods' (frame CNN: MSE; autoencoder and ACAI: reconstruction nats per triplet).
     """
     logs = {label: _read_log(log) for label, log in curves.items()}
     logs = {label: rows for label, rows in logs.items() if rows}
     if not logs:
         return
     dofs = sorted({label.split()[0] for label in logs}, key=lambda d: int(d[3:]))
-    cnn = any("epoch" not in rows[0] for rows in logs.values())
-    fig, axes = plt.subplots(1 + cnn, len(dofs), figsize=(4.6 * len(dofs), 3.6 * (1 + cnn)), squeeze=False)
+    others = any(" alpha-vae" not in label for label in logs)
+    fig, axes = plt.subplots(1 + others, len(dofs), figsize=(4.6 * len(dofs), 3.6 * (1 + others)), squeeze=False)
     for col, dof in enumerate(dofs):
         top, bottom = axes[0][col], axes[-1][col]
         for label, rows in logs.items():
             if not label.startswith(dof + " "):
                 continue
             name = label[len(dof) + 1:]
-            if "epoch" in rows[0]:  # an alpha-VAE log (inbetween.train)
-                x = [float(r["epoch"]) for r in rows]
-                line, = top.plot(x, [float(r["train_loss"]) for r in rows], marker=".", label=name + " train")
-                tested = [(e, float(r["test_loss"])) for e, r in zip(x, rows) if r["test_loss"]]
-                if tested:
-                    top.plot(*zip(*tested), ls="--", color=line.get_color(), label="  test")
-                val = _read_log(str(Path(curves[label]).with_name("val.csv")))  # the selection curve, if any
-                if val and not tested:
-                    per_step = x[-1] / int(rows[-1]["step"])  # epochs per step
-                    top.plot([int(r["step"]) * per_step for r in val], [float(r["val_loss"]) for r in val], ls="--",
-                             color=line.get_color(), label="  val")
-            else:  # a per-step log (step, train_loss)
-                bottom.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], marker=".",
-                            markersize=3, label=name)
+            ax = top if name.startswith("alpha-vae") else bottom
+            line, = ax.plot([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows], marker=".",
+                            markersize=3, label=name + (" train" if ax is top else ""))
+            val = _read_log(str(Path(curves[label]).with_name("val.csv"))) if ax is top else []
+            column = next((c for c in ("val_loss", "test_loss") if val and c in val[0]), None)
+            if column:
+                top.plot([int(r["step"]) for r in val], [float(r[column]) for r in val], ls="--",
+                         color=line.get_color(), label="  " + column.split("_")[0])
         top.set_title(f"{dof}: alpha-VAE loss per triplet")
-        top.set_xlabel("epoch")
-        if cnn:
+        if others:
             bottom.set_title(f"{dof}: training loss per step")
-            bottom.set_xlabel("step")
         for ax in {top, bottom}:
+            ax.set_xlabel("step")
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
             if ax.lines:

@@ -32,10 +32,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from inbetween.data import TripletDataset
-from inbetween.ensemble import StackedVAE, _adam, _member_loss
+from inbetween.ensemble import StackedVAE, stacked_adam
 from inbetween.toy import write_toy_dataset
 from ibutil.device import cpu_info, resolve_device
-from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, train
+from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, member_terms, train
 from inbetween.vae import inbetween_divergence, kl_standard_normal, reconstruction_nll
 
 
@@ -183,13 +183,13 @@ def time_ensembles(args, sizes, config, dataset, device, rng, images, peak32):
             seq.append((model, make_optimizer(model, c), torch.Generator(device=device).manual_seed(c.seed), c))
         stack = StackedVAE.from_states(model.config, [build_model(c, dataset.image_size).state_dict() for c in cfgs],
                                        device)
-        ens_opt = _adam(stack, config.lr)
+        ens_opt = stacked_adam(stack, config.lr)
         gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
 
         def ensemble_step(b):
             x = torch.cat([b["x0"], b["x1"], b["x2"]])
             logits, mu, logvar = stack(x, gens)
-            loss = torch.stack([_member_loss(x, logits[i], mu[i], logvar[i], c, g).loss
+            loss = torch.stack([member_terms(x, logits[i], mu[i], logvar[i], c, g).loss
                                 for i, (c, g) in enumerate(zip(cfgs, gens))]).sum()
             ens_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -261,12 +261,15 @@ def compare_dtypes(args, data, device, tmp):
     for dtype in ("fp32", "bf16"):
         out = Path(tmp) / f"run-{dtype}"
         cfg = TrainConfig(data=data, out_dir=str(out), width=args.width, batch_size=args.batch,
-                          steps=args.loss_steps, device=str(device), dtype=dtype, progress=False)
+                          steps=args.loss_steps, device=str(device), dtype=dtype, progress=False,
+                          val_split="none")  # the toy file has no val split; the test loss is logged
         t0 = time.perf_counter()
-        train(cfg)
+        train(cfg)  # log_test: the test loss at the last step, in val.csv
         with open(out / "log.csv", newline="") as fh:
+            train_loss = float(list(csv.DictReader(fh))[-1]["train_loss"])
+        with open(out / "val.csv", newline="") as fh:
             last = list(csv.DictReader(fh))[-1]
-        print(f"  {dtype}: train loss (last epoch) {float(last['train_loss']):.2f}, "
+        print(f"  {dtype}: train loss (last logged steps) {train_loss:.2f}, "
               f"test loss {float(last['test_loss']):.2f} nats/triplet, {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -67,11 +67,12 @@ def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(path: str | os.PathLike, fmt: str, device="cpu", what: str | None = None,
-                    hint: str = "") -> dict:
+                    hint: str = "", retired: tuple[str, ...] = ()) -> dict:
     """The dict torch.save wrote at `path`, whose "format" entry is `fmt`, tensors mapped to `device`.
 
     UserError naming `what` (default: fmt) and ending with `hint` (e.g. what writes such a file) if
-    the file is missing, unreadable or another kind of file.
+    the file is missing, unreadable or another kind of file; one saying to retrain if its format is
+    one of `retired` (what an older release wrote for the same model).
     """
     import torch
 
@@ -84,6 +85,9 @@ def read_checkpoint(path: str | os.PathLike, fmt: str, device="cpu", what: str |
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files
         raise UserError(f"{path} is not a readable {what} checkpoint ({type(exc).__name__}){hint}") from None
+    if isinstance(state, dict) and state.get("format") in retired:
+        raise UserError(f"{path} is {article} {what} checkpoint of an older release (format {state['format']!r}), "
+                        "which this release cannot read or resume; retrain it (remove its folder first)")
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise UserError(f"{path} is not {article} {what} checkpoint{hint}")
     return state

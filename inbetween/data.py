@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ibutil.errors import UserError
+from ibutil.run import NO_VAL
 from render import tasks
 from render.h5format import open_dataset, read_header, read_split, require_field, require_split
 
@@ -159,6 +161,18 @@ class TripletDataset(Dataset):
         state = self.__dict__.copy()
         state["_file"], state["_pid"] = None, None  # never ship an open h5py handle to a worker
         return state
+
+
+def val_dataset(path: str | os.PathLike, split: str, gaps) -> TripletDataset | None:
+    """The validation triplets of `split`; None for split "none"; UserError if the file has no such split."""
+    if split == NO_VAL:
+        return None
+    with open_dataset(path) as f:
+        present = isinstance(f.get(split), h5py.Group)
+    if not present:
+        raise UserError(f"{path} has no {split!r} split to select on; render a file with one, or pass "
+                        f"val_split='{NO_VAL}' to train without selection (the last step is then used)")
+    return TripletDataset(path, split, gaps)
 
 
 def to_float(x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

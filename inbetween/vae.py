@@ -242,22 +242,30 @@ def loss_terms(x, logits, mu, logvar, alpha: float = 1.0, kl_form: str = "avg-ga
 
 
 @torch.no_grad()
+def decode_between(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
+    """Decode (1 - tau) mu(x0) + tau mu(x2): the one latent interpolation of every latent model.
+
+    x0, x2: (B, 3, H, W) in [0, 1]; tau: a number or a tensor that broadcasts against (B, latent), e.g.
+    (B, 1) for one position per pair or (S, 1) with B = 1 for S positions on one line. Returns the
+    decoded images (max(B, S), 3, H, W) in [0, 1] on the model's device.
+    """
+    dev = next(model.parameters()).device
+    mu, _ = model.encode(torch.cat([x0, x2]).to(dev, torch.float32))  # (2B, latent)
+    mu0, mu2 = mu.chunk(2)
+    t = torch.as_tensor(tau, dtype=torch.float32, device=dev)
+    return model.decode((1 - t) * mu0 + t * mu2)
+
+
 def inbetween(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     """The paper's in-between: decode the mean of the latent means of x0 and x2.
 
     x0, x2: (B, 3, H, W) or (3, H, W) in [0, 1] -> the predicted x1 in the same shape, in [0, 1].
     """
     single = x0.dim() == 3
-    if single:
-        x0, x2 = x0[None], x2[None]
-    dev = next(model.parameters()).device
-    mu, _ = model.encode(torch.cat([x0, x2]).to(dev))  # (2B, latent)
-    mu0, mu2 = mu.chunk(2)
-    out = model.decode(0.5 * (mu0 + mu2))
+    out = decode_between(model, x0[None] if single else x0, x2[None] if single else x2, 0.5)
     return out[0] if single else out
 
 
-@torch.no_grad()
 def interpolate(model: AlphaVAE, xa: torch.Tensor, xb: torch.Tensor, steps: int = 8) -> torch.Tensor:
     """Decode `steps` evenly spaced points on the line from mu(xa) to mu(xb), both ends included.
 
@@ -265,7 +273,4 @@ def interpolate(model: AlphaVAE, xa: torch.Tensor, xb: torch.Tensor, steps: int 
     """
     if steps < 2:
         raise UserError(f"interpolate needs steps >= 2 (both ends), got {steps}")
-    dev = next(model.parameters()).device
-    mu, _ = model.encode(torch.stack([xa, xb]).to(dev))  # (2, latent)
-    t = torch.linspace(0, 1, steps, device=dev)[:, None]  # (steps, 1)
-    return model.decode((1 - t) * mu[0] + t * mu[1])
+    return decode_between(model, xa[None], xb[None], torch.linspace(0, 1, steps)[:, None])  # tau (steps, 1)

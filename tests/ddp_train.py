@@ -26,7 +26,7 @@ if __name__ == "__main__":
     if args.wait_at is not None and os.environ.get("RANK") == "1":
         from preempt_train import counting
 
-        train_module.compute_loss = counting(train_module.compute_loss, args.wait_at, f"rank 1 pid {os.getpid()} ")
+        train_module.member_losses = counting(train_module.member_losses, args.wait_at, f"rank 1 pid {os.getpid()} ")
     # Only rank 0 evaluates; patience 1 with an unreachable min_delta stops at the second evaluation.
     selection = dict(val_split="val", eval_every=2, patience=1, min_delta=1e9) if args.early_stop else \
         dict(val_split="none")

@@ -86,7 +86,7 @@ if __name__ == "__main__":
             import importlib
 
             train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
-            train_module.compute_loss = counting(train_module.compute_loss, args.wait_at)
+            train_module.member_losses = counting(train_module.member_losses, args.wait_at)
         elif args.method in ("frame-cnn", "run-benchmark"):
             from benchmarks.methods.frame_cnn import FrameCNN
 

@@ -247,14 +247,14 @@ def test_unwritable_or_existing_out_exit_2(tmp_path, tiny_data):
 
 
 def test_train_inbetween_trains_and_reports_bad_input(tmp_path, tiny_data):
-    from benchmarks.cli import train_inbetween
+    from inbetween.cli import train_inbetween
 
     out = tmp_path / "run"
     r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--out-dir", str(out), "--width", "0.05",
                                              "--latent", "4", "--steps", "3", "--batch-size", "4", "--gap", "1", "2",
                                              "--quiet"])
     assert r.exit_code == 0, r.output
-    assert (out / "checkpoint.pt").exists() and (out / "log.csv").read_text().count("\n") == 2
+    assert (out / "checkpoint.pt").exists() and (out / "log.csv").read_text().count("\n") == 4  # header, 3 steps
     r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--out-dir", str(out), "--quiet"])
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = CliRunner().invoke(train_inbetween, ["--data", str(tiny_data), "--alpha", "-2", "--out-dir", str(tmp_path / "b")])
@@ -264,7 +264,7 @@ def test_train_inbetween_trains_and_reports_bad_input(tmp_path, tiny_data):
 def test_train_inbetween_has_every_train_config_field(tmp_path, tiny_data):
     import dataclasses
 
-    from benchmarks.cli import train_inbetween
+    from inbetween.cli import train_inbetween
     from inbetween import TrainConfig, checkpoint_config
 
     options = {o for p in train_inbetween.params for o in p.opts}
@@ -440,11 +440,12 @@ def test_auto_dtype_is_measured_once_per_shape_and_recorded(quick_run, tmp_path)
     assert f"| {choice['dtype']} |" in (tmp_path / "out" / "results.md").read_text()
 
 
-def test_training_curves_figure_takes_both_log_kinds_and_skips_missing_ones(tmp_path):
+def test_training_curves_figure_takes_every_learned_log_and_skips_missing_ones(tmp_path):
     from benchmarks.report import figure_curves
 
-    vae = tmp_path / "vae.csv"
-    vae.write_text("epoch,step,train_loss,test_loss\n1,10,500.0,520.0\n2,20,400.0,450.0\n")
+    vae = tmp_path / "vae.csv"  # the one log format (ibutil.run.TrainRun), with the alpha-VAE's val.csv beside it
+    vae.write_text("step,train_loss,train_recon,train_kl,train_d\n10,500.0,480.0,20.0,1.0\n20,400.0,380.0,20.0,1.0\n")
+    (tmp_path / "val.csv").write_text("step,val_loss,test_loss\n10,520.0,530.0\n20,450.0,460.0\n")
     cnn = tmp_path / "cnn.csv"
     cnn.write_text("step,train_loss\n50,0.02\n100,0.01\n")
     out = tmp_path / "curves.png"

@@ -32,8 +32,8 @@ def _run(args: list[str]) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
-def _last_row(out_dir: Path) -> dict:
-    with open(out_dir / "log.csv") as fh:
+def _last_row(out_dir: Path, name: str = "log.csv") -> dict:
+    with open(out_dir / name) as fh:
         return list(csv.DictReader(fh))[-1]
 
 
@@ -57,13 +57,13 @@ def runs(tmp_path_factory):
 
 def test_only_rank_0_writes_and_the_log_covers_every_step(runs):
     _, ddp, _ = runs
-    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json"]
-    assert int(_last_row(ddp)["step"]) == STEPS
+    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json", "val.csv"]
+    assert int(_last_row(ddp)["step"]) == STEPS and int(_last_row(ddp, "val.csv")["step"]) == STEPS
 
 
 def test_two_processes_match_one_with_the_same_global_batch(runs):
     single, ddp, _ = runs
-    a, b = _last_row(single), _last_row(ddp)
+    a, b = _last_row(single) | _last_row(single, "val.csv"), _last_row(ddp) | _last_row(ddp, "val.csv")
     # Same initial weights, same global batches and an averaged gradient: the runs differ only in
     # the reparameterisation noise, which each rank draws from its own seed. Measured on this toy
     # problem after 6 steps: noise alone moved the train loss by 0.11% and the (fixed-noise) test
@@ -78,11 +78,12 @@ def test_a_resumed_ddp_run_continues_exactly(runs):
     # Rank 1's noise stream is restored from the checkpoint, not re-seeded: a re-seeded stream gives
     # other reparameterisation noise after the resume and so other weights.
     _, ddp, resumed = runs
-    a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(resumed / "checkpoint.pt")
-    assert a["step"] == b["step"] == STEPS and len(a["rank_generators"]) == 2
-    assert not torch.equal(a["rank_generators"][0], a["rank_generators"][1])
+    a, b = (read_checkpoint(run / "checkpoint.pt")["state"] | {"step": read_checkpoint(run / "checkpoint.pt")["step"]}
+            for run in (ddp, resumed))
+    assert a["step"] == b["step"] == STEPS and len(a["generator"]) == 2  # every rank's noise state
+    assert not torch.equal(a["generator"][0], a["generator"][1])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
+    assert all(torch.equal(x, y) for x, y in zip(a["generator"], b["generator"]))
 
 
 def test_an_uneven_last_batch_matches_one_process(tmp_path):
@@ -91,7 +92,7 @@ def test_an_uneven_last_batch_matches_one_process(tmp_path):
     data = write_toy_dataset(tmp_path / "toy.h5", image_size=8, frames=7, train=7, test=2)
     _run([sys.executable, str(SCRIPT), str(data), str(tmp_path / "single"), "4", "--batch-size", "34"])
     _torchrun(str(data), str(tmp_path / "ddp"), "4", "--batch-size", "34")
-    a, b = _last_row(tmp_path / "single"), _last_row(tmp_path / "ddp")
+    a, b = ({**_last_row(tmp_path / r), **_last_row(tmp_path / r, "val.csv")} for r in ("single", "ddp"))
     assert int(b["step"]) == 4
     # The same tolerances as above: only the sampling noise differs.
     assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=4e-3)
@@ -124,8 +125,9 @@ def test_sigterm_to_one_rank_stops_both_after_the_same_step_and_resumes_exactly(
     assert read_checkpoint(out / "checkpoint.pt")["step"] == 3
     _torchrun(str(data), str(out), str(STEPS), "--resume")
     a, b = read_checkpoint(ddp / "checkpoint.pt"), read_checkpoint(out / "checkpoint.pt")
-    assert b["step"] == STEPS and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert all(torch.equal(x, y) for x, y in zip(a["rank_generators"], b["rank_generators"]))
+    assert b["step"] == STEPS and all(torch.equal(a["state"]["model"][k], b["state"]["model"][k])
+                                      for k in a["state"]["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["state"]["generator"], b["state"]["generator"]))
 
 
 def test_early_stopping_stops_every_rank_and_only_rank_0_writes_best(tmp_path):

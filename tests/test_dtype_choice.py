@@ -60,3 +60,14 @@ def test_measure_runs_both_dtypes(tmp_path):
     trial = dtype_choice.measure(cfg, steps=2)
     assert trial.fp32_s > 0 and trial.bf16_s > 0
     assert abs(trial.bf16_loss - trial.fp32_loss) / trial.fp32_loss < 0.05  # same weights and batches
+
+
+def test_the_default_dtype_is_fp32_in_every_profile_and_auto_is_opt_in():
+    # A timing never decides a committed number by default (issue 20): fp32 unless bf16 or auto is asked for.
+    from benchmarks.config import profile_config
+    from benchmarks.methods import alpha_vae
+
+    assert alpha_vae.Config().dtype == "fp32"
+    for profile in ("full", "quick", "demo"):
+        assert profile_config(profile).method_configs.get("alpha-vae", alpha_vae.Config()).dtype == "fp32", profile
+    assert alpha_vae.Config(dtype="auto").dtype == "auto"

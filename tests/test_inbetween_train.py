@@ -14,6 +14,7 @@ import inbetween
 from inbetween import TrainConfig, checkpoint_config, load_checkpoint
 from inbetween.toy import write_toy_dataset
 from ibutil.errors import UserError
+from ibutil.run import package_version
 
 train_module = importlib.import_module("inbetween.train")  # `inbetween.train` is the function
 
@@ -31,8 +32,8 @@ def config(toy, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-def read_log(out):
-    with open(out / "log.csv", newline="") as fh:
+def read_log(out, name="log.csv"):
+    with open(out / name, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -83,7 +84,7 @@ def test_bad_dataset_and_gap(toy, tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_log_test_off_blanks_the_test_columns_and_never_reads_the_test_split(toy, tmp_path, monkeypatch):
+def test_log_test_off_evaluates_nothing_and_never_reads_the_test_split(toy, tmp_path, monkeypatch):
     splits = []
     real = train_module.TripletDataset
     monkeypatch.setattr(train_module, "TripletDataset", lambda path, split, *a, **k: splits.append(split) or
@@ -91,22 +92,22 @@ def test_log_test_off_blanks_the_test_columns_and_never_reads_the_test_split(toy
     out = tmp_path / "run"
     inbetween.train(config(toy, out, log_test=False))
     rows = read_log(out)
-    assert len(rows) == 2 and all(r["test_loss"] == r["test_kl"] == "" for r in rows)
+    assert len(rows) == 6 and not (out / "val.csv").exists()  # 2 epochs of 3 steps; no val, no test: no evaluation
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
     assert "test" not in splits and "train" in splits
 
 
 def test_end_to_end_loss_decreases_and_checkpoint_round_trips(toy, tmp_path):
     out = tmp_path / "run"
-    cfg = config(toy, out, epochs=6, gaps=(1, 2))
+    cfg = config(toy, out, epochs=6, gaps=(1, 2), eval_every=5)
     model = inbetween.train(cfg)
     rows = read_log(out)
-    assert [int(r["step"]) for r in rows] == [5 * (i + 1) for i in range(6)]  # 40 triplets / 8 = 5 steps
-    first, last = rows[0], rows[-1]
-    assert float(last["train_loss"]) < float(first["train_loss"])
-    assert float(last["test_loss"]) < float(first["test_loss"])
-    assert all(0 <= float(r["data_frac"]) < 1 for r in rows)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json"]  # no temp files
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))  # 40 triplets / 8 = 5 steps per epoch, each logged
+    tests = read_log(out, "val.csv")  # log_test: the test loss at every evaluation, once per epoch here
+    assert [int(r["step"]) for r in tests] == [5 * (i + 1) for i in range(6)]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(tests[-1]["test_loss"]) < float(tests[0]["test_loss"])
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "log.csv", "summary.json", "val.csv"]
 
     loaded = load_checkpoint(out / "checkpoint.pt")
     assert same_weights(model, loaded)
@@ -115,7 +116,7 @@ def test_end_to_end_loss_decreases_and_checkpoint_round_trips(toy, tmp_path):
     assert torch.equal(inbetween.interpolate(model, x0[0], x2[0], 4), inbetween.interpolate(loaded, x0[0], x2[0], 4))
     assert checkpoint_config(out / "checkpoint.pt") == cfg
     state = train_module.read_checkpoint(out / "checkpoint.pt")
-    assert state["version"] == train_module.package_version() != "unknown"
+    assert state["version"] == package_version() != "unknown"
     assert state["step"] == 30
 
 
@@ -155,18 +156,36 @@ def test_bad_checkpoint_files(tmp_path):
         load_checkpoint(other)
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkeypatch):
-    real, calls = train_module.compute_loss, []
+def old_checkpoint(path, cfg):
+    """A checkpoint.pt as the release before the one trainer wrote it (inbetween.train.save_checkpoint's layout)."""
+    model = train_module.build_model(cfg, 8)
+    torch.save({"format": "inbetween-alpha-vae-checkpoint", "version": "0.1.0", "config": "{}",
+                "model_config": dataclasses.asdict(model.config), "model": model.state_dict(), "optimizer": {},
+                "step": 3, "generator": torch.Generator().get_state(), "rank_generators": [], "epoch_sums": {},
+                "run": {}, "summary": None}, path)
 
-    def poisoned(model, batch, cfg, gen, dtype=None):
-        terms = real(model, batch, cfg, gen, dtype)
+
+def test_a_checkpoint_of_the_old_format_is_refused_with_one_line_saying_to_retrain(toy, tmp_path):
+    cfg = config(toy, tmp_path, steps=4, resume=True)
+    old_checkpoint(tmp_path / "checkpoint.pt", cfg)
+    for action in (lambda: inbetween.train(cfg), lambda: load_checkpoint(tmp_path / "checkpoint.pt")):
+        with pytest.raises(UserError, match=r"checkpoint of an older release .*; retrain it") as info:
+            action()
+        assert "\n" not in str(info.value)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkeypatch):
+    real, calls = train_module.member_losses, []
+
+    def poisoned(net, x, cfgs, gens, dtype):
+        terms = real(net, x, cfgs, gens, dtype)
         if torch.is_grad_enabled():  # a training step, not evaluation
             calls.append(1)
             if len(calls) == 4:
-                return dataclasses.replace(terms, loss=terms.loss * float("nan"))
+                return [dataclasses.replace(terms[0], loss=terms[0].loss * float("nan"))]
         return terms
 
-    monkeypatch.setattr(train_module, "compute_loss", poisoned)
+    monkeypatch.setattr(train_module, "member_losses", poisoned)
     with pytest.raises(train_module.NonFiniteLoss, match=r"loss became nan at step 4 .*step 3\) is kept"):
         inbetween.train(config(toy, tmp_path, steps=10, checkpoint_every=3))
     kept = train_module.read_checkpoint(tmp_path / "checkpoint.pt")
@@ -177,6 +196,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(toy, tm
 
 def test_bf16_autocast_trains(toy, tmp_path):
     model = inbetween.train(config(toy, tmp_path, steps=3, dtype="bf16", kl_form="jensen"))
-    rows = read_log(tmp_path)
+    rows = read_log(tmp_path, "val.csv")  # log_test: the test loss at the last step
     assert math.isfinite(float(rows[-1]["test_loss"]))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a bf16 model

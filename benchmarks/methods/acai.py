@@ -32,35 +32,34 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from benchmarks.methods import autoencoder
+from benchmarks.methods import latent_models as shared
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import epoch_accounting, training_step_flops
-from ibutil.run import TrainRun, planned_steps
-from inbetween.data import TripletDataset
-from inbetween.train import val_dataset
+from ibutil.run import TrainRun, epoch_order, planned_steps
+from inbetween.data import TripletDataset, val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, Encoder, VAEConfig, num_params, reconstruction_nll
 
 NAME = "acai"
 TRAINS = True
 SEEDED = True
-QUICK = autoencoder.QUICK  # the autoencoder's tiny architecture under --quick
-DEMO = autoencoder.DEMO  # and under --demo
-SHARED = autoencoder.SHARED  # --width and --latent: one architecture for every latent model
+QUICK = shared.QUICK  # the latent models' tiny architecture under --quick
+DEMO = shared.DEMO  # and under --demo
+SHARED = shared.SHARED  # --width and --latent: one architecture for every latent model
 FORMAT = "acai"
-# Independent random streams derived from the run's seed (the data order uses [seed, epoch]).
+# Independent random streams derived from the run's seed (the data order uses [seed, epoch]: ibutil.run.epoch_order).
 CRITIC_STREAM, ALPHA_STREAM = (0xACA1, 0), (0xACA1, 1)
 
 
 @dataclass(frozen=True)
 class Config:
-    """The autoencoder's settings (its defaults, stated there) plus the regulariser's two weights (the paper's)."""
+    """The autoencoder's settings (every latent model's defaults) plus the regulariser's two weights (the paper's)."""
 
-    latent: int = autoencoder.Config.latent  # latent size
-    width: float = autoencoder.Config.width  # channel multiplier (1.0 = the paper)
-    lr: float = autoencoder.Config.lr  # Adam learning rate of both the autoencoder and the critic (constant)
-    likelihood: str = autoencoder.Config.likelihood  # reconstruction loss: bernoulli (BCE) or gaussian (MSE)
+    latent: int = shared.LATENT  # latent size
+    width: float = shared.WIDTH  # channel multiplier (1.0 = the paper)
+    lr: float = shared.LR  # Adam learning rate of both the autoencoder and the critic (constant)
+    likelihood: str = shared.LIKELIHOOD  # reconstruction loss: bernoulli (BCE) or gaussian (MSE)
     adv_weight: float = 0.5  # lambda: weight of critic(x_mix)^2 per pixel in the autoencoder's loss (code: advweight)
     reg: float = 0.2  # gamma: the critic sees gamma x + (1 - gamma) x_hat as "real" (code: reg)
 
@@ -100,8 +99,8 @@ def _stream_seed(seed: int, stream: tuple[int, int]) -> int:
 
 
 def build(config: Config, image_size: int, seed: int) -> tuple[AlphaVAE, Critic]:
-    """The autoencoder (autoencoder.build: the same weights for the same seed) and a fresh critic, on the CPU."""
-    model = autoencoder.build(config, image_size, seed)
+    """The autoencoder (the autoencoder row's weights for the same seed) and a fresh critic, on the CPU."""
+    model = shared.build_autoencoder(config.latent, config.width, image_size, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_stream_seed(seed, CRITIC_STREAM))
         critic = Critic(model.config)
@@ -164,7 +163,7 @@ def step_flops(config: Config, image_size: int, batch_size: int) -> int:
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
     """Train autoencoder and critic together on training triplets, select on spec.val_split.
 
-    Selection uses the autoencoder's reconstruction loss on val (autoencoder.val_loss): the critic's
+    Selection uses the autoencoder's reconstruction loss on val (latent_models.val_loss): the critic's
     terms measure a moving adversary, not the model. out_dir gets checkpoint.pt (resumed if present),
     best.pt (autoencoder and critic), log.csv, val.csv and summary.json (ibutil.run.TrainRun).
     """
@@ -195,8 +194,7 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
                                leave=False) as bar:
         while run.running:
             epoch, i = divmod(run.step, per_epoch)
-            order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order: (seed, epoch)
-            b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            b = data.batch(epoch_order(spec.seed, epoch, n)[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
             terms = losses(model, critic, b["x0"], b["x1"], b["x2"], mix_coefficients(3 * len(b["x0"]), alphas),
                            config)
             opt_ae.zero_grad(set_to_none=True)
@@ -205,7 +203,7 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
             opt_ae.step()
             opt_critic.step()
             run.step_done(state, torch.stack([terms.ae, terms.recon, terms.adv, terms.critic]),
-                          val=lambda: autoencoder.val_loss(model, val, config.likelihood, bs, dev))
+                          val=lambda: shared.val_loss(model, val, config.likelihood, bs, dev))
             bar.update(1)
             if run.step % run.every == 0:
                 bar.set_postfix(loss=f"{run.curve[-1][1]:.2f}", critic=f"{run.curve[-1][4]:.4f}")
@@ -214,8 +212,8 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
     """The selected autoencoder (the critic is kept in the checkpoints but not needed to predict)."""
-    return autoencoder.load_vae(out_dir, FORMAT, "train acai first", device)
+    return shared.load_autoencoder(out_dir, FORMAT, "train acai first", device)
 
 
-# The frame at tau decodes (1 - tau) z0 + tau z2 of the encoder means, as for the autoencoder.
-predict = autoencoder.predict
+# The frame at tau decodes (1 - tau) z0 + tau z2 of the encoder means, as for every latent model.
+predict = shared.predict

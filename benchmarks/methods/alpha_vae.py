@@ -12,28 +12,29 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
-from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, read_summary, tau_column
+from benchmarks.methods import latent_models as shared
+from benchmarks.methods.interface import TrainSpec, TrainSummary, read_summary
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
+from ibutil.run import CHECKPOINT_NAME
 from inbetween.dtype_choice import choose_dtype
-from inbetween.ensemble import train_ensemble
-from inbetween.train import CHECKPOINT_NAME, DTYPES, TrainConfig, load_checkpoint, train as train_vae
+from inbetween.train import DTYPES, TrainConfig, load_checkpoint, read_checkpoint, train_ensemble
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE
 
 NAME = "alpha-vae"
 TRAINS = True
 SEEDED = True
-QUICK_SHAPE = {"width": 0.05, "latent": 8}  # the --quick CI profile's architecture (the autoencoder and ACAI share it)
-QUICK = {**QUICK_SHAPE, "dtype": "fp32"}  # the --quick CI profile: fp32, so CI's numbers do not depend on its CPU
-# The --demo profile: small enough to train in ~30 s on 2 cores, large enough to decode recognisable frames.
-DEMO = {"width": 0.125, "latent": 32, "lr": 1e-3}
+QUICK = shared.QUICK  # the --quick CI profile's architecture (fp32, the default, like every profile)
+DEMO = shared.DEMO
 # Unprefixed CLI options: --alpha and --kl sweep this method; --width and --latent set every latent model alike.
-SHARED = {"alphas": "--alpha", "kls": "--kl", "width": "--width", "latent": "--latent"}
-AUTO = "auto"  # the dtype that measures fp32 against bf16 on this machine (inbetween.dtype_choice)
+SHARED = {"alphas": "--alpha", "kls": "--kl", **shared.SHARED}
+# The opt-in dtype that times fp32 against bf16 on this machine (inbetween.dtype_choice). Never the default: a
+# timing must not decide a committed number, and the same command must give the same numbers everywhere.
+AUTO = "auto"
 DTYPE_CHOICE_NAME = "dtype_choice.json"  # the measurement behind an auto dtype, in the model's folder
+GROUP_NAME = "group.json"  # train_group's record of its members, in the group's folder
+OLD_GROUP_CHECKPOINT = "ensemble.pt"  # what the release before the one trainer kept there (refused)
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ class Config:
     alphas: tuple[float, ...] = (0.0, 100.0)  # weights of the in-between divergence D, one model each (0 = plain VAE)
     kls: tuple[str, ...] = ("avg-gaussian",)  # forms of D, one model each: avg-gaussian, mixture, jensen
     mixture_samples: int = 8  # Monte Carlo draws per triplet that estimate D when the form is mixture
-    latent: int = 32  # latent size
-    width: float = 0.25  # channel multiplier (1.0 = the paper's 128-256-512-1024)
-    lr: float = 3e-4  # Adam learning rate (constant)
-    likelihood: str = "bernoulli"  # reconstruction likelihood: bernoulli (BCE) or gaussian (MSE, sigma 0.1)
-    dtype: str = "auto"  # fp32, bf16 autocast for the convolutions, or auto: bf16 only where a measurement found it faster
+    latent: int = shared.LATENT  # latent size
+    width: float = shared.WIDTH  # channel multiplier (1.0 = the paper's 128-256-512-1024)
+    lr: float = shared.LR  # Adam learning rate (constant)
+    likelihood: str = shared.LIKELIHOOD  # reconstruction likelihood: bernoulli (BCE) or gaussian (MSE, sigma 0.1)
+    # fp32 (deterministic, the default); bf16 autocast for the convolutions (opt-in: every alpha-VAE of the run
+    # uses it); auto (opt-in): bf16 only where a timing on this machine found it faster, recorded in dtype_choice.json
+    dtype: str = "fp32"
 
     def __post_init__(self):
         object.__setattr__(self, "alphas", tuple(dict.fromkeys(float(a) for a in self.alphas)))
@@ -94,9 +97,10 @@ def record(config: Config) -> dict:
 
 
 def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """inbetween.train on the train split, selecting on spec.val_split; an interrupted run in out_dir resumes."""
+    """inbetween.train on the train split, selecting on spec.val_split; an interrupted run in out_dir resumes.
+    The same loop as train-inbetween's and train_group's (inbetween.train.train_ensemble of one member)."""
     dtype = resolve_dtype(config, spec, [out_dir], device)
-    train_vae(_train_config(config, spec, out_dir, device, progress, dtype))
+    train_ensemble([_train_config(config, spec, out_dir, device, progress, dtype)])
     return read_summary(out_dir)  # inbetween.train wrote it
 
 
@@ -109,11 +113,18 @@ def group_key(config: Config):
 
 def train_group(configs: list[Config], spec: TrainSpec, out_dirs: list, group_dir, *, device: str = "auto",
                 progress: bool = True) -> list[TrainSummary]:
-    """Variants of one group_key as one inbetween.ensemble in group_dir (its checkpoint, so a preempted group
-    resumes), each into its own out_dir exactly as train() writes it. The members share spec's batch order
-    and seed, so each equals train() of its config within float rounding (tests/test_ensemble.py)."""
+    """Variants of one group_key as one batched network (inbetween.train.train_ensemble), each into its own
+    out_dir exactly as train() writes it; each member's checkpoint.pt resumes it. group_dir records the group
+    (group.json: its members), so the benchmark resumes a preempted group as a group. The members share
+    spec's batch order and seed, so each equals train() of its config within float rounding (fp32;
+    tests/test_ensemble.py states the bounds, bf16's too)."""
+    if (Path(group_dir) / OLD_GROUP_CHECKPOINT).exists():  # an older release's ensemble: refused, one line
+        read_checkpoint(Path(group_dir) / OLD_GROUP_CHECKPOINT)
     dtype = resolve_dtype(configs[0], spec, [*out_dirs, group_dir], device)  # one shape, so one choice for all
-    train_ensemble([_train_config(c, spec, d, device, progress, dtype) for c, d in zip(configs, out_dirs)], group_dir)
+    Path(group_dir).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(group_dir) / GROUP_NAME, json.dumps({"members": [str(d) for d in out_dirs],
+                                                                "data_seed": spec.seed}, indent=1) + "\n")
+    train_ensemble([_train_config(c, spec, d, device, progress, dtype) for c, d in zip(configs, out_dirs)])
     return [read_summary(d) for d in out_dirs]
 
 
@@ -158,12 +169,5 @@ def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
     return load_checkpoint(path, resolve_device(device)).eval()
 
 
-@torch.no_grad()
-def predict(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
-    """Decode (1 - tau) mu(x0) + tau mu(x2): (B, 3, H, W) x2 in [0, 1] -> (B, 3, H, W) in [0, 1] on x0's device."""
-    check_frames(x0, x2)
-    dev = next(model.parameters()).device
-    t = tau_column(tau, x0).to(dev).view(-1, 1)  # (B, 1)
-    mu, _ = model.encode(torch.cat([x0, x2]).to(dev, torch.float32))  # (2B, latent)
-    mu0, mu2 = mu.chunk(2)
-    return model.decode((1 - t) * mu0 + t * mu2).to(x0.device, x0.dtype)
+# The frame at tau decodes (1 - tau) z0 + tau z2 of the encoder means, as for every latent model.
+predict = shared.predict

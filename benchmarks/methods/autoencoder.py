@@ -12,37 +12,36 @@ import functools
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.methods import alpha_vae
+from benchmarks.methods import latent_models as shared
 from benchmarks.methods.interface import TrainSpec, TrainSummary
+from benchmarks.methods.latent_models import reconstruction_loss as loss  # module-level: the step's loss
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import epoch_accounting, training_step_flops
-from ibutil.run import TrainRun, load_selected, planned_steps
-from inbetween.data import TripletDataset
-from inbetween.train import val_dataset
-from inbetween.vae import LIKELIHOODS, AlphaVAE, VAEConfig, num_params, reconstruction_nll
+from ibutil.run import TrainRun, epoch_order, planned_steps
+from inbetween.data import TripletDataset, val_dataset
+from inbetween.vae import LIKELIHOODS, AlphaVAE, num_params
 
 NAME = "autoencoder"
 TRAINS = True
 SEEDED = True
-QUICK = alpha_vae.QUICK_SHAPE  # the same tiny architecture as the alpha-VAE under --quick
-DEMO = alpha_vae.DEMO  # and under --demo
-SHARED = {"width": "--width", "latent": "--latent"}  # one architecture for every latent model
+QUICK = shared.QUICK  # the same tiny architecture as the alpha-VAE under --quick
+DEMO = shared.DEMO  # and under --demo
+SHARED = shared.SHARED  # --width and --latent: one architecture for every latent model
 FORMAT = "autoencoder"
 
 
 @dataclass(frozen=True)
 class Config:
-    """Architecture and optimiser; the architecture defaults are the alpha-VAE's (stated there)."""
+    """Architecture and optimiser; the defaults are every latent model's (benchmarks/methods/latent_models.py)."""
 
-    latent: int = alpha_vae.Config.latent  # latent size
-    width: float = alpha_vae.Config.width  # channel multiplier (1.0 = the paper)
-    lr: float = alpha_vae.Config.lr  # Adam learning rate (constant)
-    likelihood: str = alpha_vae.Config.likelihood  # reconstruction loss: bernoulli (BCE) or gaussian (MSE)
+    latent: int = shared.LATENT  # latent size
+    width: float = shared.WIDTH  # channel multiplier (1.0 = the paper)
+    lr: float = shared.LR  # Adam learning rate (constant)
+    likelihood: str = shared.LIKELIHOOD  # reconstruction loss: bernoulli (BCE) or gaussian (MSE)
 
     def __post_init__(self):
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
@@ -57,31 +56,7 @@ def label(config: Config) -> str:
 
 def build(config: Config, image_size: int, seed: int) -> AlphaVAE:
     """A fresh model on the CPU, its weights fixed by `seed`; the log-variance head is frozen (unused)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AlphaVAE(VAEConfig(image_size=image_size, latent=config.latent, width=config.width))
-    model.encoder.logvar.requires_grad_(False)
-    return model
-
-
-def loss(model: AlphaVAE, x0, x1, x2, likelihood: str) -> torch.Tensor:
-    """The reconstruction loss of x0, x1 and x2 (each (B, 3, H, W) in [0, 1]) from their codes, nats per triplet."""
-    x = torch.cat([x0, x1, x2])  # (3B, 3, H, W)
-    mu, _ = model.encode(x)  # (3B, latent): the code, no sampling
-    return reconstruction_nll(model.decoder(mu).float(), x, likelihood).view(3, -1).sum(0).mean()
-
-
-@torch.no_grad()
-def val_loss(model: AlphaVAE, val: TripletDataset, likelihood: str, batch_size: int, device) -> float:
-    """The training loss averaged over every triplet of the val split, in fixed batches: deterministic."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(val), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(val)))
-        b = val.batch(idx, device)
-        total += loss(model, b["x0"], b["x1"], b["x2"], likelihood).item() * len(idx)
-    model.train()
-    return total / len(val)
+    return shared.build_autoencoder(config.latent, config.width, image_size, seed)
 
 
 @functools.lru_cache(maxsize=64)  # one count per config and batch shape
@@ -119,13 +94,12 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
                                leave=False) as bar:
         while run.running:
             epoch, i = divmod(run.step, epochs["epoch_steps"])
-            order = np.random.default_rng([spec.seed, epoch]).permutation(n)  # an epoch's order: (seed, epoch)
-            b = data.batch(order[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
+            b = data.batch(epoch_order(spec.seed, epoch, n)[i * bs:(i + 1) * bs], dev)  # x0, x1, x2: (b, 3, H, W) in [0, 1]
             value = loss(model, b["x0"], b["x1"], b["x2"], config.likelihood)
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             optimiser.step()
-            run.step_done(state, value, val=lambda: val_loss(model, val, config.likelihood, bs, dev))
+            run.step_done(state, value, val=lambda: shared.val_loss(model, val, config.likelihood, bs, dev))
             bar.update(1)
             if run.step % run.every == 0:
                 bar.set_postfix(loss=f"{run.last_loss:.2f}")
@@ -134,18 +108,8 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
 
 def load(config: Config, out_dir, device: str = "auto") -> AlphaVAE:
     """The selected model of a finished run in out_dir (best.pt; checkpoint.pt without selection)."""
-    return load_vae(out_dir, FORMAT, "train the autoencoder first", device)
+    return shared.load_autoencoder(out_dir, FORMAT, "train the autoencoder first", device)
 
 
-def load_vae(out_dir, fmt: str, hint: str, device: str) -> AlphaVAE:
-    """The selected AlphaVAE of a finished run of checkpoint format `fmt` (this file's, or acai's)."""
-    payload = load_selected(out_dir, fmt, hint=hint)
-    model = AlphaVAE(VAEConfig(**payload["meta"]["model_config"]))
-    model.load_state_dict(payload["state"]["model"])
-    return model.to(resolve_device(device)).eval()
-
-
-@torch.no_grad()
-def predict(model: AlphaVAE, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
-    """Decode (1 - tau) z0 + tau z2: (B, 3, H, W) x2 in [0, 1] -> (B, 3, H, W) in [0, 1] on x0's device."""
-    return alpha_vae.predict(model, x0, x2, tau)  # the same decoding of the encoder means
+# The frame at tau decodes (1 - tau) z0 + tau z2 of the encoder means, as for every latent model.
+predict = shared.predict

@@ -19,7 +19,9 @@ several methods share, e.g. the latent models' --width), variants(config) -> [Co
 benchmark run trains, e.g. one per alpha), record(config) -> dict (extra fields of its records), and
 group_key(config) with train_group(configs, spec, out_dirs, group_dir, *, device, progress) -> [TrainSummary]:
 variants with equal keys that run-benchmark --ensemble trains together as one batched network (the
-alpha-VAE's alpha sweep), each into its own out_dir as train() would, resuming from group_dir.
+alpha-VAE's alpha sweep), each into its own out_dir as train() would (group_dir marks the group, so a preempted
+group resumes as one). Every learned method writes its loop on ibutil.run.TrainRun; the latent models share
+their code through benchmarks/methods/latent_models.py (not a method), and no method imports another.
 A learned method's Config has an `lr` field: the centre of the benchmark's learning-rate sweep.
 """
 
