@@ -25,7 +25,7 @@ METRIC_NAMES = ("mse", "psnr", "ssim", "iou", "centroid_error")
 # What all_metrics adds when given a table: sharpness, then the table's own metrics (per DoF).
 TABLE_METRIC_NAMES = {1: ("sharpness", "pose_error_deg", "nn_distance"),
                       2: ("sharpness", "pose_error_deg", "nn_distance"),
-                      6: ("sharpness", "position_error_px", "position_found")}
+                      6: ("sharpness", "position_error_px", "position_found", "placement_error_px")}
 
 
 def _as_numpy(images, name: str) -> np.ndarray:
@@ -177,8 +177,8 @@ def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool 
 
 
 def table_metrics(pred, factors, table, device=None) -> dict[str, np.ndarray]:
-    """The table's metrics per prediction: pose_error_deg and nn_distance (dof 1, 2) or position_error_px
-    and position_found (dof 6); factors (N, F) are the true factors of the predicted frames."""
+    """The table's metrics per prediction: pose_error_deg and nn_distance (dof 1, 2) or position_error_px,
+    position_found and placement_error_px (dof 6); factors (N, F) are the true factors of the predicted frames."""
     from benchmarks import pose, position
 
     if isinstance(table, pose.PoseTable):

@@ -5,7 +5,9 @@ object's image at any position is its image at the centre shifted. We render eac
 the centre once (at the supersampled resolution, through the render pool), composite the true
 frame from the factors (front object first, occluding the others), give every lit pixel of both
 frames to the object of the nearest colour direction, and score each object by the earth mover's
-distance between its predicted and its true pixel mass (docs/benchmark.md).
+distance between its predicted and its true pixel mass (docs/benchmark.md). Beside it, a colour-blind
+placement score: the same distance between all the predicted and all the true foreground mass, so a
+prediction at the right place in the wrong colour (grey) is told apart from one at the wrong place.
 """
 
 from __future__ import annotations
@@ -162,7 +164,10 @@ def sliced_emd(a: torch.Tensor, b: torch.Tensor, height: int, width: int) -> tor
 def position_metrics(pred, factors_true, templates: ObjectTemplates,
                      device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Per prediction: `position_error_px` (mean over the visible objects of each object's earth mover's
-    distance in pixels; the image diagonal for an object not found) and `position_found` (share found).
+    distance in pixels; the image diagonal for an object not found), `position_found` (share found) and
+    `placement_error_px` (colour-blind: the distance between the whole lit mass of the prediction and of the
+    truth, the union of the objects; the image diagonal for a prediction with no lit pixel; NaN where no
+    object is visible).
 
     pred (N, 3, H, W) in [0, 1]; factors_true (N, 2K) the true ndc (x, y) of each object.
     """
@@ -175,7 +180,8 @@ def position_metrics(pred, factors_true, templates: ObjectTemplates,
     if factors_true.shape != (n, 2 * k):
         raise UserError(f"factors must have shape {(n, 2 * k)}, got {factors_true.shape}")
     colours = templates.colours
-    errors, found = [], []
+    diagonal = math.hypot(size, size)
+    errors, found, placement = [], [], []
     for start in range(0, n, CHUNK):
         sl = slice(start, start + CHUNK)
         p = object_mass(pred[sl], colours, device)  # (B, K, HW)
@@ -187,8 +193,14 @@ def position_metrics(pred, factors_true, templates: ObjectTemplates,
         # defined; those distances are replaced below.
         emd = sliced_emd(p.flatten(0, 1) + (~hit).flatten()[:, None].double(),
                          t.flatten(0, 1) + (~visible).flatten()[:, None].double(), size, size).reshape(-1, k)
-        per_object = torch.where(hit, emd, torch.full_like(emd, math.hypot(size, size)))
+        per_object = torch.where(hit, emd, torch.full_like(emd, diagonal))
         count = visible.sum(dim=1)
         errors.append(torch.where(count > 0, (per_object * visible).sum(dim=1) / count.clamp_min(1), torch.nan).cpu())
         found.append(((hit.sum(dim=1)) / count.clamp_min(1)).cpu())
-    return {"position_error_px": torch.cat(errors).numpy(), "position_found": torch.cat(found).double().numpy()}
+        # Colour-blind: every lit pixel's mass whatever object its colour names, against the union of the objects.
+        p_all, t_all = p.sum(dim=1), t.sum(dim=1)  # (B, HW)
+        lit, shown = p_all.sum(dim=1) > 0, t_all.sum(dim=1) >= VISIBLE_MASS
+        place = sliced_emd(p_all + (~lit)[:, None].double(), t_all + (~shown)[:, None].double(), size, size)
+        placement.append(torch.where(shown, torch.where(lit, place, diagonal), torch.nan).cpu())
+    return {"position_error_px": torch.cat(errors).numpy(), "position_found": torch.cat(found).double().numpy(),
+            "placement_error_px": torch.cat(placement).numpy()}
