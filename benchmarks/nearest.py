@@ -74,8 +74,8 @@ class Index:
 
 def exact_distance(index: Index, queries: torch.Tensor, norms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Cosine distance 1 - cos in float64 of queries (B, D) (norms (B,)) to the table rows `rows` (B, C) -> (B, C)."""
-    dot = torch.einsum("bd,bcd->bc", queries.double(), index.rows[rows].double() / 255.0)
-    return 1.0 - dot / (norms[:, None] * index.norms[rows].clamp_min(1e-300))
+    dot = torch.einsum("bd,bcd->bc", queries.double(), index.rows[rows].double())  # pixels in 0..255
+    return 1.0 - dot / (255.0 * norms[:, None] * index.norms[rows].clamp_min(1e-300))
 
 
 def _pick(distance: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

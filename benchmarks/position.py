@@ -110,14 +110,14 @@ def true_frames(templates: ObjectTemplates, factors: np.ndarray) -> np.ndarray:
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         crops.append((frame[box].astype(np.float64), mask[box], rows[0], cols[0]))
-    out = np.empty((len(xy), config.size, config.size, 3))
+    canvas = np.zeros((len(xy), side, side, 3), np.float64)  # whole 0..255 pixel values
     for n in range(len(xy)):
-        canvas = np.zeros((side, side, 3), np.float64)
         covered = np.zeros((side, side), bool)
         for i, (frame, mask, top, left) in enumerate(crops):  # front to back
-            _paste(canvas, covered, frame, mask, top - shifts[n, i, 1], left + shifts[n, i, 0])
-        out[n] = canvas.reshape(config.size, ss, config.size, ss, 3).mean(axis=(1, 3)) / 255.0
-    return out.transpose(0, 3, 1, 2)
+            _paste(canvas[n], covered, frame, mask, top - shifts[n, i, 1], left + shifts[n, i, 0])
+    # Box filter: a sum of whole numbers is exact in any order, so this equals each block's mean bit for bit.
+    total = sum(canvas[:, r::ss, c::ss] for r in range(ss) for c in range(ss))  # (N, H, W, 3)
+    return (total / (ss * ss) / 255.0).transpose(0, 3, 1, 2)
 
 
 def object_mass(images, colours: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -130,7 +130,12 @@ def object_mass(images, colours: np.ndarray, device: torch.device) -> torch.Tens
     x = x.to(device, torch.float64).flatten(2)  # (N, 3, HW)
     g = torch.from_numpy(colours).to(device, torch.float64)  # (K, 3)
     norm = x.norm(dim=1)  # (N, HW)
-    nearest = torch.einsum("kc,ncp->nkp", g, x).argmax(dim=1)  # (N, HW): highest cosine = highest dot product
+    dots = torch.einsum("kc,ncp->nkp", g, x)  # (N, K, HW): highest cosine = highest dot product
+    nearest = torch.zeros(dots.shape[0], dots.shape[2], dtype=torch.int64, device=dots.device)  # (N, HW)
+    best = dots[:, 0]
+    for k in range(1, len(colours)):  # argmax over a short middle axis, first maximum kept (argmax is slow here)
+        better = dots[:, k] > best
+        nearest[better], best = k, torch.where(better, dots[:, k], best)
     lit = x.amax(dim=1) > LIT
     onehot = torch.nn.functional.one_hot(nearest, len(colours)).permute(0, 2, 1)  # (N, K, HW)
     return onehot * (norm * lit)[:, None]

@@ -81,6 +81,8 @@ def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j:
 def frame_metrics(pred, target, mask, factors, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Every metric per frame (metrics.all_metrics and sharpness, plus the table's metrics when there is a
     table), and for pose tables the recovered table index (N,) that path smoothness needs."""
+    pred = pred.detach().to("cpu", torch.float64).numpy()  # (N, 3, H, W): converted once for every metric
+    target = target.detach().to("cpu", torch.float64).numpy()
     out = metrics.all_metrics(pred, target, mask) | {"sharpness": metrics.sharpness(pred, target)}
     if table is None:
         return out, None
