@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import metrics as M
 from benchmarks import pose, position, tables
@@ -184,6 +185,34 @@ def test_placement_tells_lost_colour_from_wrong_place(dof6):
     black = position.position_metrics(np.zeros_like(x[:1]), f[:1], templates)
     np.testing.assert_allclose(black["placement_error_px"], math.hypot(32, 32))
     assert np.isnan(position.position_metrics(x[:1], away, templates)["placement_error_px"][0])
+
+
+def test_fast_composite_and_colour_assignment_equal_their_definitions(dof6):
+    """The committed runs' position errors came from these definitions; the faster code must equal them bit for bit."""
+    path, templates = dof6
+    x, factors, _ = _test_split(path)
+    f = factors.reshape(len(x), -1).astype(np.float64)
+    ss, size = templates.config.supersample, templates.config.size
+    side = size * ss
+    fast = position.true_frames(templates, f)
+    for n in range(len(f)):  # the definition: composite one frame at full resolution, then each block's mean
+        canvas, covered = np.zeros((side, side, 3)), np.zeros((side, side), bool)
+        shifts = np.rint(f[n].reshape(-1, 2) * side / 2.0).astype(int)
+        for i, (frame, mask) in enumerate(zip(templates.frames, templates.masks)):
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            position._paste(canvas, covered, frame[box].astype(np.float64), mask[box],
+                            rows[0] - shifts[i, 1], cols[0] + shifts[i, 0])
+        slow = canvas.reshape(size, ss, size, ss, 3).mean(axis=(1, 3)) / 255.0
+        assert np.array_equal(fast[n], slow.transpose(2, 0, 1))
+    blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 1.5) for im in x]).transpose(0, 3, 1, 2)
+    for images in (x, blurred):
+        t = torch.from_numpy(images).double().flatten(2)
+        g = torch.from_numpy(templates.colours)
+        nearest = torch.einsum("kc,ncp->nkp", g, t).argmax(dim=1)  # the definition: the first highest dot product
+        onehot = torch.nn.functional.one_hot(nearest, len(g)).permute(0, 2, 1)
+        expected = onehot * (t.norm(dim=1) * (t.amax(dim=1) > position.LIT))[:, None]
+        assert torch.equal(position.object_mass(images, templates.colours, torch.device("cpu")), expected)
 
 
 def test_sharpness_known_answers():
