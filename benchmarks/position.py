@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -65,6 +66,9 @@ def object_templates(config: RenderConfig, cache: str | os.PathLike, progress: b
     side = config.size * config.supersample
 
     def build():
+        if progress:  # a first run's wait: mostly the GL start-up of the render worker, once per cache
+            print(f"object templates dof6: rendering {k} objects once (GL start-up takes most of it), cached in "
+                  f"{os.path.join(str(cache), 'tables')} for every later run", file=sys.stderr)
         # Rendered at the supersampled side without box filtering, so shifts can be rounded to 1/supersample px.
         frames, masks, info = tables.render_poses(config, poses_from_factors(config, factors), side, 1, 1,
                                                   progress, "object templates")
