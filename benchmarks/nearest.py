@@ -26,6 +26,9 @@ CANDIDATES = 8  # rows scored exactly per query before the bound is checked
 # <= 2, whose rounding error is below (d + 1) * 2^-24 * 4 < 2e-5, fifty times smaller than this.
 SLACK = 1e-3
 EXACT_BATCH = 64  # queries per exact re-rank: (EXACT_BATCH, CANDIDATES, D) float64
+# Tables up to this many pixel values keep a float64 copy (64 MiB at most: DoF 1's 720 frames), so the re-rank
+# gathers rows without converting them; larger tables (DoF 2: 100 M values) convert the few rows it reads.
+FLOAT64_COPY = 2**23
 
 
 def build(rows: np.ndarray, dims: int = DIMS, seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,18 +66,19 @@ class Index:
     basis: torch.Tensor  # (d, D) float32
     coords: torch.Tensor  # (N, d + 1) float32
     tsq: torch.Tensor  # (N,) float32
+    exact_rows: torch.Tensor  # (N, D) what the re-rank gathers: float64 pixels (small tables) or the uint8 rows
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
         r = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
         norms = torch.cat([c.double().norm(dim=1) for c in r.split(4096)]) / 255.0
         t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.float32) for k in ("mean", "basis", "coords", "tsq")}
-        return cls(r, norms, **t)
+        return cls(r, norms, **t, exact_rows=r.double() if r.numel() <= FLOAT64_COPY else r)
 
 
 def exact_distance(index: Index, queries: torch.Tensor, norms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Cosine distance 1 - cos in float64 of queries (B, D) (norms (B,)) to the table rows `rows` (B, C) -> (B, C)."""
-    dot = torch.einsum("bd,bcd->bc", queries.double(), index.rows[rows].double())  # pixels in 0..255
+    dot = torch.einsum("bd,bcd->bc", queries.double(), index.exact_rows[rows].double())  # pixels in 0..255
     return 1.0 - dot / (255.0 * norms[:, None] * index.norms[rows].clamp_min(1e-300))
 
 

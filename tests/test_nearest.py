@@ -45,10 +45,11 @@ def dof2(tmp_path_factory):
     return table, truth.reshape(len(truth), -1), np.concatenate([blurred, shifted, grey, flat]).reshape(-1, 768), root
 
 
-@pytest.mark.parametrize("candidates", [nearest.CANDIDATES, 1])
-def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, candidates):
+@pytest.mark.parametrize("candidates, float64_copy", [(nearest.CANDIDATES, nearest.FLOAT64_COPY), (1, 0)])
+def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, candidates, float64_copy):
     table, truth, hedged, _ = dof2
     monkeypatch.setattr(nearest, "CANDIDATES", candidates)  # 1: nearly every query takes the fallback
+    monkeypatch.setattr(nearest, "FLOAT64_COPY", float64_copy)  # 0: re-rank from the uint8 rows, as on DoF 2
     index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
     for queries in (truth, hedged):
         found, distance, fallback = nearest.search(index, torch.from_numpy(queries))
