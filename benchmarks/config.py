@@ -34,6 +34,7 @@ class BenchmarkConfig:
     # (inbetween.ensemble: each member equals its model trained alone within float rounding)
     ensemble: bool = True  # train a method's models of one DoF, seed and shape (alpha sweep) as one batched job; off: one by one
     all_taus: bool = True  # score every intermediate frame of each gap (off: the middle frame, tau = 0.5, only)
+    score_train: bool = False  # also score the train split, as a diagnostic (records split = "train"; never a headline)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     data: tuple[str, ...] = ()  # existing HDF5 dataset files, one per DoF; empty = render them into the cache
     cache: str = ".cache/inbetween-bench"  # rendered datasets, trained models and evaluations, keyed by job hash

@@ -1,12 +1,19 @@
-"""Measure the v2 metrics on the default datasets: table build time and size, scoring time, ground-truth ceiling.
+"""Measure the v2 metrics on the default datasets: table build time and size, scoring time, ground-truth ceiling;
+and the scoring path per metric against an earlier commit's, timed side by side (--compare).
 
 python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 --dof 2 --dof 6] [--size 32] [--threads 1]
+python -m benchmarks.metric_speed --compare edb3cca --dof 2 [--step 2] [--frames 1000] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks import metrics, pose, tables
+# Run as a file by --compare, with an earlier commit's packages first on the path: only names both share are used.
+from benchmarks import metrics, pose, scoring, tables
 from render import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig
@@ -115,6 +123,84 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
     return out
 
 
+PROFILED = ("mse", "psnr", "ssim", "iou", "centroid_error", "sharpness", "table_metrics", "evaluate")
+
+
+def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, gap: int, repeats: int) -> dict:
+    """Milliseconds per 1,000 frames of each metric and of scoring.evaluate (every metric of a row at one
+    (gap, tau): the per-frame price of scoring), median of `repeats`, on copy-x0 predictions at `gap` of the
+    test split; with this tree's search also the bare brute-force product and the pose search on the same queries."""
+    path = _dataset(cache, RenderConfig(dof=dof, size=size))
+    table = metrics.table_for(path, cache, progress=False, step_deg=step)
+    test = h5format.read_split(path, "test")
+    seq = np.arange(test.frames.shape[0] * test.frames.shape[1]).reshape(test.frames.shape[:2])
+    target, source = seq[:, gap:].ravel()[:frames], seq[:, :-gap].ravel()[:frames]
+    x = torch.from_numpy(test.frames.reshape(-1, size, size, 3)).permute(0, 3, 1, 2)  # (S*T, 3, H, W) uint8
+    pred, truth = x[source].float() / 255, x[target].float() / 255
+    masks = torch.from_numpy(test.masks.reshape(-1, size, size)[target])
+    f = test.factors.reshape(len(x), -1)[target].astype(np.float64)
+    pairs = {"x0": pred, "x2": pred, "target": truth, "mask": masks}
+    jobs = {"mse": lambda: metrics.mse(pred, truth), "psnr": lambda: metrics.psnr(pred, truth),
+            "ssim": lambda: metrics.ssim(pred, truth), "iou": lambda: metrics.foreground_iou(pred, masks),
+            "centroid_error": lambda: metrics.centroid_error(pred, masks),
+            "sharpness": lambda: metrics.sharpness(pred, truth),
+            "table_metrics": lambda: metrics.table_metrics(pred, f, table),
+            "evaluate": lambda: scoring.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table)}
+    if dof in (1, 2) and hasattr(pose, "nearest"):
+        unit, rows = table.unit_rows(torch.device("cpu")), pred.permute(0, 2, 3, 1).reshape(len(pred), -1)
+        index = table.index(torch.device("cpu"))
+
+        def brute():  # the bare product: unit queries against every unit table row, batch by batch
+            return torch.cat([((r / r.norm(dim=1, keepdim=True)) @ unit.T).argmax(dim=1) for r in rows.split(256)])
+
+        jobs |= {"brute_force_product": brute,
+                 "pose_search": lambda: torch.cat([pose.nearest.search(index, r)[0] for r in rows.split(256)])}
+        found = jobs["pose_search"]()
+        same = bool(torch.equal(found, brute()))
+    for job in jobs.values():  # once untimed: one-off costs per table (unit rows, the index on a device) are not per frame
+        job()
+    seconds: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            seconds[name].append(time.perf_counter() - start)
+    out = {"dof": dof, "step_deg": getattr(table, "step_deg", None), "frames": len(pred), "repeats": repeats,
+           "ms_per_1000": {name: round(statistics.median(v) / len(pred) * 1e6, 1) for name, v in seconds.items()}}
+    if dof in (1, 2) and "pose_search" in jobs:
+        out["search_equals_brute_force"] = same
+    return out
+
+
+def compare(before: str, cache: Path, dof: int, size: int, step: float | None, frames: int, gap: int,
+            repeats: int, threads: int) -> dict:
+    """profile() of the commit `before` (its packages extracted by git archive) and of this tree, alternating
+    one repeat at a time in fresh processes, so both sides see the same machine load: medians and ratios."""
+    root = Path(__file__).resolve().parents[1]
+    args = ["--cache", str(cache), "--dof", str(dof), "--size", str(size), "--frames", str(frames), "--gap", str(gap),
+            "--threads", str(threads), "--repeats", "1", "--profile-only"] + ([] if step is None else ["--step", str(step)])
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "-C", str(root), "archive", before, "benchmarks", "render", "ibutil",
+                                  "inbetween"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        for _ in range(repeats):
+            for side, tree in (("before", old), ("after", str(root))):
+                env = os.environ | {"PYTHONPATH": tree}
+                done = subprocess.run([sys.executable, str(root / "benchmarks" / "metric_speed.py"), *args], env=env,
+                                      check=True, capture_output=True, text=True)
+                runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    med = {side: {name: statistics.median(r["ms_per_1000"][name] for r in rs) for name in rs[0]["ms_per_1000"]}
+           for side, rs in runs.items()}
+    out = {"dof": dof, "step_deg": runs["after"][0]["step_deg"], "frames": runs["after"][0]["frames"], "before": before,
+           "repeats": repeats, "ms_per_1000_before": med["before"], "ms_per_1000_after": med["after"],
+           "speedup": {name: round(med["before"][name] / med["after"][name], 2) for name in med["before"]}}
+    if "pose_search" in med["after"]:
+        out["search_vs_brute_force"] = round(med["after"]["brute_force_product"] / med["after"]["pose_search"], 2)
+        out["search_equals_brute_force"] = all(r["search_equals_brute_force"] for r in runs["after"])
+    return out
+
+
 @click.command()
 @click.option("--cache", default=".cache/inbetween-bench", show_default=True, help="Dataset and table cache folder.")
 @click.option("--dof", "dofs", type=click.Choice(["1", "2", "6"]), multiple=True, default=("1", "2", "6"),
@@ -123,12 +209,25 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
 @click.option("--gap", default=10, show_default=True, help="Gap of the copy-x0 hedge that is scored too.")
 @click.option("--threads", default=1, show_default=True,
               help="torch intra-op threads (0 = torch's default); one is fastest on a shared 2-core machine.")
-def main(cache: str, dofs: tuple[str, ...], size: int, gap: int, threads: int) -> None:
-    """Print one JSON line per DoF: table build time and size, seconds per 1000 frames, ground-truth scores."""
+@click.option("--compare", "before", default=None, metavar="REV",
+              help="Time the scoring path per metric at git commit REV and here, side by side (medians, ratios).")
+@click.option("--step", type=float, default=None, help="Pose-table step in degrees for --compare (default: the DoF's).")
+@click.option("--frames", default=1000, show_default=True, help="Predictions scored per repeat by --compare.")
+@click.option("--repeats", default=5, show_default=True, help="Repeats per side for --compare (median reported).")
+@click.option("--profile-only", is_flag=True, hidden=True)
+def main(cache: str, dofs: tuple[str, ...], size: int, gap: int, threads: int, before: str | None,
+         step: float | None, frames: int, repeats: int, profile_only: bool) -> None:
+    """Print one JSON line per DoF: table build time and size, seconds per 1000 frames, ground-truth scores
+    (or, with --compare, milliseconds per 1,000 frames per metric before and after)."""
     if threads:
         torch.set_num_threads(threads)
     for dof in dofs:
-        click.echo(json.dumps(measure(Path(cache), int(dof), size, gap)))
+        if profile_only:
+            click.echo(json.dumps(profile(Path(cache), int(dof), size, step, frames, gap, repeats)))
+        elif before is not None:
+            click.echo(json.dumps(compare(before, Path(cache), int(dof), size, step, frames, gap, repeats, threads)))
+        else:
+            click.echo(json.dumps(measure(Path(cache), int(dof), size, gap)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 A table renders the dataset's object at a regular grid of factors with the dataset's size,
 supersampling, camera and lights (its stored RenderConfig), through the same render pool as
 render-dataset, so a table frame at a dataset frame's pose has the same pixels. A predicted frame's
-pose is the pose of the table frame with the highest cosine similarity (docs/benchmark.md).
+pose is the pose of the table frame with the highest cosine similarity (docs/benchmark.md), found
+exactly by benchmarks.nearest at a fraction of a brute-force product's cost.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from benchmarks import tables
+from benchmarks import nearest, tables
 from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 
@@ -37,12 +39,27 @@ class PoseTable:
     factors: np.ndarray  # (N, F) float64 degrees: rot_x (dof 1), (rot_x, rot_y) (dof 2) on the grid
     frames: np.ndarray  # (N, H, W, 3) uint8
     meta: dict  # cache key, build seconds, renderer
+    search: dict | None = field(default=None, repr=False, compare=False)  # nearest.build's arrays (None: built here)
     rotations: np.ndarray = field(init=False, repr=False)  # (N, 3, 3) object rotation of each table frame
     _unit: dict = field(init=False, repr=False, compare=False)  # device -> (N, H*W*3) float32 unit rows
+    _index: dict = field(init=False, repr=False, compare=False)  # device -> nearest.Index
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rotations", rotations(self.config, self.factors))
         object.__setattr__(self, "_unit", {})
+        object.__setattr__(self, "_index", {})
+
+    def index(self, device: torch.device) -> nearest.Index:
+        """The exact search index of the table on `device` (benchmarks.nearest), made once per device."""
+        key = str(device)
+        if key not in self._index:
+            arrays = self.search if self.search is not None else nearest.build(self.rows())
+            self._index[key] = nearest.Index.on(self.rows(), arrays, device)
+        return self._index[key]
+
+    def rows(self) -> np.ndarray:
+        """The table frames as rows (N, H*W*3) uint8, in the HWC order predictions are flattened to."""
+        return self.frames.reshape(len(self.frames), -1)
 
     def unit_rows(self, device: torch.device) -> torch.Tensor:
         """Table frames as unit-norm rows on `device`: (N, H*W*3) float32, computed once per device."""
@@ -83,13 +100,22 @@ def pose_table(config: RenderConfig, cache: str | os.PathLike, step_deg: float |
     factors = grid(config.dof, step)
 
     def build():
+        if progress:  # the slow part of a first run: say what it is and that it happens once
+            print(f"pose table dof{config.dof}: rendering {len(factors):,} poses on a {step:g} deg grid once, "
+                  f"cached in {os.path.join(str(cache), 'tables')} for every later run", file=sys.stderr)
         poses = poses_from_factors(config, factors)
         frames, _, info = tables.render_poses(config, poses, config.size, config.supersample,
                                               workers or os.cpu_count() or 1, progress, f"pose table dof{config.dof}")
         return {"frames": frames, "factors": factors}, info
 
-    arrays = tables.cached(cache, tables.table_key("pose-table", config, step_deg=step), build)
-    return PoseTable(config, step, arrays["factors"], arrays["frames"], json.loads(str(arrays["meta"])))
+    key = tables.table_key("pose-table", config, step_deg=step)
+    arrays = tables.cached(cache, key, build)
+    frames = arrays["frames"]
+    # The search index (seconds to build) is cached beside its table, keyed by the table and the index settings.
+    search = tables.cached(cache, key | {"kind": "pose-search", "dims": nearest.DIMS},
+                           lambda: (nearest.build(frames.reshape(len(frames), -1)), {}))
+    return PoseTable(config, step, arrays["factors"], frames, json.loads(str(arrays["meta"])),
+                     search={k: search[k] for k in ("mean", "basis", "coords", "tsq")})
 
 
 def _as_rows(pred, device: torch.device) -> torch.Tensor:
@@ -101,7 +127,8 @@ def _as_rows(pred, device: torch.device) -> torch.Tensor:
 
 
 def recover(pred, table: PoseTable, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest table frame of each prediction by cosine similarity.
+    """Nearest table frame of each prediction by cosine similarity (exact: benchmarks.nearest; equal
+    cosines go to the lowest table index).
 
     pred (N, 3, H, W) in [0, 1] -> (index into the table (N,) int64, cosine distance 1 - cos (N,)
     float64 in [0, 1] for non-negative images). An all-black frame has no direction: index -1 and
@@ -114,17 +141,18 @@ def recover(pred, table: PoseTable, device: str | torch.device | None = None) ->
     if tuple(pred.shape[2:]) != (size, size):
         raise UserError(f"predictions are {tuple(pred.shape[2:])} px but the table is {size}x{size}; "
                         "score frames of the table's dataset")
-    unit = table.unit_rows(device)  # (T, D)
+    search = table.index(device)
     index, distance = [], []
     for start in range(0, len(pred), BATCH):
         rows = _as_rows(pred[start:start + BATCH], device)  # (B, D)
-        norm = rows.norm(dim=1)
-        sims = (rows / norm.clamp_min(1e-12)[:, None]) @ unit.T  # (B, T) cosine similarities
-        best, arg = sims.max(dim=1)
-        black = norm == 0
-        index.append(torch.where(black, -1, arg).cpu())
-        distance.append(torch.where(black, BLACK_NN_DISTANCE, (1.0 - best).clamp_min(0.0)).cpu())
-    return torch.cat(index).numpy(), torch.cat(distance).double().numpy()
+        black = ~(rows != 0).any(dim=1)
+        arg = torch.full((len(rows),), -1, dtype=torch.int64, device=device)
+        best = torch.full((len(rows),), BLACK_NN_DISTANCE, dtype=torch.float64, device=device)
+        if not black.all():
+            arg[~black], best[~black], _ = nearest.search(search, rows[~black])
+        index.append(arg.cpu())
+        distance.append(best.cpu())
+    return torch.cat(index).numpy(), torch.cat(distance).numpy()
 
 
 def geodesic_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ object's image at any position is its image at the centre shifted. We render eac
 the centre once (at the supersampled resolution, through the render pool), composite the true
 frame from the factors (front object first, occluding the others), give every lit pixel of both
 frames to the object of the nearest colour direction, and score each object by the earth mover's
-distance between its predicted and its true pixel mass (docs/benchmark.md).
+distance between its predicted and its true pixel mass (docs/benchmark.md). Beside it, a colour-blind
+placement score: the same distance between all the predicted and all the true foreground mass, so a
+prediction at the right place in the wrong colour (grey) is told apart from one at the wrong place.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,6 +66,9 @@ def object_templates(config: RenderConfig, cache: str | os.PathLike, progress: b
     side = config.size * config.supersample
 
     def build():
+        if progress:  # a first run's wait: mostly the GL start-up of the render worker, once per cache
+            print(f"object templates dof6: rendering {k} objects once (GL start-up takes most of it), cached in "
+                  f"{os.path.join(str(cache), 'tables')} for every later run", file=sys.stderr)
         # Rendered at the supersampled side without box filtering, so shifts can be rounded to 1/supersample px.
         frames, masks, info = tables.render_poses(config, poses_from_factors(config, factors), side, 1, 1,
                                                   progress, "object templates")
@@ -108,14 +114,14 @@ def true_frames(templates: ObjectTemplates, factors: np.ndarray) -> np.ndarray:
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         crops.append((frame[box].astype(np.float64), mask[box], rows[0], cols[0]))
-    out = np.empty((len(xy), config.size, config.size, 3))
+    canvas = np.zeros((len(xy), side, side, 3), np.float64)  # whole 0..255 pixel values
     for n in range(len(xy)):
-        canvas = np.zeros((side, side, 3), np.float64)
         covered = np.zeros((side, side), bool)
         for i, (frame, mask, top, left) in enumerate(crops):  # front to back
-            _paste(canvas, covered, frame, mask, top - shifts[n, i, 1], left + shifts[n, i, 0])
-        out[n] = canvas.reshape(config.size, ss, config.size, ss, 3).mean(axis=(1, 3)) / 255.0
-    return out.transpose(0, 3, 1, 2)
+            _paste(canvas[n], covered, frame, mask, top - shifts[n, i, 1], left + shifts[n, i, 0])
+    # Box filter: a sum of whole numbers is exact in any order, so this equals each block's mean bit for bit.
+    total = sum(canvas[:, r::ss, c::ss] for r in range(ss) for c in range(ss))  # (N, H, W, 3)
+    return (total / (ss * ss) / 255.0).transpose(0, 3, 1, 2)
 
 
 def object_mass(images, colours: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -128,7 +134,12 @@ def object_mass(images, colours: np.ndarray, device: torch.device) -> torch.Tens
     x = x.to(device, torch.float64).flatten(2)  # (N, 3, HW)
     g = torch.from_numpy(colours).to(device, torch.float64)  # (K, 3)
     norm = x.norm(dim=1)  # (N, HW)
-    nearest = torch.einsum("kc,ncp->nkp", g, x).argmax(dim=1)  # (N, HW): highest cosine = highest dot product
+    dots = torch.einsum("kc,ncp->nkp", g, x)  # (N, K, HW): highest cosine = highest dot product
+    nearest = torch.zeros(dots.shape[0], dots.shape[2], dtype=torch.int64, device=dots.device)  # (N, HW)
+    best = dots[:, 0]
+    for k in range(1, len(colours)):  # argmax over a short middle axis, first maximum kept (argmax is slow here)
+        better = dots[:, k] > best
+        nearest[better], best = k, torch.where(better, dots[:, k], best)
     lit = x.amax(dim=1) > LIT
     onehot = torch.nn.functional.one_hot(nearest, len(colours)).permute(0, 2, 1)  # (N, K, HW)
     return onehot * (norm * lit)[:, None]
@@ -162,7 +173,10 @@ def sliced_emd(a: torch.Tensor, b: torch.Tensor, height: int, width: int) -> tor
 def position_metrics(pred, factors_true, templates: ObjectTemplates,
                      device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Per prediction: `position_error_px` (mean over the visible objects of each object's earth mover's
-    distance in pixels; the image diagonal for an object not found) and `position_found` (share found).
+    distance in pixels; the image diagonal for an object not found), `position_found` (share found) and
+    `placement_error_px` (colour-blind: the distance between the whole lit mass of the prediction and of the
+    truth, the union of the objects; the image diagonal for a prediction with no lit pixel; NaN where no
+    object is visible).
 
     pred (N, 3, H, W) in [0, 1]; factors_true (N, 2K) the true ndc (x, y) of each object.
     """
@@ -175,7 +189,8 @@ def position_metrics(pred, factors_true, templates: ObjectTemplates,
     if factors_true.shape != (n, 2 * k):
         raise UserError(f"factors must have shape {(n, 2 * k)}, got {factors_true.shape}")
     colours = templates.colours
-    errors, found = [], []
+    diagonal = math.hypot(size, size)
+    errors, found, placement = [], [], []
     for start in range(0, n, CHUNK):
         sl = slice(start, start + CHUNK)
         p = object_mass(pred[sl], colours, device)  # (B, K, HW)
@@ -187,8 +202,14 @@ def position_metrics(pred, factors_true, templates: ObjectTemplates,
         # defined; those distances are replaced below.
         emd = sliced_emd(p.flatten(0, 1) + (~hit).flatten()[:, None].double(),
                          t.flatten(0, 1) + (~visible).flatten()[:, None].double(), size, size).reshape(-1, k)
-        per_object = torch.where(hit, emd, torch.full_like(emd, math.hypot(size, size)))
+        per_object = torch.where(hit, emd, torch.full_like(emd, diagonal))
         count = visible.sum(dim=1)
         errors.append(torch.where(count > 0, (per_object * visible).sum(dim=1) / count.clamp_min(1), torch.nan).cpu())
         found.append(((hit.sum(dim=1)) / count.clamp_min(1)).cpu())
-    return {"position_error_px": torch.cat(errors).numpy(), "position_found": torch.cat(found).double().numpy()}
+        # Colour-blind: every lit pixel's mass whatever object its colour names, against the union of the objects.
+        p_all, t_all = p.sum(dim=1), t.sum(dim=1)  # (B, HW)
+        lit, shown = p_all.sum(dim=1) > 0, t_all.sum(dim=1) >= VISIBLE_MASS
+        place = sliced_emd(p_all + (~lit)[:, None].double(), t_all + (~shown)[:, None].double(), size, size)
+        placement.append(torch.where(shown, torch.where(lit, place, diagonal), torch.nan).cpu())
+    return {"position_error_px": torch.cat(errors).numpy(), "position_found": torch.cat(found).double().numpy(),
+            "placement_error_px": torch.cat(placement).numpy()}

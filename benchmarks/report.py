@@ -39,8 +39,10 @@ PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed
              "n_undefined")
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
 SPLIT_ORDER = ("test", "heldout")  # the two protocols, side by side in every table (other splits after them)
+DIAGNOSTIC_SPLITS = ("train",)  # scored on request (--score-train), never a headline: a table of their own
+DIAGNOSTIC_METRICS = ("mse", "table", "table3")
 # The tables of each subset, in order: per DoF, the pose (1, 2) or position (6) metrics replace "table".
-HEADLINE_METRICS = ("mse", "ssim", "table", "table2", "sharpness", "psnr", "iou", "centroid_error")
+HEADLINE_METRICS = ("mse", "ssim", "table", "table2", "table3", "sharpness", "psnr", "iou", "centroid_error")
 AMBIGUOUS_METRICS = ("mse", "ssim", "table", "sharpness")
 N_EXAMPLES = 6  # test pairs shown in each in-between grid
 INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
@@ -51,9 +53,11 @@ METRIC_TITLES = {"mse": "MSE (lower is better)", "psnr": f"PSNR dB (higher; capp
                  "pose_error_deg": "pose error, degrees (geodesic; lower)",
                  "nn_distance": "nn_distance to the pose table (cosine; lower = on the image manifold)",
                  "position_error_px": "position error px (per object, earth mover's; lower)",
-                 "position_found": "share of objects found (higher)"}
+                 "position_found": "share of objects found (higher)",
+                 "placement_error_px": "placement error px (colour-blind: all lit mass against all objects; lower)"}
 DIGITS = {"mse": 5, "psnr": 2, "ssim": 4, "iou": 4, "centroid_error": 3, "sharpness": 3, "pose_error_deg": 2,
-          "nn_distance": 4, "position_error_px": 2, "position_found": 3, "smoothness": 3}
+          "nn_distance": 4, "position_error_px": 2, "position_found": 3, "smoothness": 3,
+          "placement_error_px": 2}
 PACKAGES = ("inbetween-bench", "torch", "numpy", "h5py", "opencv-python-headless", "scikit-image", "pyrender2",
             "trimesh", "PyOpenGL", "matplotlib")
 
@@ -93,15 +97,16 @@ def _fmt(metric: str, mean: float, std: float, n: int) -> str:
 
 
 def splits_of(records: list[dict], dof: int) -> list[str]:
-    """The evaluation splits of a DoF's records: test and heldout first (the two protocols), then any other."""
-    found = {r["split"] for r in records if r["dof"] == dof}
+    """The evaluation splits of a DoF's records: test and heldout first (the two protocols), then any other
+    but the diagnostic ones (train)."""
+    found = {r["split"] for r in records if r["dof"] == dof} - set(DIAGNOSTIC_SPLITS)
     return [s for s in SPLIT_ORDER if s in found] + sorted(found - set(SPLIT_ORDER))
 
 
 def table_metric(dof: int, slot: str) -> str | None:
-    """The metric behind a "table"/"table2" slot of HEADLINE_METRICS for this DoF (None: no such metric)."""
+    """The metric behind a "table"/"table2"/"table3" slot of HEADLINE_METRICS for this DoF (None: no such metric)."""
     names = TABLE_METRIC_NAMES.get(dof, ())
-    slots = {"table": names[1] if len(names) > 1 else None, "table2": names[2] if len(names) > 2 else None}
+    slots = {slot: names[i] if len(names) > i else None for i, slot in enumerate(("table", "table2", "table3"), 1)}
     return slots.get(slot, slot)
 
 
@@ -187,6 +192,7 @@ def markdown(config, result, references: list[dict] = ()) -> str:
                 metric = table_metric(dof, slot)
                 body = side_by_side(result.records, result.ceiling, dof, metric, splits, False) if metric else []
                 lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
+        lines += diagnostic_section(result, dof)
     lines += compute_table(result.records)
     lines += ["## Figures", ""]
     for dof in sorted(result.datasets):
@@ -208,6 +214,21 @@ def markdown(config, result, references: list[dict] = ()) -> str:
 def several_taus(records: list[dict]) -> bool:
     """Whether the records score more than one tau (not so under --no-all-taus): only then is there a tau curve."""
     return len({r.get("tau") for r in records}) > 1
+
+
+def diagnostic_section(result, dof: int) -> list[str]:
+    """The train split's tables (--score-train): what a method does on the frames it learned from. Not a headline."""
+    found = [sp for sp in DIAGNOSTIC_SPLITS if any(r["dof"] == dof and r["split"] == sp for r in result.records)]
+    lines = []
+    for sp in found:
+        lines += [f"### Diagnostic: the {sp} split (not a headline), well-posed triplets, tau = 0.5", "",
+                  "The frames the learned methods trained on: far better here than on test means they reconstruct "
+                  "their training data but do not generalise.", ""]
+        for slot in DIAGNOSTIC_METRICS:
+            metric = table_metric(dof, slot)
+            body = side_by_side(result.records, result.ceiling, dof, metric, [sp], True) if metric else []
+            lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
+    return lines
 
 
 def smoothness_section(paths: list[dict], dof: int, splits: list[str], records: list[dict]) -> list[str]:

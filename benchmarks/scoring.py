@@ -30,12 +30,12 @@ EVAL_BATCH = 512  # pairs per forward pass
 NOT_SCORED = ("train", "val")  # splits methods learn or select on
 SUMMARY_KEYS = (*RECORD_KEYS, "lr_trials")  # every record carries its model's training summary (ibutil.run)
 # Bump when what an evaluation output holds changes: the engine's eval hash includes it, so old outputs are redone.
-SCORING_VERSION = 3
+SCORING_VERSION = 4  # 4: placement_error_px (dof 6), the exact pose search
 # Metrics averaged over the triplets where they are defined (an object hidden in every frame has no position).
-NAN_MEAN = ("position_error_px",)
+NAN_MEAN = ("position_error_px", "placement_error_px")
 # Kept per triplet at tau = 0.5 (the headline), so that two rows can be compared triplet by triplet
 # (benchmarks.claims' paired test): the place metrics of the paper's claims, and the two image metrics.
-TRIPLET_METRICS = ("pose_error_deg", "position_error_px", "mse", "ssim")
+TRIPLET_METRICS = ("pose_error_deg", "position_error_px", "placement_error_px", "mse", "ssim")
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,14 @@ class Row:
     log: str | None  # its training log.csv, drawn in training-curves.png
 
 
-def evaluation_splits(path) -> list[str]:
-    """The splits of the file that are scored: all but train and val that hold sequences, test first."""
+def evaluation_splits(path, score_train: bool = False) -> list[str]:
+    """The splits of the file that are scored: all but train and val that hold sequences, test first; with
+    `score_train` the train split too, last (a diagnostic: what the methods do on the frames they learned from)."""
+    skip = tuple(s for s in NOT_SCORED if not (score_train and s == "train"))
     with h5format.open_dataset(path) as f:
-        found = [s for s in f if isinstance(f[s], h5py.Group) and "frames" in f[s] and s not in NOT_SCORED
+        found = [s for s in f if isinstance(f[s], h5py.Group) and "frames" in f[s] and s not in skip
                  and f[s]["frames"].shape[0] > 0]
-    return sorted(found, key=lambda s: (s != "test", s))  # test (the paper's protocol) first
+    return sorted(found, key=lambda s: (s == "train", s != "test", s))  # test (the paper's protocol) first, train last
 
 
 def windows(path, split: str, k: int) -> TripletDataset | None:
@@ -79,6 +81,8 @@ def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j:
 def frame_metrics(pred, target, mask, factors, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Every metric per frame (metrics.all_metrics and sharpness, plus the table's metrics when there is a
     table), and for pose tables the recovered table index (N,) that path smoothness needs."""
+    pred = pred.detach().to("cpu", torch.float64).numpy()  # (N, 3, H, W): converted once for every metric
+    target = target.detach().to("cpu", torch.float64).numpy()
     out = metrics.all_metrics(pred, target, mask) | {"sharpness": metrics.sharpness(pred, target)}
     if table is None:
         return out, None
@@ -147,16 +151,17 @@ def ceiling_metrics(frames: torch.Tensor, masks: torch.Tensor, factors: np.ndarr
 
 
 def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_taus: bool = True,
-                 progress: bool = True, table=None, device=None) -> dict:
+                 progress: bool = True, table=None, device=None, score_train: bool = False) -> dict:
     """Score every row on every evaluation split, gap, tau and well-posedness subset of one dataset.
 
     `table` (metrics.table_for) adds sharpness and the pose or position metrics, and for pose tables
-    the path smoothness (needs all_taus); `device` is where the table metrics run.
+    the path smoothness (needs all_taus); `device` is where the table metrics run. `score_train` scores
+    the train split too (records with split "train": a diagnostic, kept out of the headline tables).
     """
     records, ceiling, paths = [], [], []
     triplets: list[dict] = []  # per row and (split, gap) at tau 0.5: the target frames (s, t) and their metrics (N,)
     smooth = isinstance(table, pose.PoseTable) and all_taus
-    for split in evaluation_splits(path):
+    for split in evaluation_splits(path, score_train):
         arrays = h5format.read_split(path, split)
         frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
         masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)

@@ -257,7 +257,8 @@ def plan(config: BenchmarkConfig) -> list[Job]:
         jobs += trains
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
                              config_hash([identity[dof], list(config.gaps), config.all_taus, hashes,
-                                          scoring.SCORING_VERSION, config.table_step_deg]),
+                                          scoring.SCORING_VERSION, config.table_step_deg]
+                                         + (["score-train"] if config.score_train else [])),
                              renders[dof] + tuple(j.id for j in trains)))
     return jobs + evals
 
@@ -378,7 +379,8 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
         table = reference_table(config, path)
         torch_save_atomic(scoring.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
                                                progress=config.progress, table=table,
-                                               device=resolve_device(config.device)), eval_output(config, job))
+                                               device=resolve_device(config.device), score_train=config.score_train),
+                          eval_output(config, job))
 
 
 def reference_table(config: BenchmarkConfig, path: Path):

@@ -86,7 +86,7 @@ def cached(cache: str | os.PathLike, key: dict, build) -> dict[str, np.ndarray]:
     start = time.perf_counter()
     arrays, info = build()
     meta = {"key": key, "build_seconds": round(time.perf_counter() - start, 3), "renderer": info,
-            "frames": int(len(arrays["frames"]))}
+            "frames": int(len(arrays["frames"])) if "frames" in arrays else None}
     arrays = {**arrays, "meta": np.array(json.dumps(meta, sort_keys=True))}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import metrics as M
 from benchmarks import pose, position, tables
@@ -68,7 +69,7 @@ def test_grey_and_black_frames_are_far_from_the_table(dof1):
 
 def test_table_is_cached_by_config_hash(dof1, monkeypatch):
     path, table, cache = dof1
-    files = sorted((cache / "tables").glob("*.npz"))
+    files = sorted((cache / "tables").glob("pose-table-*.npz"))
     assert len(files) == 1 and not list((cache / "tables").glob(".*tmp*"))
     monkeypatch.setattr(tables, "render_poses", lambda *a, **k: pytest.fail("a cached table was rendered again"))
     again = M.table_for(path, cache, progress=False)
@@ -159,6 +160,59 @@ def test_dof6_true_frames_shifts_blur_and_missing_objects(dof6):
     assert out["position_error_px"].min() > math.hypot(32, 32) / 3
     black = position.position_metrics(np.zeros_like(x[:2]), f[:2], templates)
     np.testing.assert_allclose(black["position_error_px"], math.hypot(32, 32))
+
+
+def test_placement_tells_lost_colour_from_wrong_place(dof6):
+    path, templates = dof6
+    x, factors, _ = _test_split(path)
+    f = factors.reshape(len(x), -1).astype(np.float64)
+    truth = position.position_metrics(x, f, templates)
+    assert truth["placement_error_px"].max() < 0.35
+    # Right place, colour lost: grey of the same brightness. The colour metric loses objects, placement does not.
+    grey = np.repeat(np.linalg.norm(x, axis=1, keepdims=True) / math.sqrt(3), 3, axis=1)
+    lost = position.position_metrics(grey, f, templates)
+    assert lost["position_found"].max() < 1.0 and lost["position_error_px"].min() > 5.0
+    np.testing.assert_allclose(lost["placement_error_px"], truth["placement_error_px"], atol=1e-6)
+    # Wrong place: the grey scene moved n px scores n px (objects clear of the border).
+    placed = np.array([[-0.3, 0.5, -0.3, 0.0, -0.3, -0.5], [0.2, 0.3, -0.4, -0.2, 0.0, -0.5]])
+    for n in (1, 3):
+        moved = _shifted_truth(templates, placed, n)
+        moved_grey = np.repeat(moved.mean(axis=1, keepdims=True), 3, axis=1)
+        out = position.position_metrics(moved_grey, placed, templates)
+        np.testing.assert_allclose(out["placement_error_px"], n, rtol=0.05)
+    # Nothing lit: the image diagonal; nothing to place (every object out of view): not scored.
+    away = np.full((1, 6), position.OUT_OF_VIEW)
+    black = position.position_metrics(np.zeros_like(x[:1]), f[:1], templates)
+    np.testing.assert_allclose(black["placement_error_px"], math.hypot(32, 32))
+    assert np.isnan(position.position_metrics(x[:1], away, templates)["placement_error_px"][0])
+
+
+def test_fast_composite_and_colour_assignment_equal_their_definitions(dof6):
+    """The committed runs' position errors came from these definitions; the faster code must equal them bit for bit."""
+    path, templates = dof6
+    x, factors, _ = _test_split(path)
+    f = factors.reshape(len(x), -1).astype(np.float64)
+    ss, size = templates.config.supersample, templates.config.size
+    side = size * ss
+    fast = position.true_frames(templates, f)
+    for n in range(len(f)):  # the definition: composite one frame at full resolution, then each block's mean
+        canvas, covered = np.zeros((side, side, 3)), np.zeros((side, side), bool)
+        shifts = np.rint(f[n].reshape(-1, 2) * side / 2.0).astype(int)
+        for i, (frame, mask) in enumerate(zip(templates.frames, templates.masks)):
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            position._paste(canvas, covered, frame[box].astype(np.float64), mask[box],
+                            rows[0] - shifts[i, 1], cols[0] + shifts[i, 0])
+        slow = canvas.reshape(size, ss, size, ss, 3).mean(axis=(1, 3)) / 255.0
+        assert np.array_equal(fast[n], slow.transpose(2, 0, 1))
+    blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 1.5) for im in x]).transpose(0, 3, 1, 2)
+    for images in (x, blurred):
+        t = torch.from_numpy(images).double().flatten(2)
+        g = torch.from_numpy(templates.colours)
+        nearest = torch.einsum("kc,ncp->nkp", g, t).argmax(dim=1)  # the definition: the first highest dot product
+        onehot = torch.nn.functional.one_hot(nearest, len(g)).permute(0, 2, 1)
+        expected = onehot * (t.norm(dim=1) * (t.amax(dim=1) > position.LIT))[:, None]
+        assert torch.equal(position.object_mass(images, templates.colours, torch.device("cpu")), expected)
 
 
 def test_sharpness_known_answers():
