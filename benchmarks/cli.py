@@ -147,7 +147,8 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
             path = suite.run_benchmark(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
         records = json.loads((path / "results.json").read_text())["records"]
-        click.echo("\n".join(report.summary_lines(records, path)))
+        plugin_rows = tuple(dict.fromkeys(report.method_label(r) for r in records if r["method"] in config.plugins))
+        click.echo("\n".join(report.summary_lines(records, path, mine=plugin_rows)))  # a plug-in's rows and their rank
 
 
 BENCHMARK_OPTIONS.extend(run_benchmark)

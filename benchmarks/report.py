@@ -458,11 +458,13 @@ def _read_log(log: str | None) -> list[dict[str, str]]:
 SUMMARY_METRICS = {"pose_error_deg": ("pose error", "°"), "position_error_px": ("position error", " px"), "mse": ("MSE", "")}
 
 
-def summary_lines(records: list[dict], out: Path, mine: str | None = None) -> list[str]:
+def summary_lines(records: list[dict], out: Path, mine: str | tuple[str, ...] = ()) -> list[str]:
     """The run in a few terminal lines: a header, one line per DoF (its place metric, pose or position error,
     at the smallest gap on the test split's well-posed middle frames: the best row, pixel averaging and every
-    alpha-VAE row with its SSIM; with `mine`, that row and its rank among all rows, reference rows included),
+    alpha-VAE row with its SSIM; with `mine` (a row label or several: the user's own rows), those rows and their
+    rank among all rows, reference rows included, beside the best),
     where the tables are, and the figure to open first."""
+    mine = (mine,) if isinstance(mine, str) else tuple(mine)
     dofs = sorted({r["dof"] for r in records})
     lines = ["Summary: test split, well-posed triplets, tau = 0.5, smallest gap; means over seeds."]
     for dof in dofs:
@@ -478,14 +480,14 @@ def summary_lines(records: list[dict], out: Path, mine: str | None = None) -> li
         best = min(value, key=value.get)
         shown = dict.fromkeys([best, *(label for label in rows if label == "pixel-average"
                                        or label.startswith("alpha-vae"))])
-        if mine is not None:
-            shown = dict.fromkeys(label for label in (mine, best) if label in value)
+        if mine:
+            shown = dict.fromkeys(label for label in (*mine, best) if label in value)
         rank = {label: 1 + sum(v < value[label] for v in value.values()) for label in value}
         digits = DIGITS[metric]
         name, unit = SUMMARY_METRICS[metric]
         cells = [f"{label} {value[label]:.{digits}f}{unit}"
                  + (f" (SSIM {ssim[(label, k)][0]:.2f})" if label.startswith("alpha-vae") and (label, k) in ssim else "")
-                 + (f" (rank {rank[label]} of {len(value)} rows)" if label == mine else "")
+                 + (f" (rank {rank[label]} of {len(value)} rows)" if label in mine else "")
                  + (" [best]" if label == best else "") for label in shown]
         lines.append(f"dof {dof}, k={k}, {name}: " + "; ".join(cells))
     lines.append(f"Tables (test and heldout, every metric, gap and seed count): {out}/results.md")

@@ -63,6 +63,8 @@ def test_method_file_runs_with_its_config_option(tmp_path, tiny_data):
     assert config["method_configs"]["blur-blend"] == {"sigma": 0.0}
     assert config["plugins"]["blur-blend"].startswith(f"method file {BLUR}, sha256 ")
     assert "blur-blend" not in methods.PLUGINS  # registered for that run only
+    summary = [line for line in r.output.splitlines() if line.startswith("dof ")]
+    assert summary and all("blur-blend " in line and "(rank " in line for line in summary), r.output  # the user's row
 
 
 def test_method_file_runs_beside_the_builtins_unless_methods_chooses(tmp_path):
