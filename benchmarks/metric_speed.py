@@ -150,11 +150,11 @@ def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, g
             "table_metrics": lambda: metrics.table_metrics(pred, f, table),
             "evaluate": lambda: scoring.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table)}
     if hasattr(scoring, "truths"):  # this tree: the targets' share is made once per (split, gap, tau) for every row
-        shared, truth = scoring.truths(pairs, f, table), metrics.truth(truth, masks, f, table)
+        shared, once = scoring.truths(pairs, f, table), metrics.truth(truth, masks, f, table)
         p64 = pred.double().numpy()
         jobs |= {"truths_once": lambda: scoring.truths(pairs, f, table),
-                 "ssim_per_row": lambda: metrics.ssim(p64, truth.frames, truth.ssim),
-                 "table_metrics_per_row": lambda: metrics.table_metrics(pred, f, table, masses=truth.masses),
+                 "ssim_per_row": lambda: metrics.ssim(p64, once.frames, once.ssim),
+                 "table_metrics_per_row": lambda: metrics.table_metrics(pred, f, table, masses=once.masses),
                  "evaluate_per_row": lambda: scoring.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table, None, shared)}
     if dof in (1, 2) and hasattr(pose, "nearest"):
         unit, rows = table.unit_rows(torch.device("cpu")), pred.permute(0, 2, 3, 1).reshape(len(pred), -1)
