@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,36 +79,61 @@ def ssim_window(height: int, width: int) -> int:
     return max(3, half if half % 2 == 1 else half - 1)
 
 
-def ssim(pred, target) -> np.ndarray:
+# Frames per SSIM block: a block's float64 window sums (about 0.8 MB) stay in the CPU cache, about twice as fast
+# as one pass over a whole batch; every value is computed per frame, so the result is the same bit for bit.
+SSIM_BLOCK = 32
+
+
+def _window_means(v: torch.Tensor, win: int) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 3, H-win+1, W-win+1): means of the windows inside the image.
+
+    A separable box sum by shifted slices: float64 avg_pool2d has no fast CPU kernel (3-5x slower).
+    """
+    h, w = v.shape[2] - win + 1, v.shape[3] - win + 1
+    rows = v[:, :, :h].clone()
+    for i in range(1, win):
+        rows += v[:, :, i:i + h]
+    out = rows[:, :, :, :w].clone()
+    for i in range(1, win):
+        out += rows[:, :, :, i:i + w]
+    return out / (win * win)
+
+
+def ssim_stats(target) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM's statistics of the target windows, the same for every prediction of the same targets: the window
+    means of the target and of its square, (N, 3, H-win+1, W-win+1) float64 each."""
+    y = torch.from_numpy(_as_numpy(target, "target"))
+    win = ssim_window(*y.shape[2:])
+    blocks = [(_window_means(b, win), _window_means(b * b, win)) for b in y.split(SSIM_BLOCK)]
+    return torch.cat([m for m, _ in blocks]), torch.cat([q for _, q in blocks])
+
+
+def ssim(pred, target, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     """Per-image SSIM by skimage's definition (structural_similarity: uniform window, data_range 1, sample
     covariance, the mean over pixels at least (win-1)/2 from the border, then over RGB), for a whole batch
     at once: (N, 3, H, W) x2 -> (N,). tests/test_metrics.py checks it against skimage to 1e-12.
 
-    The pixels averaged are exactly those whose window lies inside the image, so a padding-free
-    (valid) box filter gives their local statistics: no border rule is involved.
+    `stats`: ssim_stats(target), when the caller scores several predictions of the same targets (the same
+    values, computed once). The pixels averaged are exactly those whose window lies inside the image, so a
+    padding-free (valid) box filter gives their local statistics: no border rule is involved.
     """
     pred, target = _check_pair(pred, target)
     win = ssim_window(*pred.shape[2:])
     c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2  # skimage's K1, K2 at data_range 1
     cov_norm = win * win / (win * win - 1)  # sample covariance, skimage's default
-    x, y = torch.from_numpy(pred), torch.from_numpy(target)  # (N, 3, H, W) float64
-
-    def mean(v):  # (N, 3, H, W) -> (N, 3, H-win+1, W-win+1): means of the windows inside the image
-        # A separable box sum by shifted slices: float64 avg_pool2d has no fast CPU kernel (3-5x slower).
-        h, w = v.shape[2] - win + 1, v.shape[3] - win + 1
-        rows = v[:, :, :h].clone()
-        for i in range(1, win):
-            rows += v[:, :, i:i + h]
-        out = rows[:, :, :, :w].clone()
-        for i in range(1, win):
-            out += rows[:, :, :, i:i + w]
-        return out / (win * win)
-
-    ux, uy = mean(x), mean(y)
-    vx, vy, vxy = (cov_norm * (mean(a * b) - ma * mb) for a, b, ma, mb in ((x, x, ux, ux), (y, y, uy, uy),
-                                                                             (x, y, ux, uy)))
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).numpy()
+    uy_all, yy_all = ssim_stats(target) if stats is None else stats
+    x_all, y_all = torch.from_numpy(pred), torch.from_numpy(target)  # (N, 3, H, W) float64
+    out = []
+    for start in range(0, len(x_all), SSIM_BLOCK):
+        sl = slice(start, start + SSIM_BLOCK)
+        x, y, uy = x_all[sl], y_all[sl], uy_all[sl]
+        ux = _window_means(x, win)
+        vx = cov_norm * (_window_means(x * x, win) - ux * ux)
+        vy = cov_norm * (yy_all[sl] - uy * uy)
+        vxy = cov_norm * (_window_means(x * y, win) - ux * uy)
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        out.append(s.mean(dim=(1, 2, 3)))
+    return torch.cat(out).numpy()
 
 
 def silhouette(images, threshold: float = SILHOUETTE_THRESHOLD) -> np.ndarray:
@@ -171,7 +197,11 @@ def sharpness(pred, target) -> np.ndarray:
     1 where both are flat; inf where only the truth is (no preset renders a flat frame).
     """
     pred, target = _check_pair(pred, target)
-    p, t = gradient_energy(pred), gradient_energy(target)
+    return _sharpness_of(gradient_energy(pred), gradient_energy(target))
+
+
+def _sharpness_of(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """sharpness from the gradient energies (N,) of the prediction and of the truth."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(t > 0, p / np.where(t > 0, t, 1.0), np.where(p > 0, np.inf, 1.0))
 
@@ -189,16 +219,60 @@ def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool 
     return pose.pose_table(config, cache, step_deg=step_deg, progress=progress)
 
 
-def table_metrics(pred, factors, table, device=None) -> dict[str, np.ndarray]:
+def table_metrics(pred, factors, table, device=None, masses=None) -> dict[str, np.ndarray]:
     """The table's metrics per prediction: pose_error_deg and nn_distance (dof 1, 2) or position_error_px,
-    position_found and placement_error_px (dof 6); factors (N, F) are the true factors of the predicted frames."""
+    position_found and placement_error_px (dof 6); factors (N, F) are the true factors of the predicted frames;
+    `masses` (dof 6, optional): position.true_mass of those factors, when several predictions share them."""
     from benchmarks import pose, position
 
     if isinstance(table, pose.PoseTable):
         return pose.pose_metrics(pred, factors, table, device)
     if isinstance(table, position.ObjectTemplates):
-        return position.position_metrics(pred, factors, table, device)
+        return position.position_metrics(pred, factors, table, device, masses=masses)
     raise TypeError(f"not a table from table_for: {type(table).__name__}")
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One set of true frames and what every prediction scored against them shares, computed once by truth():
+    the benchmark scores about a dozen rows on the same targets and passes this to score() for each."""
+
+    frames: np.ndarray  # (N, 3, H, W) float64 in [0, 1]
+    masks: np.ndarray  # (N, H, W) true labels, 0 = background
+    ssim: tuple[torch.Tensor, torch.Tensor]  # ssim_stats(frames): window means of y and y^2
+    energy: np.ndarray  # (N,) gradient_energy(frames), sharpness's denominator
+    factors: np.ndarray | None  # (N, F) the true factors (table metrics), None without a table
+    masses: torch.Tensor | None  # dof 6: (N, K, H*W) each object's true pixel mass (position.true_mass), else None
+
+
+def truth(target, masks, factors=None, table=None, device=None) -> Truth:
+    """What score() needs of the targets (N, 3, H, W) in [0, 1], their masks (N, H, W) and, with a `table`
+    (table_for), their factors (N, F) and the table's per-target data (on `device`)."""
+    from benchmarks import position
+
+    target = _as_numpy(target, "target")
+    masks = _foreground(masks, target.shape)
+    if table is not None and factors is None:
+        raise UserError("all_metrics: a table needs the factors of the target frames")
+    factors = None if factors is None else np.asarray(factors, dtype=np.float64)
+    masses = None
+    if isinstance(table, position.ObjectTemplates):
+        masses = position.true_mass(table, factors, torch.device(device or "cpu"))
+    return Truth(target, masks, ssim_stats(target), gradient_energy(target), factors, masses)
+
+
+def score(pred, truth: Truth, table=None, device=None, threshold: float = SILHOUETTE_THRESHOLD) -> dict[str, np.ndarray]:
+    """Every metric of predictions (N, 3, H, W) in [0, 1] against a Truth: METRIC_NAMES and sharpness, and
+    with the `table` the truth was made with, the table's metrics (on `device`). Equal to all_metrics."""
+    pred, target = _check_pair(pred, truth.frames)
+    err = mse(pred, target)
+    out = {"mse": err, "psnr": _psnr_of(err), "ssim": ssim(pred, target, truth.ssim),
+           "iou": foreground_iou(pred, truth.masks, threshold),
+           "centroid_error": centroid_error(pred, truth.masks, threshold),
+           "sharpness": _sharpness_of(gradient_energy(pred), truth.energy)}
+    if table is not None:
+        out.update(table_metrics(pred, truth.factors, table, device, truth.masses))
+    return out
 
 
 def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD, factors=None,
@@ -207,23 +281,12 @@ def all_metrics(pred, target, masks, threshold: float = SILHOUETTE_THRESHOLD, fa
 
     The five METRIC_NAMES always; with a `table` (from table_for) and the target's `factors` (N, F)
     also TABLE_METRIC_NAMES[dof]: sharpness and the pose or position metrics (those on `device`,
-    e.g. "cuda"; default the CPU, since pred is converted to numpy here).
+    e.g. "cuda"; default the CPU, since pred is converted to numpy here). To score several predictions
+    of the same targets, make their truth() once and call score() per prediction.
     """
     pred, target = _check_pair(pred, target)
-    err = mse(pred, target)
-    out = {
-        "mse": err,
-        "psnr": _psnr_of(err),
-        "ssim": ssim(pred, target),
-        "iou": foreground_iou(pred, masks, threshold),
-        "centroid_error": centroid_error(pred, masks, threshold),
-    }
-    if table is not None:
-        if factors is None:
-            raise UserError("all_metrics: a table needs the factors of the target frames")
-        out["sharpness"] = sharpness(pred, target)
-        out.update(table_metrics(pred, factors, table, device))
-    return out
+    out = score(pred, truth(target, masks, factors, table, device), table, device, threshold)
+    return out if table is not None else {name: out[name] for name in METRIC_NAMES}
 
 
 def mean_metrics(per_triplet: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> dict[str, float]:

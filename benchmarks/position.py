@@ -166,19 +166,33 @@ def sliced_emd(a: torch.Tensor, b: torch.Tensor, height: int, width: int) -> tor
     """
     order, gaps = _projections(height, width)
     diff = (a / a.sum(dim=1, keepdim=True) - b / b.sum(dim=1, keepdim=True)).float()  # (M, HW)
-    cdf = diff[:, order.to(a.device)].cumsum(dim=2)[:, :, :-1]  # (M, D, HW-1)
+    # index_select over the flattened orders gives the same values as diff[:, order], about 3x faster
+    cdf = diff.index_select(1, order.flatten().to(a.device)).view(len(diff), *order.shape).cumsum(dim=2)[:, :, :-1]  # (M, D, HW-1)
     return (cdf.abs() * gaps.to(a.device)).sum(dim=2).mean(dim=1).double() * (math.pi / 2.0)
 
 
+def true_mass(templates: ObjectTemplates, factors: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Each object's pixel mass in the true frames of factors (N, 2K): (N, K, H*W) float64, composited and
+    assigned CHUNK frames at a time (as position_metrics scores them, so either way gives the same bits)."""
+    factors = np.asarray(factors, dtype=np.float64)
+    k = len(templates.config.objects)
+    if factors.ndim != 2 or factors.shape[1] != 2 * k:
+        raise UserError(f"factors must have shape (N, {2 * k}), got {factors.shape}")
+    colours = templates.colours
+    return torch.cat([object_mass(true_frames(templates, factors[i:i + CHUNK]), colours, device)
+                      for i in range(0, len(factors), CHUNK)])
+
+
 def position_metrics(pred, factors_true, templates: ObjectTemplates,
-                     device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+                     device: str | torch.device | None = None, masses: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Per prediction: `position_error_px` (mean over the visible objects of each object's earth mover's
     distance in pixels; the image diagonal for an object not found), `position_found` (share found) and
     `placement_error_px` (colour-blind: the distance between the whole lit mass of the prediction and of the
     truth, the union of the objects; the image diagonal for a prediction with no lit pixel; NaN where no
     object is visible).
 
-    pred (N, 3, H, W) in [0, 1]; factors_true (N, 2K) the true ndc (x, y) of each object.
+    pred (N, 3, H, W) in [0, 1]; factors_true (N, 2K) the true ndc (x, y) of each object; `masses`: their
+    true_mass(), when the caller scores several predictions of the same targets (computed here otherwise).
     """
     config = templates.config
     device = torch.device(device or (pred.device if isinstance(pred, torch.Tensor) else "cpu"))
@@ -189,12 +203,13 @@ def position_metrics(pred, factors_true, templates: ObjectTemplates,
     if factors_true.shape != (n, 2 * k):
         raise UserError(f"factors must have shape {(n, 2 * k)}, got {factors_true.shape}")
     colours = templates.colours
+    masses = true_mass(templates, factors_true, device) if masses is None else masses.to(device)
     diagonal = math.hypot(size, size)
     errors, found, placement = [], [], []
     for start in range(0, n, CHUNK):
         sl = slice(start, start + CHUNK)
         p = object_mass(pred[sl], colours, device)  # (B, K, HW)
-        t = object_mass(true_frames(templates, factors_true[sl]), colours, device)
+        t = masses[sl]
         p_total, t_total = p.sum(dim=2), t.sum(dim=2)  # (B, K)
         visible = t_total >= VISIBLE_MASS
         hit = visible & (p_total >= FOUND_FRACTION * t_total) & (p_total > 0)

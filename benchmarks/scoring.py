@@ -78,18 +78,17 @@ def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j:
     return x | {"mask": masks[s, t - k + j]}
 
 
-def frame_metrics(pred, target, mask, factors, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Every metric per frame (metrics.all_metrics and sharpness, plus the table's metrics when there is a
-    table), and for pose tables the recovered table index (N,) that path smoothness needs."""
+def frame_metrics(pred, truth: metrics.Truth, table, device) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Every metric per frame against a metrics.Truth (the five of all_metrics and sharpness, plus the table's
+    metrics when there is a table), and for pose tables the recovered table index (N,) that path smoothness needs."""
     pred = pred.detach().to("cpu", torch.float64).numpy()  # (N, 3, H, W): converted once for every metric
-    target = target.detach().to("cpu", torch.float64).numpy()
-    out = metrics.all_metrics(pred, target, mask) | {"sharpness": metrics.sharpness(pred, target)}
+    out = metrics.score(pred, truth)
     if table is None:
         return out, None
     if isinstance(table, pose.PoseTable):
         index, distance = pose.recover(pred, table, device)
-        return out | pose.scores_of_recovered(index, distance, factors, table), index
-    return out | metrics.table_metrics(pred, factors, table, device), None
+        return out | pose.scores_of_recovered(index, distance, truth.factors, table), index
+    return out | metrics.table_metrics(pred, truth.factors, table, device, truth.masses), None
 
 
 def mean_of(per: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
@@ -123,16 +122,28 @@ def path_records(where: dict, index: np.ndarray, ends: np.ndarray, well_posed: n
     return out
 
 
+def truths(pairs: dict[str, torch.Tensor], factors: np.ndarray | None = None, table=None,
+           device=None) -> list[metrics.Truth]:
+    """The metrics.Truth of each EVAL_BATCH of targets: made once per (split, gap, tau) and shared by every row."""
+    out = []
+    for i in range(0, len(pairs["target"]), EVAL_BATCH):
+        sl = slice(i, i + EVAL_BATCH)
+        target = pairs["target"][sl].detach().to("cpu", torch.float64).numpy()
+        out.append(metrics.truth(target, pairs["mask"][sl], None if factors is None else factors[sl], table, device))
+    return out
+
+
 def evaluate(predict: Callable, pairs: dict[str, torch.Tensor], tau: float, factors: np.ndarray | None = None,
-             table=None, device=None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Per-triplet metrics of `predict` at `tau` over every pair (and the recovered table rows, pose tables)."""
+             table=None, device=None, truth: list[metrics.Truth] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Per-triplet metrics of `predict` at `tau` over every pair (and the recovered table rows, pose tables);
+    `truth`: truths(pairs, factors, table, device), when several rows are scored on the same pairs."""
+    truth = truths(pairs, factors, table, device) if truth is None else truth
     per, index = [], []
-    for i in range(0, len(pairs["x0"]), EVAL_BATCH):
+    for batch, i in enumerate(range(0, len(pairs["x0"]), EVAL_BATCH)):
         sl = slice(i, i + EVAL_BATCH)
         with torch.no_grad():
             pred = predict(pairs["x0"][sl], pairs["x2"][sl], tau).float().cpu().clamp(0, 1)
-        m, idx = frame_metrics(pred, pairs["target"][sl], pairs["mask"][sl],
-                               None if factors is None else factors[sl], table, device)
+        m, idx = frame_metrics(pred, truth[batch], table, device)
         per.append(m)
         index.append(idx)
     joined = {name: np.concatenate([b[name] for b in per]) for name in per[0]}
@@ -191,8 +202,9 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
             if smooth:
                 path_index[-1].append(truth_index[s, t])
                 path_wp.append(wp)
+            shared = truths(pairs, factors, table, device)  # the targets' share of every metric, once for all rows
             for i, row in enumerate(rows):
-                per, index = evaluate(row.predict, pairs, tau, factors, table, device)
+                per, index = evaluate(row.predict, pairs, tau, factors, table, device, shared)
                 records += subset_records(where | row.fields, per, wp)
                 if tau == 0.5:
                     triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in report.TRIPLET_ROW}

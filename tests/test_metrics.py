@@ -151,3 +151,21 @@ def test_shape_errors_are_user_errors():
         M.mse(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)))
     with pytest.raises(UserError):
         M.foreground_iou(np.zeros((1, 3, 8, 8)), np.zeros((2, 8, 8), np.uint8))
+
+
+def test_a_shared_truth_scores_like_all_metrics_bit_for_bit():
+    """The benchmark makes the targets' share once (truth) and scores every row with score(): the same bits as
+    all_metrics, SSIM included over several SSIM_BLOCKs (and still skimage's value)."""
+    n = 2 * M.SSIM_BLOCK + 5
+    target, masks = _random_images(n, 16, 5), np.random.default_rng(6).integers(0, 3, (n, 16, 16))
+    truth = M.truth(target, masks)
+    for seed in (7, 8):  # two rows on the same targets
+        pred = _random_images(n, 16, seed)
+        plain, shared = M.all_metrics(pred, target, masks), M.score(pred, truth)
+        assert tuple(shared) == M.METRIC_NAMES + ("sharpness",)
+        assert all(np.array_equal(plain[k], shared[k]) for k in plain)
+        assert np.array_equal(shared["sharpness"], M.sharpness(pred, target))
+        assert np.array_equal(M.ssim(pred, target, truth.ssim), M.ssim(pred, target))
+        i = n - 1  # the last, partial block
+        ref = structural_similarity(pred[i], target[i], win_size=7, data_range=1.0, channel_axis=0)
+        assert shared["ssim"][i] == pytest.approx(ref, abs=1e-12)

@@ -215,6 +215,25 @@ def test_fast_composite_and_colour_assignment_equal_their_definitions(dof6):
         assert torch.equal(position.object_mass(images, templates.colours, torch.device("cpu")), expected)
 
 
+def test_shared_true_masses_give_the_same_positions_bit_for_bit(dof6):
+    """The benchmark computes each target set's true masses once for every row (true_mass, metrics.truth)."""
+    path, templates = dof6
+    x, factors, masks = _test_split(path)
+    f = factors.reshape(len(x), -1).astype(np.float64)
+    masses = position.true_mass(templates, f, torch.device("cpu"))
+    assert masses.shape == (len(x), len(templates.config.objects), 32 * 32)
+    blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 1.5) for im in x]).transpose(0, 3, 1, 2)
+    for images in (x, blurred, np.roll(x, 3, axis=3)):
+        alone = position.position_metrics(images, f, templates)
+        shared = position.position_metrics(images, f, templates, masses=masses)
+        assert all(np.array_equal(alone[k], shared[k], equal_nan=True) for k in alone)
+        truth = M.truth(x, masks.reshape(len(x), 32, 32), f, templates)
+        scored = M.score(images, truth, templates)
+        assert all(np.array_equal(alone[k], scored[k], equal_nan=True) for k in alone)
+    with pytest.raises(UserError):
+        position.true_mass(templates, f[:, :4], torch.device("cpu"))
+
+
 def test_sharpness_known_answers():
     edge = np.zeros((1, 3, 8, 8))
     edge[..., 4:] = 1.0  # one vertical step edge: 8 rows x 3 channels of squared difference 1
