@@ -19,8 +19,10 @@ COMMANDS = {"render": ("render.cli", "render_dataset"), "merge": ("render.cli", 
             "benchmark": ("benchmarks.cli", "run_benchmark")}
 
 
-def holding(write_sequence, hold_after: int, parent: int):
-    """Wrap DatasetWriter.write_sequence so that it holds after its hold_after-th call."""
+def holding(write_sequence, hold_after: int, parent: int, stubborn: bool):
+    """Wrap DatasetWriter.write_sequence so that it holds after its hold_after-th call until the stop flag is
+    set; a stubborn hold then prints "flag set" and goes on holding, as a long step between safe points
+    would, until a second signal stops it at once."""
     calls = [0]
 
     def wrapped(self, *args, **kwargs):
@@ -29,7 +31,11 @@ def holding(write_sequence, hold_after: int, parent: int):
         if calls[0] == hold_after:
             flag = signal.getsignal(signal.SIGTERM).__self__  # the command's ibutil.preempt.StopFlag
             print(f"holding {os.getpid()} {self.path}", flush=True)
-            while not flag.requested:  # a state, not a time: the flag is set by the test's signal
+            said = False
+            while stubborn or not flag.requested:  # a state, not a time: the flag is set by the test's signal
+                if flag.requested and not said:
+                    print("flag set", flush=True)
+                    said = True
                 if os.getppid() != parent:
                     os._exit(3)
                 time.sleep(0.01)
@@ -37,8 +43,9 @@ def holding(write_sequence, hold_after: int, parent: int):
 
 
 if __name__ == "__main__":
-    command, hold_after, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    h5format.DatasetWriter.write_sequence = holding(h5format.DatasetWriter.write_sequence, hold_after, os.getppid())
+    command, hold, args = sys.argv[1], sys.argv[2], sys.argv[3:]  # hold: K, or K+ for a stubborn hold
+    h5format.DatasetWriter.write_sequence = holding(h5format.DatasetWriter.write_sequence, int(hold.rstrip("+")),
+                                                    os.getppid(), hold.endswith("+"))
     module, name = COMMANDS[command]
     cli: click.Command = getattr(__import__(module, fromlist=[name]), name)
     cli.main(args, standalone_mode=True)

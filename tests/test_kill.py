@@ -81,12 +81,13 @@ def _wait_until_dead(pids):
     return [p for p in pids if _alive(p)]
 
 
-def interrupt(command, args, sig):
-    """Start kill_child.py, wait until it holds mid-file, send `sig`; returns (returncode, stderr, output path,
-    temporary path, the child's processes at the signal)."""
+def interrupt(command, args, sig, twice=False):
+    """Start kill_child.py, wait until it holds mid-file, send `sig` (twice: once more after the child has seen
+    the first and holds on); returns (returncode, stderr, output path, temporary path, the child's processes at
+    the signal: pid -> is a render worker)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(CHILD.parent), os.getcwd()]))
-    child = subprocess.Popen([sys.executable, str(CHILD), command, "1", *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen([sys.executable, str(CHILD), command, "1+" if twice else "1", *map(str, args)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = child.stdout.readline()  # blocks until the child holds after its first sequence (or dies)
         assert line.startswith(f"holding {child.pid} "), line + child.stderr.read()
@@ -95,6 +96,9 @@ def interrupt(command, args, sig):
         assert tmp.exists() and not path.exists()
         processes = {p: _is_worker(p) for p in _descendants(child.pid)}  # workers, multiprocessing's resource tracker
         child.send_signal(sig)
+        if twice:
+            assert child.stdout.readline() == "flag set\n"  # the first signal was recorded; it holds on
+            child.send_signal(sig)
         _, stderr = child.communicate(timeout=HANG_S)
     finally:
         if child.poll() is None:
@@ -124,6 +128,19 @@ def test_a_stopped_render_leaves_no_file_and_no_worker(tmp_path, sig):
     assert sum(result[4].values()) == 2  # both render workers had been started when the signal came
     check_stopped(sig, result, f"render of {out} stopped after 1 of {N_SEQUENCES} sequences; nothing was written; "
                                "run the same command again")
+
+
+def test_a_second_ctrl_c_stops_a_render_at_once_and_still_cleans_up(tmp_path):
+    # The child does not reach a safe point after the first Ctrl-C (it holds on, as a long step would).
+    out = tmp_path / "k.h5"
+    returncode, stderr, path, tmp, processes = interrupt("render", [*TINY, "--workers", "2", "--quiet", "--out", out],
+                                                         signal.SIGINT, twice=True)
+    assert returncode == 130 and sum(processes.values()) == 2, stderr
+    assert stderr.strip().splitlines()[-1] == ("stopped: SIGINT received twice: stopped at once, without waiting for "
+                                               "a safe point; nothing half-written was kept; run the same command "
+                                               "again"), stderr
+    assert "Traceback" not in stderr and not path.exists() and not tmp.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def write_shards(folder, config, count):
