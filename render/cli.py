@@ -129,12 +129,16 @@ def inspect_dataset(file, verify, sheet, gif, split, sequence, rows):
     from render.inspect import contact_sheet, sequence_gif, summary
 
     with user_errors(), preemption_exits(), StopFlag() as stop:
+        def check():  # the safe points: each sequence or block verified, and between the steps
+            stop.check(f"inspection of {file} stopped; a sheet or GIF it printed is complete; run it again")
+
         click.echo(summary(file))
         if verify:
-            result = h5format.verify(file, check=lambda: stop.check(
-                f"inspection of {file} stopped while verifying it; nothing was written; run it again"))
+            result = h5format.verify(file, check=check)
             click.echo(f"  verified    schema ok; {len(result.arrays)} array hashes ok; sha256 manifest {result.manifest}")
+        check()
         if sheet is not None:
             click.echo(f"  sheet       {contact_sheet(file, sheet, split=split, sequences=rows)}")
+            check()
         if gif is not None:
             click.echo(f"  gif         {sequence_gif(file, gif, split=split, sequence=sequence)}")
