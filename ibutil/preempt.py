@@ -69,6 +69,7 @@ class StopFlag:
         self._outer: StopFlag | None = None  # the active flag this one shares, if any
 
     def __enter__(self) -> StopFlag:
+        self._outer = None
         if threading.current_thread() is threading.main_thread():
             active = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
             if isinstance(active, StopFlag):
@@ -80,7 +81,7 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         for s, handler in self._saved.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: a handler set outside Python
-        self._saved, self._outer = {}, None
+        self._saved = {}  # a nested flag keeps its link: `signum` still reads the shared state after the block
 
     def _root(self) -> StopFlag:
         return self if self._outer is None else self._outer._root()
