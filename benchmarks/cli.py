@@ -98,8 +98,9 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
     (renders, then trainings, then evaluations); then --aggregate writes --out.
 
     Learned methods select on the val split, get the same --budget-gflop (else the same steps) and
-    --lr-trials learning rates each. SIGTERM during training checkpoints the model and exits 143;
-    running the same command again resumes it.
+    --lr-trials learning rates each. SIGTERM or Ctrl-C stops it after the sequence, training step or
+    job in hand (a training checkpoints its model) and exits 143 (130 for Ctrl-C); a second one stops
+    at once. Running the same command again resumes it.
     """
     import torch
 

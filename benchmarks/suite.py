@@ -31,6 +31,7 @@ from benchmarks.methods.interface import TrainSpec, TrainSummary, read_summary, 
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic
+from ibutil.preempt import StopFlag
 from ibutil.run import RECORD_KEYS
 from ibutil.selection import lr_grid, select_trial
 from render import h5format
@@ -554,15 +555,23 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:
-    """Run every job of the plan in order, then aggregate; returns the output folder."""
+    """Run every job of the plan in order, then aggregate; returns the output folder.
+
+    SIGINT or SIGTERM (ibutil.preempt.StopFlag, shared with the render and training loops inside a job)
+    stops it inside the job (a render after its sequence, a training after its step, with a checkpoint)
+    or after the job in hand, raising ibutil.preempt.Interrupted; finished jobs stay cached, so the same
+    command resumes.
+    """
     check_out(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
     jobs = plan(config)
-    bar = tqdm(jobs, desc="benchmark", unit="job", disable=not config.progress)
-    for job in bar:
-        bar.set_description(job.id)
-        run_job(config, job)
+    with StopFlag() as stop, tqdm(jobs, desc="benchmark", unit="job", disable=not config.progress) as bar:
+        for done, job in enumerate(bar, 1):
+            bar.set_description(job.id)
+            run_job(config, job)
+            stop.check(f"run-benchmark stopped after job {job.id} ({done} of {len(jobs)}); finished jobs are "
+                       f"cached in {config.cache}; run the same command again to resume")
     out, _ = aggregate(config, wall_s=time.perf_counter() - start)
     return out

@@ -158,11 +158,17 @@ PARENT_POLL_S = 0.5  # how often a worker checks that its parent is alive (where
 
 
 def watch_parent(parent: int) -> None:
-    """End this worker process when `parent` dies, whatever killed it (SIGKILL included).
+    """Make this worker process belong to `parent`: it ends when `parent` dies, whatever killed it (SIGKILL
+    included), and leaves SIGINT and SIGTERM to `parent`, which stops and kills its workers itself.
 
     On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere a
     daemon thread also polls the parent pid, which also covers a parent that died before prctl ran.
+    Ignoring the stop signals matters because Ctrl-C reaches the whole process group and a
+    scheduler's SIGTERM often does too: a worker dying on its own would surface in the parent as a
+    broken pool instead of the parent's own orderly stop.
     """
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -180,8 +186,6 @@ def watch_parent(parent: int) -> None:
 def _init_worker(spec: SceneSpec, size: int, supersample: int, platform: str, lp_threads: int, parent: int) -> None:
     global _WORKER
     watch_parent(parent)
-    # Ctrl-C reaches the whole process group; the parent handles it and shuts the pool down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if lp_threads:
         os.environ.setdefault("LP_NUM_THREADS", str(lp_threads))
     _WORKER = SceneRenderer(spec, size, supersample, platform)
@@ -208,8 +212,8 @@ def probe_platform() -> dict[str, str]:
     candidates = (chosen,) if chosen else PLATFORMS
     failures = []
     for platform in candidates:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with RenderPool(1, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent,
+                        initargs=(os.getpid(),)) as pool:
             try:
                 return pool.submit(_probe, platform).result(timeout=120)
             except Exception as exc:  # noqa: BLE001 - any failure means "this platform does not work"
@@ -217,10 +221,28 @@ def probe_platform() -> dict[str, str]:
     raise UserError(f"no headless OpenGL platform works ({'; '.join(failures)}); {INSTALL_HINT}")
 
 
-def render_pool(spec: SceneSpec, size: int, supersample: int, platform: str, workers: int) -> ProcessPoolExecutor:
-    """A pool of `workers` spawned processes, each holding one SceneRenderer; map `render_task` over it."""
+class RenderPool(ProcessPoolExecutor):
+    """A pool of spawned worker processes that, left on an exception (an error, a stop signal), kills its
+    workers instead of waiting for them to finish work nobody will read; on success it shuts down as usual."""
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.kill_workers()
+        return super().__exit__(exc_type, exc, tb)
+
+    def kill_workers(self) -> None:
+        """Kill every worker (SIGKILL: they ignore SIGINT and SIGTERM), cancel the queued work and wait for
+        the pool's manager thread to reap them."""
+        for process in list((self._processes or {}).values()):  # the executor's own worker table
+            process.kill()
+        self.shutdown(wait=True, cancel_futures=True)
+
+
+def render_pool(spec: SceneSpec, size: int, supersample: int, platform: str, workers: int) -> RenderPool:
+    """A pool of `workers` spawned processes, each holding one SceneRenderer; map `render_task` over it.
+
+    Use it as a context manager: on an exception its workers are killed (they also die with this process)."""
     # With several workers on few cores, llvmpipe's own raster threads only contend with each other.
     lp_threads = 1 if workers > 1 else 0
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(spec, size, supersample, platform, lp_threads, os.getpid()))
-
+    return RenderPool(workers, mp_context=multiprocessing.get_context("spawn"),
+                      initializer=_init_worker, initargs=(spec, size, supersample, platform, lp_threads, os.getpid()))

@@ -9,6 +9,7 @@ import click
 
 from ibutil.cli import user_errors
 from ibutil.errors import UserError
+from ibutil.preempt import StopFlag, preemption_exits
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -66,11 +67,14 @@ def render_dataset(dof, size, frames, train_sequences, test_sequences, val_seque
     """Render a synthetic in-betweening dataset into an HDF5 file (format v2, docs/dataset-format.md).
 
     Example: render-dataset --dof 2 --out data/dof2.h5
+
+    Ctrl-C or SIGTERM stops it after the sequence in hand (a second one at once): no output, no
+    temporary file and no worker process are left, and it exits 130 (SIGINT) or 143 (SIGTERM).
     """
     from render.dataset import render_dataset as run
     from render.presets import RenderConfig
 
-    with user_errors():
+    with user_errors(), preemption_exits():
         config = RenderConfig(dof=dof, size=size, frames=frames, train_sequences=train_sequences,
                               test_sequences=test_sequences, val_sequences=val_sequences,
                               heldout_sequences=heldout_sequences, motion=motion, protocol=protocol,
@@ -95,11 +99,12 @@ def merge_dataset(shards, out, overwrite, quiet):
     """Join the shard files of one render-dataset --shard I/N job into one format-v2 file.
 
     Every shard is verified first; shards of different configs, seeds or renderers, and missing or
-    duplicated shards, are refused. The result equals the unsharded render byte for byte.
+    duplicated shards, are refused. The result equals the unsharded render byte for byte. Ctrl-C or
+    SIGTERM stops it after the sequence in hand, leaving no output: exit 130 (SIGINT) or 143 (SIGTERM).
     """
     from render.dataset import merge_shards
 
-    with user_errors():
+    with user_errors(), preemption_exits():
         click.echo(f"wrote {merge_shards(list(shards), out, overwrite=overwrite, progress=not quiet)}")
 
 
@@ -116,16 +121,24 @@ def merge_dataset(shards, out, overwrite, quiet):
 @click.option("--rows", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Sequences in the contact sheet (each a row of frames and a row of masks).")
 def inspect_dataset(file, verify, sheet, gif, split, sequence, rows):
-    """Print the summary of a dataset FILE, verify its schema and checksums, and draw it."""
+    """Print the summary of a dataset FILE, verify its schema and checksums, and draw it.
+
+    Ctrl-C or SIGTERM stops a long verification after the sequence or block in hand: exit 130 or 143.
+    """
     from render import h5format
     from render.inspect import contact_sheet, sequence_gif, summary
 
-    with user_errors():
+    with user_errors(), preemption_exits(), StopFlag() as stop:
+        def check():  # the safe points: each sequence or block verified, and between the steps
+            stop.check(f"inspection of {file} stopped; a sheet or GIF it printed is complete; run it again")
+
         click.echo(summary(file))
         if verify:
-            result = h5format.verify(file)
+            result = h5format.verify(file, check=check)
             click.echo(f"  verified    schema ok; {len(result.arrays)} array hashes ok; sha256 manifest {result.manifest}")
+        check()
         if sheet is not None:
             click.echo(f"  sheet       {contact_sheet(file, sheet, split=split, sequences=rows)}")
+            check()
         if gif is not None:
             click.echo(f"  gif         {sequence_gif(file, gif, split=split, sequence=sequence)}")

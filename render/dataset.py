@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from contextlib import contextmanager
+from concurrent.futures import wait
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,6 +12,7 @@ from tqdm import tqdm
 import render
 from render import backend, h5format
 from ibutil.errors import UserError
+from ibutil.preempt import StopFlag
 from render.croissant import croissant
 from render.h5format import DatasetWriter, Header
 from render.presets import (RenderConfig, factor_names, heldout_region, heldout_scored, poses_from_factors, scene_for,
@@ -21,6 +20,7 @@ from render.presets import (RenderConfig, factor_names, heldout_region, heldout_
 from render.scene import camera_json
 
 GENERATOR = f"inbetween-bench {render.__version__}"
+POLL_S = 0.2  # while a worker renders a long sequence, how often the wait looks at the stop flag
 
 
 def default_out(config: RenderConfig, shard: tuple[int, int] | None = None) -> Path:
@@ -210,48 +210,39 @@ def render_dataset(config: RenderConfig, out: str | Path | None = None, workers:
     tasks = [(split, i) for split, (a, b) in ranges.items() for i in range(a, b)]  # global sequence indices
     # Factors first: a held-out region too large to sample around fails here, before any process or file.
     factors = {task: sequence_factors(config, *task) for task in tasks}  # each (T, F) float64
+    poses = {task: poses_from_factors(config, factors[task]) for task in tasks}  # each (T, K, 4, 4)
     total = sum(n * t for n, t in shapes.values())
-    with _sigterm_as_interrupt():
+    again = "run the same command again" + (" (complete shards are skipped)" if shard is not None else "")
+
+    def stopped(done: int) -> str:
+        return f"render of {out} stopped after {done} of {len(tasks)} sequences; nothing was written; {again}"
+
+    with StopFlag() as stop:
         renderer_info = backend.probe_platform()
+        stop.check(stopped(0))
         header = make_header(config, renderer_info, shard_info)
         start = time.perf_counter()
-        pool = backend.render_pool(scene_for(config), config.size, config.supersample, renderer_info["platform"],
-                                   workers)
-        try:
-            with DatasetWriter(out, header, shapes, dataset_card(config, header, out), overwrite,
-                               croissant_for(config, header, out)) as writer, \
-                    tqdm(total=total, unit="frame", desc=f"render dof{config.dof}", disable=not progress) as bar:
-                poses = {task: poses_from_factors(config, factors[task]) for task in tasks}  # each (T, K, 4, 4)
-                # map keeps results in task order, so the writer streams and hashes sequences in order.
-                for (split, i), (frames, masks) in zip(tasks, pool.map(backend.render_task, poses.values())):
-                    scored = heldout_scored(config, factors[(split, i)]) if split == "heldout" else None
-                    writer.write_sequence(split, i - ranges[split][0], frames, factors[(split, i)], masks,
-                                          poses[(split, i)], scored)
-                    bar.update(len(frames))
-        finally:
-            # On an error, Ctrl-C or SIGTERM, drop queued sequences instead of rendering them to no end.
-            pool.shutdown(wait=True, cancel_futures=True)
+        # Left on a stop or an error: the bar closes, the writer removes its temporary file, the pool kills its workers.
+        with backend.render_pool(scene_for(config), config.size, config.supersample, renderer_info["platform"],
+                                 workers) as pool, \
+                DatasetWriter(out, header, shapes, dataset_card(config, header, out), overwrite,
+                              croissant_for(config, header, out)) as writer, \
+                tqdm(total=total, unit="frame", desc=f"render dof{config.dof}", disable=not progress) as bar:
+            futures = [pool.submit(backend.render_task, poses[task]) for task in tasks]
+            # Results in task order, so the writer streams and hashes sequences in order.
+            for done, ((split, i), future) in enumerate(zip(tasks, futures)):
+                while not wait([future], timeout=POLL_S).done:  # a long sequence: look at the flag meanwhile
+                    stop.check(stopped(done))
+                frames, masks = future.result()
+                scored = heldout_scored(config, factors[(split, i)]) if split == "heldout" else None
+                writer.write_sequence(split, i - ranges[split][0], frames, factors[(split, i)], masks,
+                                      poses[(split, i)], scored)
+                bar.update(len(frames))
+                stop.check(stopped(done + 1))
     if progress:
         elapsed = time.perf_counter() - start
         tqdm.write(f"wrote {out} ({total} frames in {elapsed:.1f} s, {total / elapsed:.0f} frames/s)")
     return out
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt, so a kill cleans up exactly like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _existing_shard(path: Path, config: RenderConfig, shard_info: dict) -> str:
@@ -275,52 +266,60 @@ def merge_shards(paths: list[str | Path], out: str | Path, overwrite: bool = Fal
     """Copy N verified shard files of one config into one format-v2 file, identical to the unsharded render.
 
     Copying (not an HDF5 virtual dataset) keeps the published file self-contained: it does not
-    break when the shard files move or are deleted.
+    break when the shard files move or are deleted. SIGINT or SIGTERM stops it after the sequence in
+    hand (ibutil.preempt.Interrupted), leaving no output and no temporary file.
     """
     out = Path(out)
     if not paths:
         raise UserError("give the shard files to merge")
-    shards = {}
-    for p in paths:
-        h5format.verify(p)  # schema, content hashes and manifest
-        with h5format.open_dataset(p) as f:
-            h = h5format.read_header(f)
-        if h["shard"] is None:
-            raise UserError(f"{p} is not a shard (no 'shard' attribute); nothing to merge")
-        i, n = h["shard"]["index"], h["shard"]["count"]
-        if i in shards:
-            raise UserError(f"shard {i}/{n} is given twice: {shards[i][0]} and {p}")
-        shards[i] = (Path(p), h)
-    first = shards[min(shards)][1]
-    count = first["shard"]["count"]
-    for i, (p, h) in shards.items():
-        for key in ("config", "seed", "renderer", "generator"):
-            if h[key] != first[key]:
-                raise UserError(f"{p} was rendered with a different {key} than {shards[min(shards)][0]}; "
-                                "shards of one dataset must share config, seed, renderer and generator")
-        if h["shard"]["count"] != count:
-            raise UserError(f"{p} is shard {i}/{h['shard']['count']}, the others are of {count}")
-    missing = sorted(set(range(count)) - set(shards))
-    if missing:
-        raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {count}; render them first")
-    config = config_from_json(first["config"])
-    header = make_header(config, first["renderer"])
-    h5format.check_target(out, overwrite)
-    total = sum(n * t for n, t in split_shapes(config).values())
-    for p, h in shards.values():
-        if h["format_version"] != h5format.FORMAT_VERSION:
-            raise UserError(f"{p} is a format v{h['format_version']} shard; re-render the shards with this version "
-                            f"(v{h5format.FORMAT_VERSION}) before merging")
-    with DatasetWriter(out, header, split_shapes(config), dataset_card(config, header, out), overwrite,
-                       croissant_for(config, header, out)) as writer, \
-            tqdm(total=total, unit="frame", desc="merge", disable=not progress) as bar:
-        for split in split_shapes(config):
-            for i in range(count):
-                path, h = shards[i]
-                start = h["shard"]["sequences"][split][0]
-                arrays = h5format.read_split(path, split)
-                for s in range(len(arrays.frames)):
-                    writer.write_sequence(split, start + s, arrays.frames[s], arrays.factors[s], arrays.masks[s],
-                                          arrays.poses[s], None if arrays.scored is None else arrays.scored[s])
-                    bar.update(len(arrays.frames[s]))
+    again = "nothing was written; run the same command again"
+    with StopFlag() as stop:
+        shards = {}
+        for p in paths:
+            h5format.verify(p, check=lambda: stop.check(f"merge into {out} stopped while verifying {p}; {again}"))
+            with h5format.open_dataset(p) as f:
+                h = h5format.read_header(f)
+            if h["shard"] is None:
+                raise UserError(f"{p} is not a shard (no 'shard' attribute); nothing to merge")
+            i, n = h["shard"]["index"], h["shard"]["count"]
+            if i in shards:
+                raise UserError(f"shard {i}/{n} is given twice: {shards[i][0]} and {p}")
+            shards[i] = (Path(p), h)
+        first = shards[min(shards)][1]
+        count = first["shard"]["count"]
+        for i, (p, h) in shards.items():
+            for key in ("config", "seed", "renderer", "generator"):
+                if h[key] != first[key]:
+                    raise UserError(f"{p} was rendered with a different {key} than {shards[min(shards)][0]}; "
+                                    "shards of one dataset must share config, seed, renderer and generator")
+            if h["shard"]["count"] != count:
+                raise UserError(f"{p} is shard {i}/{h['shard']['count']}, the others are of {count}")
+        missing = sorted(set(range(count)) - set(shards))
+        if missing:
+            raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {count}; render them first")
+        config = config_from_json(first["config"])
+        header = make_header(config, first["renderer"])
+        h5format.check_target(out, overwrite)
+        shapes = split_shapes(config)
+        total = sum(n * t for n, t in shapes.values())
+        n_sequences = sum(n for n, _ in shapes.values())
+        for p, h in shards.values():
+            if h["format_version"] != h5format.FORMAT_VERSION:
+                raise UserError(f"{p} is a format v{h['format_version']} shard; re-render the shards with this "
+                                f"version (v{h5format.FORMAT_VERSION}) before merging")
+        done = 0
+        with DatasetWriter(out, header, shapes, dataset_card(config, header, out), overwrite,
+                           croissant_for(config, header, out)) as writer, \
+                tqdm(total=total, unit="frame", desc="merge", disable=not progress) as bar:
+            for split in shapes:
+                for i in range(count):
+                    path, h = shards[i]
+                    start = h["shard"]["sequences"][split][0]
+                    arrays = h5format.read_split(path, split)
+                    for s in range(len(arrays.frames)):
+                        writer.write_sequence(split, start + s, arrays.frames[s], arrays.factors[s], arrays.masks[s],
+                                              arrays.poses[s], None if arrays.scored is None else arrays.scored[s])
+                        bar.update(len(arrays.frames[s]))
+                        done += 1
+                        stop.check(f"merge into {out} stopped after {done} of {n_sequences} sequences; {again}")
     return out

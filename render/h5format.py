@@ -79,12 +79,14 @@ def card_path(path: Path) -> Path:
     return path.with_name(path.name + ".md")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+def sha256_file(path: Path, check: Callable[[], None] | None = None) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (`check`, if given, called after each)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+            if check is not None:
+                check()
     return h.hexdigest()
 
 
@@ -145,6 +147,15 @@ class DatasetWriter:
         if missing or set(self.shapes) - set(ALL_SPLITS):
             raise ValueError(f"splits must include {SPLITS} and be among {ALL_SPLITS}, got {tuple(self.shapes)}")
         remove_stale_temps(self.path)
+        try:
+            return self._create()
+        except BaseException:  # __exit__ does not run when __enter__ fails: remove the half-made file here
+            if self._file is not None:
+                self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def _create(self) -> DatasetWriter:
         h, size = self.header, self.header.image_size
         f = self._file = h5py.File(self._tmp, "w")
         f.attrs["format"] = FORMAT
@@ -217,19 +228,25 @@ class DatasetWriter:
             for split in self.shapes:
                 for name, h in self._hashes[split].items():
                     f[split][name].attrs["sha256"] = h.hexdigest()
-        f.close()
         if exc_type is not None or short:
-            self._tmp.unlink(missing_ok=True)
+            try:
+                f.close()
+            finally:  # even if a second Ctrl-C lands in close()
+                self._tmp.unlink(missing_ok=True)
             if exc_type is None:
                 raise RuntimeError(f"split(s) {', '.join(short)} were not fully written")
             return
-        # Sidecars first, the data file last: whatever is at `path` is complete.
-        digest = sha256_file(self._tmp)
-        write_text_atomic(manifest_path(self.path), f"{digest}  {self.path.name}\n")
-        write_text_atomic(card_path(self.path), self.card)
-        if self.croissant is not None:
-            write_text_atomic(croissant_path(self.path), self.croissant(digest))
-        os.replace(self._tmp, self.path)
+        try:
+            f.close()
+            # Sidecars first, the data file last: whatever is at `path` is complete.
+            digest = sha256_file(self._tmp)
+            write_text_atomic(manifest_path(self.path), f"{digest}  {self.path.name}\n")
+            write_text_atomic(card_path(self.path), self.card)
+            if self.croissant is not None:
+                write_text_atomic(croissant_path(self.path), self.croissant(digest))
+            os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)  # gone after the rename; removed if a second Ctrl-C lands before it
 
 
 # ----------------------------------------------------------------------------- reading
@@ -376,10 +393,11 @@ class Verification:
     arrays: dict[str, bool]  # "split/array" -> content hash matches
 
 
-def verify(path: str | os.PathLike) -> Verification:
+def verify(path: str | os.PathLike, check: Callable[[], None] | None = None) -> Verification:
     """Validate the schema, the sha256 manifest (if present) and every array's content hash.
 
-    Raises UserError on the first mismatch.
+    Raises UserError on the first mismatch. `check` (e.g. a StopFlag's check) is called after each
+    sequence read and each block hashed, the safe points of a long verification.
     """
     path = Path(path)
     with open_dataset(path) as f:
@@ -392,6 +410,8 @@ def verify(path: str | os.PathLike) -> Verification:
                 try:
                     for s in range(ds.shape[0]):
                         h.update(np.ascontiguousarray(ds[s]).tobytes())
+                        if check is not None:
+                            check()
                 except OSError as exc:
                     raise UserError(f"{path}: cannot read {split}/{name} ({_first_line(exc)}); "
                                     "the file is truncated or corrupt") from None
@@ -403,7 +423,7 @@ def verify(path: str | os.PathLike) -> Verification:
     if not manifest.exists():
         return Verification("missing", arrays)
     expected = manifest.read_text(encoding="utf-8").split()[0]
-    if sha256_file(path) != expected:
+    if sha256_file(path, check) != expected:
         raise UserError(f"{path} does not match its manifest {manifest.name}; re-download or re-render it")
     return Verification("ok", arrays)
 

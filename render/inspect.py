@@ -10,7 +10,7 @@ from PIL import Image
 
 from render import h5format
 from ibutil.errors import UserError
-from ibutil.io import ensure_writable_folder
+from ibutil.io import atomic_path, ensure_writable_folder
 
 
 def summary(path: str | os.PathLike) -> str:
@@ -83,7 +83,8 @@ def sequence_gif(path: str | os.PathLike, out: str | os.PathLike, split: str = "
     out = Path(out)
     images = [Image.fromarray(fr).resize((fr.shape[1] * scale, fr.shape[0] * scale), Image.NEAREST) for fr in frames]
     ensure_writable_folder(out.parent, "output path")
-    images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    with atomic_path(out) as tmp:  # an interrupted write leaves no half a GIF
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return out
 
 
@@ -91,5 +92,6 @@ def _save_png(array: np.ndarray, out: str | os.PathLike, scale: int) -> Path:
     out = Path(out)
     ensure_writable_folder(out.parent, "output path")
     img = Image.fromarray(array)
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
+    with atomic_path(out) as tmp:  # an interrupted write leaves no half a PNG
+        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(tmp, format="PNG")
     return out

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import preempt_train
-from ibutil.preempt import Preempted, StopFlag, preemption_exits
+from ibutil.preempt import Interrupted, Preempted, StopFlag, StoppedAtOnce, preemption_exits
 from inbetween.toy import write_toy_dataset
 
 SCRIPT = Path(__file__).with_name("preempt_train.py")
 WAIT_AT = 4  # the signal lands inside training step 4 (of 6 in the first epoch)
+HANG_S = 1800  # only stops a hung child from hanging the suite; no assertion depends on time
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def interrupted_run(method: str, data: Path, out: Path) -> subprocess.CompletedP
         line = child.stdout.readline()  # blocks until the child reaches step WAIT_AT (or dies)
         assert line.strip() == f"waiting at step {WAIT_AT}", line + child.stderr.read()
         child.send_signal(signal.SIGTERM)
-        stdout, stderr = child.communicate(timeout=120)
+        stdout, stderr = child.communicate(timeout=HANG_S)
     finally:
         if child.poll() is None:
             child.kill()
@@ -127,3 +128,41 @@ def test_preempted_exit_codes_and_cli_line(capsys):
     assert info.value.code == 143
     assert capsys.readouterr().err == ("stopped: SIGTERM received: stopped after step 7 and saved run/checkpoint.pt; "
                                        "run again with resume to continue\n")
+
+
+def test_nested_stop_flags_share_one_signal_and_the_loop_unwinds_from_its_safe_point():
+    saved = [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        with StopFlag() as outer:  # run-benchmark's job loop
+            with StopFlag() as inner:  # the render or training inside a job: the same flag
+                assert not inner.requested
+                signal.raise_signal(signal.SIGTERM)  # only recorded: nothing is raised here
+                assert inner.signum == outer.signum == signal.SIGTERM
+                with pytest.raises(StoppedAtOnce) as at_once:  # the second signal, of either kind, stops at once
+                    signal.raise_signal(signal.SIGINT)
+                assert at_once.value.exit_code == 130 and isinstance(at_once.value, KeyboardInterrupt)
+            assert signal.getsignal(signal.SIGTERM) == outer._handle  # the inner flag installed nothing
+            with pytest.raises(Interrupted) as info:
+                outer.check("job 3 stopped; run it again")
+        assert str(info.value) == "SIGTERM received: job 3 stopped; run it again" and info.value.exit_code == 143
+        assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == [signal.SIG_DFL] * 2
+        with StopFlag() as fresh:
+            assert not fresh.requested
+            fresh.check("never raised")
+    finally:
+        for s, handler in zip((signal.SIGINT, signal.SIGTERM), saved):
+            signal.signal(s, handler)
+
+
+def test_every_stop_exits_128_plus_the_signal_with_one_line(capsys):
+    assert isinstance(Preempted(signal.SIGINT, 1, "c.pt"), Interrupted)
+    cases = [(Interrupted(signal.SIGINT, "render of x.h5 stopped after 3 of 9 sequences"), 130,
+              "stopped: SIGINT received: render of x.h5 stopped after 3 of 9 sequences\n"),
+             (StoppedAtOnce(signal.SIGTERM), 143,
+              "stopped: SIGTERM received twice: stopped at once, without waiting for a safe point; nothing "
+              "half-written was kept; run the same command again\n"),
+             (KeyboardInterrupt(), 130, "stopped: SIGINT received: stopped; run the same command again\n")]
+    for exc, code, line in cases:
+        with pytest.raises(SystemExit) as info, preemption_exits():
+            raise exc
+        assert info.value.code == code and capsys.readouterr().err == line

@@ -1,11 +1,6 @@
-"""Format v2 on tiny real renders: splits, poses and camera, scored heldout frames, Croissant, v1 files, clean kills."""
+"""Format v2 on tiny real renders: splits, poses and camera, scored heldout frames, Croissant, v1 files (kills: test_kill.py)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
@@ -125,78 +120,6 @@ def test_bad_task_options_exit_2_with_one_line_and_nothing_left(tmp_path, args, 
     assert r.exit_code == 2, r.output
     assert message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert list(tmp_path.iterdir()) == []
-
-
-# ----------------------------------------------------------------------------- clean kills
-
-
-def _children(pid):
-    """Pids whose parent is `pid`, from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def _is_worker(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"spawn_main" in fh.read()
-    except OSError:
-        return False
-
-
-def _alive(pid):
-    """Running and not a zombie (a zombie has exited; only its parent has not reaped it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_a_killed_render_leaves_no_worker_and_no_temporary_file(tmp_path, sig):
-    out = tmp_path / "k.h5"
-    # The child takes Ctrl-C as a terminal's foreground job would, even where the suite runs as a background job
-    # (which a shell starts with SIGINT ignored, and the child would inherit that).
-    cmd = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "from render.cli import render_dataset; render_dataset()", "--dof", "2", "--size",
-           "16", "--train-sequences", "400", "--workers", "2", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tmp = h5format.temp_path(out, proc.pid)
-    workers = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (tmp.exists() and len(workers) >= 2):
-        time.sleep(0.2)
-        workers = [p for p in _children(proc.pid) if _is_worker(p)]  # the 2 render workers, once spawned
-        assert proc.poll() is None, "the render ended before it could be killed"
-    assert tmp.exists() and len(workers) >= 2
-    time.sleep(1.0)  # workers are rendering now
-    descendants = set(_children(proc.pid)) | {g for w in workers for g in _children(w)}  # + resource tracker
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(p) for p in descendants):
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in descendants), "a worker outlived its parent by 5 s"
-    assert not out.exists()
-    if sig == signal.SIGKILL:
-        assert tmp.exists()  # nothing can clean up after SIGKILL ...
-        r = CliRunner().invoke(render_dataset, ["--dof", "2", "--size", "8", "--frames", "4", "--train-sequences",
-                                                "2", "--test-sequences", "1", "--workers", "1", "--quiet",
-                                                "--out", str(out)])
-        assert r.exit_code == 0, r.output  # ... but the next render to that path removes the dead process's file
-    assert not tmp.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_scored_only_needs_the_heldout_split(dof6):
