@@ -100,11 +100,7 @@ class BenchmarkConfig:
         Selection(self.patience)  # validates --patience
         if self.threads < 0:
             raise UserError(f"--threads must be >= 0, not {self.threads}")
-        if self.table_step_deg is not None:
-            n = 360.0 / self.table_step_deg if self.table_step_deg > 0 else 0.5
-            if abs(n - round(n)) > 1e-9:
-                raise UserError(f"--table-step-deg must be > 0 and divide 360 evenly (e.g. 0.5, 2, 10), "
-                                f"not {self.table_step_deg}")
+        check_table_step(self.table_step_deg)
         check_device_name(self.device)
 
 
@@ -123,6 +119,14 @@ QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_siz
 DEMO = dict(dofs=(1, 2), gaps=(2, 5), seeds=1, steps=250, batch_size=32, render_size=32, eval_every=125,
             all_taus=False, table_step_deg=4.0)
 PROFILES = {"quick": QUICK, "demo": DEMO}
+
+
+def check_table_step(step_deg: float | None) -> None:
+    """UserError unless a --table-step-deg is None (the DoF's default) or a positive step that divides 360 evenly."""
+    if step_deg is not None:
+        n = 360.0 / step_deg if step_deg > 0 else 0.5
+        if abs(n - round(n)) > 1e-9:
+            raise UserError(f"--table-step-deg must be > 0 and divide 360 evenly (e.g. 0.5, 2, 4), not {step_deg}")
 
 
 def profile_config(profile: str, **overrides: Any) -> BenchmarkConfig:

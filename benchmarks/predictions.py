@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import export, methods
+from benchmarks.config import check_table_step
 from ibutil.device import check_device_name, resolve_device
 from ibutil.errors import UserError
 from ibutil.run import RECORD_KEYS
@@ -50,11 +51,7 @@ class ScoreConfig:
             raise UserError(f"--name must be a non-empty name without surrounding spaces, not {self.name!r}")
         if self.name in methods.REGISTRY:
             raise UserError(f"--name {self.name} is a built-in method's name; choose another so the rows stay apart")
-        if self.table_step_deg is not None:
-            n = 360.0 / self.table_step_deg if self.table_step_deg > 0 else 0.5
-            if abs(n - round(n)) > 1e-9:
-                raise UserError(f"--table-step-deg must be > 0 and divide 360 evenly (e.g. 0.5, 2, 4), "
-                                f"not {self.table_step_deg}")
+        check_table_step(self.table_step_deg)
         check_device_name(self.device)
 
 
