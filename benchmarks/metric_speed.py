@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from benchmarks import metrics, pose, tables
-from render import h5format
+from ibdata import h5format
+from ibdata.frames import to_float
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
@@ -74,7 +75,7 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
     cached_call = time.perf_counter() - start
     test = h5format.read_split(path, "test")
     s, t = test.factors.shape[:2]
-    x = test.frames.reshape(s * t, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    x = to_float(test.frames).numpy().reshape(s * t, size, size, 3).transpose(0, 3, 1, 2)
     f = test.factors.reshape(s * t, -1).astype(np.float64)
     masks = test.masks.reshape(s * t, size, size)
     truth, seconds = _timed(metrics.table_metrics, x, f, table)

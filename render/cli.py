@@ -117,7 +117,7 @@ def merge_dataset(shards, out, overwrite, quiet):
               help="Sequences in the contact sheet (each a row of frames and a row of masks).")
 def inspect_dataset(file, verify, sheet, gif, split, sequence, rows):
     """Print the summary of a dataset FILE, verify its schema and checksums, and draw it."""
-    from render import h5format
+    from ibdata import h5format
     from render.inspect import contact_sheet, sequence_gif, summary
 
     with user_errors():

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ibdata.tasks import HeldoutRegion, rotation_x, rotation_y
 from ibutil.errors import UserError
 from render.objects import COLOURS, OBJECT_NAMES
-from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect, rotation_x, rotation_y
-from render.tasks import HeldoutRegion
+from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect
 
 PRESETS = {1: "rotate-x", 2: "rotate-xy", 6: "three-objects-xy"}
 SPLITS = ("train", "val", "test", "heldout")  # the groups of a file, in file order

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.cli import run_benchmark
-from inbetween.data import TripletDataset
+from ibdata.triplets import TripletDataset
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
