@@ -104,7 +104,7 @@ def dataset_card(config: RenderConfig, header: Header, out: Path) -> str:
     heldout_text = ("Protocol `paper`: no region of factor space is held out and the heldout split is empty."
                     if region is None else
                     f"Protocol `heldout`: the region `{json.dumps(region.to_json())}` "
-                    f"(render/tasks.py `HeldoutRegion`) is shown only by the heldout split; no train or val frame "
+                    f"(ibdata/tasks.py `HeldoutRegion`) is shown only by the heldout split; no train or val frame "
                     f"comes within {region.margin:g} {region.unit} of it ("
                     + ("the turn's frames near it are cut from train, val and test; heldout is the full half-step turn"
                        if config.dof == 1 else "rejection sampling from the seeded streams") + "). Score heldout triplets whose middle frame has `heldout/scored` = 1.")

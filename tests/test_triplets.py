@@ -1,4 +1,4 @@
-"""Tests of inbetween.data: triplet indexing, contents, lazy per-process reading and every bad input."""
+"""Tests of ibdata.triplets: triplet indexing, contents, lazy per-process reading and every bad input."""
 
 from __future__ import annotations
 
