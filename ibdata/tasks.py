@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-
 # Largest |deviation| of x_tau's factors from the interpolation of x0's and x2's at which a triplet
 # still counts as well-posed, per factor unit. deg: 0.5 degrees of rotation moves the rim of the
 # default teapot (radius ~16 px at 32 px) by ~0.14 px. ndc: 0.01 of the half-width is 0.16 px at
