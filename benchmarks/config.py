@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, is_dataclass
 from typing import Any
 
 from benchmarks import methods
+from ibdata.triplets import normalize_gaps
 from ibutil.device import check_device_name
 from ibutil.errors import UserError
 from ibutil.selection import EVAL_EVERY, PATIENCE, Selection
-from inbetween.data import normalize_gaps
 from render.presets import PRESETS, RenderConfig
 
 

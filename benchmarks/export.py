@@ -30,10 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
+from ibdata import h5format
+from ibdata.triplets import TripletDataset, normalize_gaps
 from ibutil.errors import UserError
 from ibutil.io import atomic_path, ensure_writable_folder
-from inbetween.data import TripletDataset, normalize_gaps
-from render import h5format
 
 FORMAT = "inbetween-bench-triplets"
 VERSION = 1
@@ -66,14 +66,15 @@ class ExportConfig:
         return self.tau is None
 
 
-def export_splits(path, asked: tuple[str, ...]) -> list[str]:
+def export_splits(data, asked: tuple[str, ...]) -> list[str]:
     """The splits to export, in the benchmark's order: the asked ones (all scored splits if none); UserError
-    naming the scored splits for one the benchmark does not score."""
+    naming the scored splits for one the benchmark does not score. `data`: a file's path or its header."""
     from benchmarks import scoring  # (torch, matplotlib): not imported for the CLI's --help
-    scored = scoring.evaluation_splits(path)
+    header = h5format.read_header(data)
+    scored = scoring.evaluation_splits(header)
     for split in asked:
         if split not in scored:
-            raise UserError(f"--split {split}: the benchmark does not score it in {path}; choose from "
+            raise UserError(f"--split {split}: the benchmark does not score it in {header.path}; choose from "
                             f"{', '.join(scored)}")
     return [s for s in scored if not asked or s in asked]
 
@@ -92,14 +93,14 @@ def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
                 yield split, k, j, found[k]
 
 
-def check_gaps(path, gaps: tuple[int, ...]) -> None:
-    """Every gap fits the file's sequences (2k + 1 <= T), as run-benchmark requires."""
+def check_gaps(data, gaps: tuple[int, ...]) -> None:
+    """Every gap fits the file's sequences (2k + 1 <= T), as run-benchmark requires. `data`: a path or a header."""
     from benchmarks import scoring
-    with h5format.open_dataset(path) as f:
-        n_frames = min(f[s]["frames"].shape[1] for s in scoring.evaluation_splits(path))
+    header = h5format.read_header(data)
+    n_frames = min(header.n_frames(s) for s in scoring.evaluation_splits(header))
     for k in gaps:
         if 2 * k + 1 > n_frames:
-            raise UserError(f"--gap {k} is too large for {path}: sequences have {n_frames} frames, so gaps can be "
+            raise UserError(f"--gap {k} is too large for {header.path}: sequences have {n_frames} frames, so gaps can be "
                             f"at most {(n_frames - 1) // 2}")
 
 
@@ -111,16 +112,16 @@ def export_triplets(config: ExportConfig) -> tuple[Path, int]:
     if out.is_dir():
         raise UserError(f"{out} is a folder; --out must name a file")
     ensure_writable_folder(out.parent)
-    with h5format.open_dataset(path) as f:
-        dof = int(f.attrs["dof"])
-    splits = export_splits(path, config.splits)
-    check_gaps(path, config.gaps)
-    groups = list(scored_groups(path, splits, config.gaps, config.all_taus))
+    header = h5format.read_header(path)  # read once, passed down
+    dof = header.dof
+    splits = export_splits(header, config.splits)
+    check_gaps(header, config.gaps)
+    groups = list(scored_groups(header, splits, config.gaps, config.all_taus))
     if not groups:
         raise UserError(f"{path} has no scored triplet at gaps {' '.join(map(str, config.gaps))}")
     n = sum(len(ds.index) for *_, ds in groups)
     size = groups[0][3].image_size
-    attrs: dict[str, Any] = {"format": FORMAT, "version": VERSION, "source_sha256": h5format.sha256_file(path),
+    attrs: dict[str, Any] = {"format": FORMAT, "version": VERSION, "source_sha256": header.sha256,
                              "source_file": path.name, "dof": dof, "splits": splits,
                              "gaps": np.array(config.gaps, dtype=np.int64), "all_taus": config.all_taus,
                              "command": " ".join(["export-triplets", *sys.argv[1:]])}

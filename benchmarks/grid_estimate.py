@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.methods import frame_cnn
 from benchmarks.train_speed import cpu_name, our_step
-from inbetween.data import TripletDataset
+from ibdata.triplets import TripletDataset
 from inbetween.ensemble import StackedVAE, stacked_adam
 from inbetween.toy import write_toy_dataset
 from inbetween.train import TrainConfig, build_model, make_optimizer, member_terms

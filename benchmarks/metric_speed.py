@@ -24,7 +24,8 @@ import torch
 
 # Run as a file by --compare, with an earlier commit's packages first on the path: only names both share are used.
 from benchmarks import metrics, pose, scoring, tables
-from render import h5format
+from ibdata import h5format
+from ibdata.frames import to_float
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
@@ -82,7 +83,7 @@ def measure(cache: Path, dof: int, size: int, gap: int) -> dict:
     cached_call = time.perf_counter() - start
     test = h5format.read_split(path, "test")
     s, t = test.factors.shape[:2]
-    x = test.frames.reshape(s * t, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    x = to_float(test.frames).numpy().reshape(s * t, size, size, 3).transpose(0, 3, 1, 2)
     f = test.factors.reshape(s * t, -1).astype(np.float64)
     masks = test.masks.reshape(s * t, size, size)
     truth, seconds = _timed(metrics.table_metrics, x, f, table)

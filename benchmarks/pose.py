@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks import nearest, tables
+from ibdata.frames import to_float
 from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 
@@ -65,7 +66,7 @@ class PoseTable:
         """Table frames as unit-norm rows on `device`: (N, H*W*3) float32, computed once per device."""
         key = str(device)
         if key not in self._unit:
-            x = torch.from_numpy(self.frames.reshape(len(self.frames), -1)).to(device, torch.float32) / 255.0
+            x = to_float(self.frames.reshape(len(self.frames), -1), device)
             self._unit[key] = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return self._unit[key]
 

@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from benchmarks import export, methods
 from benchmarks.config import check_table_step
+from ibdata import h5format
+from ibdata.frames import to_float, to_uint8
 from ibutil.device import check_device_name, resolve_device
 from ibutil.errors import UserError
 from ibutil.run import RECORD_KEYS
-from render import h5format
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 CHECK_ROWS = 4096  # rows per block when the predictions are checked for NaN and range
@@ -125,7 +126,7 @@ class Served:
     def rows(self, a: int, b: int) -> torch.Tensor:
         """Prediction rows a..b-1 as (n, 3, H, W) float32 in [0, 1]."""
         block = torch.from_numpy(np.ascontiguousarray(self.predictions[a:b])).permute(0, 3, 1, 2)
-        return block.float() / 255 if block.dtype == torch.uint8 else block.float()
+        return to_float(block) if block.dtype == torch.uint8 else block.float()
 
     def predict(self, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1], tau float or (B,) -> (B, 3, H, W) float32 in [0, 1]."""
@@ -145,7 +146,7 @@ class Served:
         if a is None:
             return x0  # a split not exported: its records are dropped
         for name, x in (("x0", x0), ("x2", x2)):
-            given = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+            given = to_uint8(x).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
             if not np.array_equal(given, self.x[name][a:a + n]):
                 raise RuntimeError(f"scoring's {name} differs from inputs rows {a}..{a + n - 1}: "
                                    "export.scored_groups no longer follows scoring.evaluate_dof")
@@ -165,7 +166,7 @@ class Served:
         found = []
         for i in range(len(x0)):
             j = float(taus[i]) * 2 * k
-            key = (round(j), *((x[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().tobytes() for x in (x0, x2)))
+            key = (round(j), *(to_uint8(x[i]).permute(1, 2, 0).numpy().tobytes() for x in (x0, x2)))
             if abs(j - round(j)) > 1e-3 or key not in self.figure_rows:  # tau arrives as float32 (j / 2k rounded)
                 raise LookupError(f"no prediction for this pair at tau {float(taus[i]):g}")
             found.append(self.figure_rows[key])
@@ -175,8 +176,8 @@ class Served:
 def plan_groups(path, inputs: export.Inputs) -> list[Group]:
     """Every group evaluate_dof scores on `path` at the inputs' gaps and taus, with the inputs' row of each."""
     from benchmarks import scoring  # (matplotlib via report): not imported for the CLI's --help
-    groups, offset = [], 0
-    for split, k, j, ds in export.scored_groups(path, scoring.evaluation_splits(path), inputs.gaps, inputs.all_taus):
+    groups, offset, header = [], 0, h5format.read_header(path)  # read once, passed down
+    for split, k, j, ds in export.scored_groups(header, scoring.evaluation_splits(header), inputs.gaps, inputs.all_taus):
         held = split in inputs.splits
         groups.append(Group(split, k, j, len(ds.index), offset if held else None))
         offset += len(ds.index) if held else 0
@@ -209,8 +210,7 @@ def score_predictions(config: ScoreConfig) -> Path:
     start = time.perf_counter()
     out = suite.check_out(config)
     path = Path(config.data)
-    with h5format.open_dataset(path) as f:
-        dof = int(f.attrs["dof"])
+    dof = h5format.read_header(path).dof
     inputs = export.read_inputs(config.inputs)
     check_source(config, inputs)
     check_predictions(config.predictions, inputs, config.progress)

@@ -24,11 +24,12 @@ import torch  # noqa: E402
 
 from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference row's label ends "[ref grid]")
 from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
+from ibdata.frames import to_float  # noqa: E402
+from ibdata.h5format import sha256_file  # noqa: E402
+from ibdata.triplets import triplet_index  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
 from ibutil.run import RECORD_KEYS as TRAIN_RECORD_KEYS  # noqa: E402
-from inbetween.data import triplet_index  # noqa: E402
-from render.h5format import sha256_file  # noqa: E402
 
 # sharpness, then the pose and the position metrics
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
@@ -155,7 +156,7 @@ def markdown(config, result, references: list[dict] = ()) -> str:
              "the `test` and `heldout` protocols stand side by side (columns `test k=…`, `heldout k=…`; heldout "
              "scores only windows whose middle frame lies in the held-out region). The headline tables hold the "
              "**well-posed** triplets (the target's factors equal the interpolation of the ends' factors within "
-             "render.tasks.TOLERANCES); ambiguous triplets get their own tables where there are any. copy-x0 and "
+             "ibdata.tasks.TOLERANCES); ambiguous triplets get their own tables where there are any. copy-x0 and "
              "mean-frame are hedges: what a prediction that does not in-between earns. results.json holds every "
              "tau and both subsets. See docs/benchmark.md for the protocol and the metrics.", ""]
     for name, reason in result.skipped.items():
@@ -295,7 +296,7 @@ def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict
     examples: label -> (N_EXAMPLES, 3, H, W) (x0, the true middle frame, each row's prediction at tau = 0.5, x2);
     strips: label -> (INTERP_STEPS, 3, H, W) along tau = 0..1 for the middle example, ends the true frames.
     """
-    video = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255  # (S, T, 3, H, W)
+    video = to_float(frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W)
     index = triplet_index(video.shape[0], video.shape[1], (k,))
     pick = np.unique(np.linspace(0, len(index) - 1, N_EXAMPLES).round().astype(int))
     s, t, _ = torch.from_numpy(index[pick]).T

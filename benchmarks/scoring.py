@@ -1,10 +1,10 @@
 """Scoring: every method on every evaluation split, gap and intermediate frame of one dataset, plus the figures' inputs.
 
 For gap k the evaluation pairs are the end frames (t-k, t+k) of every window inside every sequence
-(`inbetween.data.TripletDataset`: on `heldout` only windows whose middle frame lies in the held-out
+(`ibdata.triplets.TripletDataset`: on `heldout` only windows whose middle frame lies in the held-out
 region), and the targets are the 2k-1 frames between them: frame t-k+j at tau = j / 2k,
 j = 1..2k-1 (tau = 0.5 is the middle frame t, the headline). Every split of the file except train
-and val is scored. Each target is well-posed or not (render.tasks.well_posed on the file's factors),
+and val is scored. Each target is well-posed or not (ibdata.tasks.well_posed on the file's factors),
 and every (split, gap, tau) is reported as one record per subset, so anyone can recompute a number
 from the HDF5 file. DoF 1 and 2 also get ACAI's smoothness of the recovered poses along each path.
 At tau = 0.5 each row's per-triplet metrics are kept too (TRIPLET_METRICS), for paired tests over triplets.
@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from benchmarks import metrics, pose, report
+from ibdata import h5format
+from ibdata.frames import to_float
+from ibdata.triplets import TripletDataset
 from ibutil.errors import UserError
 from ibutil.run import RECORD_KEYS
-from inbetween.data import TripletDataset
-from render import h5format
 
 EVAL_BATCH = 512  # pairs per forward pass
 NOT_SCORED = ("train", "val")  # splits methods learn or select on
@@ -50,12 +50,11 @@ class Row:
 
 
 def evaluation_splits(path, score_train: bool = False) -> list[str]:
-    """The splits of the file that are scored: all but train and val that hold sequences, test first; with
-    `score_train` the train split too, last (a diagnostic: what the methods do on the frames they learned from)."""
+    """The splits of the file (a path or its DatasetHeader) that are scored: all but train and val that hold
+    sequences, test first; with `score_train` the train split too, last (a diagnostic: what the methods do on
+    the frames they learned from)."""
     skip = tuple(s for s in NOT_SCORED if not (score_train and s == "train"))
-    with h5format.open_dataset(path) as f:
-        found = [s for s in f if isinstance(f[s], h5py.Group) and "frames" in f[s] and s not in skip
-                 and f[s]["frames"].shape[0] > 0]
+    found = [s for s, (n_seq, _) in h5format.read_header(path).shapes.items() if s not in skip and n_seq > 0]
     return sorted(found, key=lambda s: (s == "train", s != "test", s))  # test (the paper's protocol) first, train last
 
 
@@ -74,7 +73,7 @@ def path_frames(frames: torch.Tensor, masks: torch.Tensor, index: np.ndarray, j:
     float in [0, 1] and mask (N, H, W), in the order of `index`.
     """
     s, t, k = torch.from_numpy(index).T  # (N,) each
-    x = {name: frames[s, t + d].float() / 255 for name, d in (("x0", -k), ("target", j - k), ("x2", k))}
+    x = {name: to_float(frames[s, t + d]) for name, d in (("x0", -k), ("target", j - k), ("x2", k))}
     return x | {"mask": masks[s, t - k + j]}
 
 
@@ -155,7 +154,7 @@ def ceiling_metrics(frames: torch.Tensor, masks: torch.Tensor, factors: np.ndarr
     """Every metric of every true frame of a split against itself, once: name -> (S, T), and the recovered
     table rows (S, T) for pose tables. The ceiling rows gather from these."""
     s_, t_ = frames.shape[:2]
-    flat = frames.flatten(0, 1).float() / 255  # (S*T, 3, H, W)
+    flat = to_float(frames.flatten(0, 1))  # (S*T, 3, H, W)
     pairs = {"x0": flat, "x2": flat, "target": flat, "mask": masks.flatten(0, 1)}
     per, index = evaluate(lambda x0, x2, tau: x0, pairs, 0.5, factors.reshape(s_ * t_, -1), table, device)
     return {name: v.reshape(s_, t_) for name, v in per.items()}, (None if index is None else index.reshape(s_, t_))
@@ -172,13 +171,14 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     records, ceiling, paths = [], [], []
     triplets: list[dict] = []  # per row and (split, gap) at tau 0.5: the target frames (s, t) and their metrics (N,)
     smooth = isinstance(table, pose.PoseTable) and all_taus
-    for split in evaluation_splits(path, score_train):
+    header = h5format.read_header(path)  # read once, passed down
+    for split in evaluation_splits(header, score_train):
         arrays = h5format.read_split(path, split)
         frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
         masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
         truth, truth_index = ceiling_metrics(frames, masks, arrays.factors, table, device)
         work = [(k, j) for k in gaps for j in (range(1, 2 * k) if all_taus else (k,))]
-        found = {k: windows(path, split, k) for k in gaps}
+        found = {k: windows(header, split, k) for k in gaps}
         bar = tqdm(work, desc=f"eval dof{dof} {split}", disable=not progress, leave=False)
         path_index: dict[int, list[np.ndarray]] = {}  # row (or -1: the truth) -> (N,) table rows per j of this gap
         path_wp: list[np.ndarray] = []
@@ -222,7 +222,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     test = h5format.read_split(path, "test")
     examples, strips = report.pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
-    return {"dof": dof, "dataset": {"file": str(path), "sha256": h5format.sha256_file(path)}, "records": records,
+    return {"dof": dof, "dataset": {"file": str(path), "sha256": header.sha256}, "records": records,
             "ceiling": ceiling, "paths": paths, "triplets": triplets, "table": table_info(table), "examples": examples,
             "strips": strips, "curves": curves}
 

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -34,7 +33,7 @@ from ibutil.io import ensure_writable_folder, torch_save_atomic
 from ibutil.preempt import StopFlag
 from ibutil.run import RECORD_KEYS
 from ibutil.selection import lr_grid, select_trial
-from render import h5format
+from ibdata import h5format
 
 
 def config_hash(obj: Any) -> str:
@@ -66,8 +65,7 @@ def dataset_dofs(config: BenchmarkConfig) -> dict[int, Path | None]:
         return {dof: None for dof in config.dofs}
     files: dict[int, Path | None] = {}
     for p in config.data:
-        with h5format.open_dataset(p) as f:
-            dof = int(f.attrs["dof"])
+        dof = h5format.read_header(p).dof
         if dof in files:
             raise UserError(f"--data gives two files for dof {dof}: {files[dof]} and {p}")
         files[dof] = Path(p)
@@ -76,8 +74,7 @@ def dataset_dofs(config: BenchmarkConfig) -> dict[int, Path | None]:
 
 def check_gaps(config: BenchmarkConfig, dof: int, path: Path) -> None:
     """Every gap must fit the sequences of every split of the dataset: 2k+1 <= T."""
-    with h5format.open_dataset(path) as f:
-        n_frames = min(g["frames"].shape[1] for g in f.values() if isinstance(g, h5py.Group) and "frames" in g)
+    n_frames = min(t for _, t in h5format.read_header(path).shapes.values())
     for k in config.gaps:
         if 2 * k + 1 > n_frames:
             raise UserError(f"--gap {k} is too large for dof {dof} ({path}): sequences have {n_frames} frames, "
@@ -415,8 +412,7 @@ def render_if_missing(config: BenchmarkConfig, dof: int) -> Path:
 
 def train_spec(config: BenchmarkConfig, job: TrainJob, data: Path) -> TrainSpec:
     """The budget every trained method gets: the same FLOPs (or steps), batch size, gaps and selection rule."""
-    with h5format.open_dataset(data) as f:
-        n_seq, n_frames = f["train"]["frames"].shape[:2]
+    n_seq, n_frames = h5format.read_header(data).shapes["train"]
     n_triplets = sum(n_seq * (n_frames - 2 * k) for k in config.gaps)  # every (t-k, t, t+k) of the train split
     return TrainSpec(data=str(data), gaps=config.gaps, steps=steps_per_run(config, n_triplets),
                      batch_size=config.batch_size, seed=job.entry.seed or 0, val_split=VAL_SPLIT,

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from render import backend, h5format
-from render.dataset import GENERATOR, config_from_json
+from ibdata import h5format
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder
+from render import backend
+from render.dataset import GENERATOR, config_from_json
 from render.presets import RenderConfig, scene_for
 
 TABLE_VERSION = 1  # bump when what a cached table holds changes; old files are then rebuilt under a new hash
@@ -23,16 +24,15 @@ CHUNK_FRAMES = 240  # frames per pool task: big enough to amortise the task, sma
 
 def dataset_config(path: str | os.PathLike) -> RenderConfig:
     """The RenderConfig stored in a dataset file's `config` attribute (what every table is built from)."""
-    with h5format.open_dataset(path) as f:
-        header = h5format.read_header(f)
+    header = h5format.read_header(path)
     try:
-        config = config_from_json(header["config"])
+        config = config_from_json(header.config)
     except (TypeError, UserError) as exc:  # a hand-written file whose config is not a RenderConfig
         raise UserError(f"{path}: its config attribute is not a render config ({exc}); "
                         "tables need a file written by render-dataset") from None
-    if (config.dof, config.size) != (header["dof"], header["image_size"]):
+    if (config.dof, config.size) != (header.dof, header.image_size):
         raise UserError(f"{path}: its config attribute (dof {config.dof}, {config.size} px) does not describe the "
-                        f"file (dof {header['dof']}, {header['image_size']} px); tables need a file written by "
+                        f"file (dof {header.dof}, {header.image_size} px); tables need a file written by "
                         "render-dataset")
     return config
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from inbetween.data import TripletDataset
+from ibdata.triplets import TripletDataset
+from ibutil.device import cpu_info, resolve_device
 from inbetween.ensemble import StackedVAE, stacked_adam
 from inbetween.toy import write_toy_dataset
-from ibutil.device import cpu_info, resolve_device
 from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer, member_terms, train
 from inbetween.vae import inbetween_divergence, kl_standard_normal, reconstruction_nll
 

@@ -22,10 +22,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from inbetween.data import TripletDataset
+from ibdata.triplets import TripletDataset
 from ibutil.device import cpu_info, resolve_device
-from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer
 from ibutil.io import write_text_atomic
+from inbetween.train import TrainConfig, build_model, compute_loss, make_optimizer
 
 CACHE_SUBDIR = "dtype-choice"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from render.h5format import DatasetWriter, Header
+from ibdata.h5format import DatasetWriter, Header
 
 
 def disk_sequence(rng: np.random.Generator, size: int, frames: int):

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ibdata.triplets import TripletDataset, normalize_gaps, val_dataset
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import epoch_accounting, training_step_flops
@@ -32,7 +33,6 @@ from ibutil.io import read_checkpoint as read_file
 from ibutil.preempt import Preempted, StopFlag
 from ibutil.run import CHECKPOINT_NAME, NO_VAL, TrainRun, all_reduce_step, epoch_order, planned_steps
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
-from inbetween.data import TripletDataset, normalize_gaps, val_dataset
 from inbetween.ensemble import StackedVAE, keep_rows, member_optimizer_state, stack_optimizer_states, stacked_adam
 from inbetween.vae import KL_FORMS, LIKELIHOODS, AlphaVAE, LossTerms, VAEConfig, alpha_vae_loss, loss_terms, num_params
 
@@ -377,8 +377,8 @@ def train_ensemble(configs: Sequence[TrainConfig], data_seed: int | None = None)
     if len(configs) > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("an ensemble trains in one process; run one model per torchrun")
     train_set = TripletDataset(c.data, "train", c.gaps)
-    test_set = TripletDataset(c.data, "test", c.gaps) if c.log_test else None
-    val_set = val_dataset(c.data, c.val_split, c.gaps)  # None: no selection (val_split "none")
+    test_set = TripletDataset(train_set.header, "test", c.gaps) if c.log_test else None  # the header read once
+    val_set = val_dataset(train_set.header, c.val_split, c.gaps)  # None: no selection (val_split "none")
     rank, world, device, owns_group = _join_group(c, device)
 
     size, n, bs = train_set.image_size, len(train_set), c.batch_size

@@ -125,7 +125,7 @@ def inspect_dataset(file, verify, sheet, gif, split, sequence, rows):
 
     Ctrl-C or SIGTERM stops a long verification after the sequence or block in hand: exit 130 or 143.
     """
-    from render import h5format
+    from ibdata import h5format
     from render.inspect import contact_sheet, sequence_gif, summary
 
     with user_errors(), preemption_exits(), StopFlag() as stop:

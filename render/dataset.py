@@ -10,11 +10,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 import render
-from render import backend, h5format
+from ibdata import h5format
+from render import backend
 from ibutil.errors import UserError
 from ibutil.preempt import StopFlag
 from render.croissant import croissant
-from render.h5format import DatasetWriter, Header
+from ibdata.h5format import DatasetWriter, Header
 from render.presets import (RenderConfig, factor_names, heldout_region, heldout_scored, poses_from_factors, scene_for,
                             sequence_factors, shard_ranges, split_shapes)
 from render.scene import camera_json
@@ -103,7 +104,7 @@ def dataset_card(config: RenderConfig, header: Header, out: Path) -> str:
     heldout_text = ("Protocol `paper`: no region of factor space is held out and the heldout split is empty."
                     if region is None else
                     f"Protocol `heldout`: the region `{json.dumps(region.to_json())}` "
-                    f"(render/tasks.py `HeldoutRegion`) is shown only by the heldout split; no train or val frame "
+                    f"(ibdata/tasks.py `HeldoutRegion`) is shown only by the heldout split; no train or val frame "
                     f"comes within {region.margin:g} {region.unit} of it ("
                     + ("the turn's frames near it are cut from train, val and test; heldout is the full half-step turn"
                        if config.dof == 1 else "rejection sampling from the seeded streams") + "). Score heldout triplets whose middle frame has `heldout/scored` = 1.")
@@ -254,11 +255,10 @@ def _existing_shard(path: Path, config: RenderConfig, shard_info: dict) -> str:
     except UserError:
         return "broken"
     try:
-        with h5format.open_dataset(path) as f:
-            h = h5format.read_header(f)
+        h = h5format.read_header(path)
     except UserError:
         return "other"
-    ours = h["config"] == config.to_json() and h["shard"] == shard_info
+    ours = h.config == config.to_json() and h.shard == shard_info
     return "complete" if ours and verification.manifest == "ok" else "other"
 
 
@@ -277,35 +277,34 @@ def merge_shards(paths: list[str | Path], out: str | Path, overwrite: bool = Fal
         shards = {}
         for p in paths:
             h5format.verify(p, check=lambda: stop.check(f"merge into {out} stopped while verifying {p}; {again}"))
-            with h5format.open_dataset(p) as f:
-                h = h5format.read_header(f)
-            if h["shard"] is None:
+            h = h5format.read_header(p)
+            if h.shard is None:
                 raise UserError(f"{p} is not a shard (no 'shard' attribute); nothing to merge")
-            i, n = h["shard"]["index"], h["shard"]["count"]
+            i, n = h.shard["index"], h.shard["count"]
             if i in shards:
                 raise UserError(f"shard {i}/{n} is given twice: {shards[i][0]} and {p}")
             shards[i] = (Path(p), h)
         first = shards[min(shards)][1]
-        count = first["shard"]["count"]
+        count = first.shard["count"]
         for i, (p, h) in shards.items():
             for key in ("config", "seed", "renderer", "generator"):
-                if h[key] != first[key]:
+                if getattr(h, key) != getattr(first, key):
                     raise UserError(f"{p} was rendered with a different {key} than {shards[min(shards)][0]}; "
                                     "shards of one dataset must share config, seed, renderer and generator")
-            if h["shard"]["count"] != count:
-                raise UserError(f"{p} is shard {i}/{h['shard']['count']}, the others are of {count}")
+            if h.shard["count"] != count:
+                raise UserError(f"{p} is shard {i}/{h.shard['count']}, the others are of {count}")
         missing = sorted(set(range(count)) - set(shards))
         if missing:
             raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {count}; render them first")
-        config = config_from_json(first["config"])
-        header = make_header(config, first["renderer"])
+        config = config_from_json(first.config)
+        header = make_header(config, first.renderer)
         h5format.check_target(out, overwrite)
         shapes = split_shapes(config)
         total = sum(n * t for n, t in shapes.values())
         n_sequences = sum(n for n, _ in shapes.values())
         for p, h in shards.values():
-            if h["format_version"] != h5format.FORMAT_VERSION:
-                raise UserError(f"{p} is a format v{h['format_version']} shard; re-render the shards with this "
+            if h.format_version != h5format.FORMAT_VERSION:
+                raise UserError(f"{p} is a format v{h.format_version} shard; re-render the shards with this "
                                 f"version (v{h5format.FORMAT_VERSION}) before merging")
         done = 0
         with DatasetWriter(out, header, shapes, dataset_card(config, header, out), overwrite,
@@ -314,7 +313,7 @@ def merge_shards(paths: list[str | Path], out: str | Path, overwrite: bool = Fal
             for split in shapes:
                 for i in range(count):
                     path, h = shards[i]
-                    start = h["shard"]["sequences"][split][0]
+                    start = h.shard["sequences"][split][0]
                     arrays = h5format.read_split(path, split)
                     for s in range(len(arrays.frames)):
                         writer.write_sequence(split, start + s, arrays.frames[s], arrays.factors[s], arrays.masks[s],

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from render import h5format
+from ibdata import h5format
 from ibutil.errors import UserError
 from ibutil.io import atomic_path, ensure_writable_folder
 
@@ -18,28 +18,27 @@ def summary(path: str | os.PathLike) -> str:
     lines = [f"{path}"]
     with h5format.open_dataset(path) as f:
         h = h5format.read_header(f)
-        lines.append(f"  format      {h['format']} v{h['format_version']}, preset {h['preset']} (dof {h['dof']})")
-        lines.append(f"  images      {h['image_size']}x{h['image_size']} RGB, seed {h['seed']}")
-        lines.append("  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h["objects"]))
-        lines.append(f"  generator   {h['generator']}; {h['renderer'].get('pyrender')} on "
-                     f"{h['renderer'].get('platform')} ({h['renderer'].get('gl_renderer')})")
-        if h["camera"] is not None:
-            cam = h["camera"]
+        lines.append(f"  format      {h5format.FORMAT} v{h.format_version}, preset {h.preset} (dof {h.dof})")
+        lines.append(f"  images      {h.image_size}x{h.image_size} RGB, seed {h.seed}")
+        lines.append("  objects     " + ", ".join(f"{o['index']}={o['name']}" for o in h.objects))
+        lines.append(f"  generator   {h.generator}; {h.renderer.get('pyrender')} on "
+                     f"{h.renderer.get('platform')} ({h.renderer.get('gl_renderer')})")
+        if h.camera is not None:
+            cam = h.camera
             lines.append(f"  camera      {cam['type']}, fx = fy = {cam['intrinsics'][0][0]:.2f} px, "
                          f"at z = {cam['pose'][2][3]:g}; poses per frame in SPLIT/poses")
-        if h["heldout"] is not None:
-            region = h["heldout"]["region"]
-            lines.append(f"  protocol    {h['heldout']['protocol']}" + ("" if region is None else
+        if h.heldout is not None:
+            region = h.heldout["region"]
+            lines.append(f"  protocol    {h.heldout['protocol']}" + ("" if region is None else
                          f"; held-out {region['kind']} centre {region['centre']} radius {region['radius']:g} "
                          f"margin {region['margin']:g} {region['unit']}"))
-        for split in h5format.file_splits(f):
-            s, t = f[split]["frames"].shape[:2]
+        for split, (s, t) in h.shapes.items():
             scored = f" ({int(f[split]['scored'][()].sum())} scored)" if "scored" in f[split] else ""
             lines.append(f"  {split:<7}     {s} sequences x {t} frames = {s * t} frames{scored}")
             if s == 0:
                 continue
             factors = f[split]["factors"][()]
-            for i, (name, unit) in enumerate(zip(h["factor_names"], h["factor_units"])):
+            for i, (name, unit) in enumerate(zip(h.factor_names, h.factor_units)):
                 col = factors[..., i]
                 lines.append(f"    {name:<18} {col.min():9.3f} .. {col.max():9.3f} {unit}")
     return "\n".join(lines)
@@ -60,7 +59,7 @@ def contact_sheet(path: str | os.PathLike, out: str | os.PathLike, split: str = 
         cols_idx = np.unique(np.linspace(0, n_frames - 1, min(frames, n_frames)).round().astype(int))
         imgs = g["frames"][rows_idx.tolist()][:, cols_idx]  # (R, C, H, W, 3)
         masks = g["masks"][rows_idx.tolist()][:, cols_idx]  # (R, C, H, W)
-        colours = h5format.read_header(f)["objects"]
+        colours = h5format.read_header(f).objects
     palette = np.zeros((256, 3), np.uint8)
     for o in colours:
         palette[o["index"]] = (np.clip(o["colour"], 0, 1) * 255).astype(np.uint8)

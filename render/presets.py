@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ibdata.tasks import HeldoutRegion, rotation_x, rotation_y
 from ibutil.errors import UserError
 from render.objects import COLOURS, OBJECT_NAMES
-from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect, rotation_x, rotation_y
-from render.tasks import HeldoutRegion
+from render.scene import CameraSpec, ObjectSpec, SceneSpec, pose_matrix, reflect
 
 PRESETS = {1: "rotate-x", 2: "rotate-xy", 6: "three-objects-xy"}
 SPLITS = ("train", "val", "test", "heldout")  # the groups of a file, in file order
@@ -26,7 +26,7 @@ SPLIT_CODES = {"train": 0, "test": 1, "val": 2, "heldout": 3}
 DEFAULTS = {1: (360, 1, 1), 2: (50, 200, 50), 6: (50, 200, 50)}
 MOTIONS = ("linear", "bounce")  # dof 6: straight lines inside the frame, or reflecting off the borders
 PROTOCOLS = ("heldout", "paper")  # paper: no region cut out of training, no heldout sequences
-# The held-out region of each preset (kind, centre, radius, default margin); see render/tasks.py and
+# The held-out region of each preset (kind, centre, radius, default margin); see ibdata/tasks.py and
 # docs/dataset-format.md. dof 1: the upside-down arc of the turn; dof 2: a 30-degree geodesic ball
 # of poses around the upside-down pose; dof 6: the top-right corner of the frame.
 REGIONS = {1: ("arc", (180.0,), 20.0, 10.0, "deg"), 2: ("so3_ball", (180.0, 0.0), 30.0, 10.0, "deg"),

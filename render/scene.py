@@ -1,4 +1,7 @@
-"""Scene description (objects, camera, lights) and pose maths, kept apart from the GL backend (no pyrender import)."""
+"""Scene description (objects, camera, lights) and pose maths, kept apart from the GL backend (no pyrender import).
+
+The rotations of the factors (rotation_x, rotation_y) live in ibdata.tasks: readers need them too.
+"""
 
 from __future__ import annotations
 
@@ -42,22 +45,6 @@ class SceneSpec:
     ambient: float = 0.25  # ambient light intensity
     light_intensity: float = 2.5  # directional light, shining from the camera's upper left
     light_direction: tuple[float, float, float] = (-0.35, 0.45, 1.0)  # towards the light (world)
-
-
-def rotation_x(deg: np.ndarray) -> np.ndarray:
-    """Rotation matrices about x for angles in degrees: (...,) -> (..., 3, 3)."""
-    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def rotation_y(deg: np.ndarray) -> np.ndarray:
-    """Rotation matrices about y for angles in degrees: (...,) -> (..., 3, 3)."""
-    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
 
 
 def pose_matrix(rotation: np.ndarray, translation: np.ndarray, scale: float) -> np.ndarray:

@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 
-from render import h5format
+from ibdata import h5format
+from ibdata.tasks import HeldoutRegion, pairwise_min_distance, well_posed
 from render.presets import RenderConfig, heldout_region, sequence_factors, split_shapes
-from render.tasks import HeldoutRegion, pairwise_min_distance, well_posed
 
 GAPS = (2, 5, 10, 20)
 
@@ -62,10 +62,10 @@ def main() -> None:
     if args.file:
         with h5format.open_dataset(args.file) as f:
             h = h5format.read_header(f)
-            factors = {s: f[s]["factors"][()] for s in h5format.file_splits(f)}
-        region = (HeldoutRegion.from_json(h["heldout"]["region"])
-                  if h["heldout"] and h["heldout"]["region"] and "heldout" in factors else None)
-        print(report(args.file, factors, h["factor_units"], region))
+            factors = {s: f[s]["factors"][()] for s in h.splits}
+        region = (HeldoutRegion.from_json(h.heldout["region"])
+                  if h.heldout and h.heldout["region"] and "heldout" in factors else None)
+        print(report(args.file, factors, h.factor_units, region))
         return
     for dof, motion in ((1, "linear"), (2, "linear"), (6, "linear"), (6, "bounce")):
         config = RenderConfig(dof=dof, motion=motion)

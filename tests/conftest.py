@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from render.h5format import DatasetWriter, Header
+from ibdata.h5format import DatasetWriter, Header
 from render.scene import CameraSpec, camera_json
 
 

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from render import h5format
+from ibdata import h5format
 
 COMMANDS = {"render": ("render.cli", "render_dataset"), "merge": ("render.cli", "merge_dataset"),
             "benchmark": ("benchmarks.cli", "run_benchmark")}

@@ -12,10 +12,10 @@ import signal
 import pytest
 import torch
 
+from ibdata.triplets import TripletDataset
 from ibutil.errors import UserError
 from ibutil.preempt import Preempted
 from ibutil.run import epoch_order
-from inbetween.data import TripletDataset
 from inbetween.ensemble import StackedVAE
 from inbetween.train import (TrainConfig, build_model, check_members, compute_loss, load_checkpoint, make_optimizer,
                              read_checkpoint, shared_key, train, train_ensemble)

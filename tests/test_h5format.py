@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from render import h5format
+from ibdata import h5format
 from ibutil.errors import UserError
 from tests.conftest import write_tiny_dataset
 
@@ -19,10 +19,21 @@ def test_round_trip_preserves_arrays_and_header(tiny_h5):
         np.testing.assert_array_equal(arrays.masks, masks)
     with h5format.open_dataset(path) as f:
         h = h5format.read_header(f)
-        assert h["format"] == "inbetween-sequences" and h["format_version"] == 2
-        assert h["factor_names"] == ["teapot.f0", "teapot.f1"] and h["objects"][0]["name"] == "teapot"
+        assert f.attrs["format"] == "inbetween-sequences" and h.format_version == 2
+        assert h.factor_names == ("teapot.f0", "teapot.f1") and h.objects[0]["name"] == "teapot"
         assert f["train/frames"].chunks[:2] == (1, 8)  # one sequence per chunk
         assert f["train/frames"].compression == "gzip"
+
+
+def test_header_is_read_once_and_answers_every_fact(tiny_h5):
+    path, written = tiny_h5
+    h = h5format.read_header(path)  # from a path: opened, validated, closed
+    assert h.path == path and h.splits == ("train", "val", "test", "heldout") and h.dof == 2 and h.image_size == 8
+    assert h.shapes == {s: written[s][0].shape[:2] for s in h.splits} and h.shapes["train"] == (2, 8)
+    assert h.n_frames("test") == written["test"][0].shape[1]
+    assert h.sha256 == h5format.sha256_file(path) == h5format.manifest_path(path).read_text().split()[0]
+    with h5format.open_dataset(path) as f:
+        assert h5format.read_header(f) == h  # from an open file: the same header
 
 
 def test_manifest_card_and_verify(tiny_h5):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ibutil.preempt import Interrupted
-from render import h5format
+from ibdata import h5format
 from render.dataset import croissant_for, dataset_card, make_header
 from render.presets import (RenderConfig, heldout_scored, poses_from_factors, sequence_factors, shard_ranges,
                             split_shapes)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import nearest, pose
-from render import h5format
+from ibdata import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 

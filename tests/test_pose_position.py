@@ -11,11 +11,11 @@ import torch
 
 from benchmarks import metrics as M
 from benchmarks import pose, position, tables
-from render import h5format
-from render.dataset import render_dataset
+from ibdata import h5format
+from ibdata.tasks import rotation_x, rotation_y
 from ibutil.errors import UserError
+from render.dataset import render_dataset
 from render.presets import RenderConfig, poses_from_factors
-from render.scene import rotation_x, rotation_y
 
 
 def _test_split(path):

@@ -17,8 +17,8 @@ from PIL import Image
 
 from benchmarks import methods
 from benchmarks.cli import export_triplets, run_benchmark, score_predictions
+from ibdata.h5format import sha256_file
 from render.cli import render_dataset
-from render.h5format import sha256_file
 
 TINY = ["--dof", "1", "--size", "16", "--frames", "24", "--workers", "1", "--quiet"]  # 85 frames, a few seconds
 SCORE = ["--table-step-deg", "10", "--quiet"]  # a coarse pose table: 36 frames rendered once into the cache

@@ -6,7 +6,8 @@ import pytest
 from ibutil.errors import UserError
 from render.presets import (SIX_DOF_SCALE, RenderConfig, factor_names, poses_from_factors, scene_for,
                             sequence_factors, split_shapes)
-from render.scene import reflect, rotation_x, rotation_y
+from ibdata.tasks import rotation_x, rotation_y
+from render.scene import reflect
 
 
 def test_dof1_train_is_integer_degrees_and_test_is_half_degrees():

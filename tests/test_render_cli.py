@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from render import h5format
+from ibdata import h5format
 from render.cli import inspect_dataset, render_dataset
 
 TINY = ["--size", "8", "--frames", "4", "--train-sequences", "3", "--test-sequences", "2", "--quiet"]
@@ -30,9 +30,9 @@ def test_render_writes_a_valid_file_with_sidecars(rendered):
     with h5format.open_dataset(path) as f:
         h = h5format.read_header(f)
         assert f["train/frames"].shape == (3, 4, 8, 8, 3) and f["test/masks"].shape == (2, 4, 8, 8)
-        assert h["dof"] == 2 and h["preset"] == "rotate-xy" and h["seed"] == 0
-        assert h["config"]["frames"] == 4 and h["renderer"]["platform"] in ("egl", "osmesa")
-        assert h["renderer"]["gl_renderer"] and h["generator"].startswith("inbetween-bench")
+        assert h.dof == 2 and h.preset == "rotate-xy" and h.seed == 0
+        assert h.config["frames"] == 4 and h.renderer["platform"] in ("egl", "osmesa")
+        assert h.renderer["gl_renderer"] and h.generator.startswith("inbetween-bench")
     card = h5format.card_path(path).read_text()
     assert ("render-dataset --dof 2 --size 8 --frames 4 --train-sequences 3 --val-sequences 2 --test-sequences 2 "
             "--heldout-sequences 2 --protocol heldout --heldout-margin 10.0") in card

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from inbetween.data import TripletDataset
-from render import h5format
+from ibdata import h5format
+from ibdata.tasks import HeldoutRegion
+from ibdata.triplets import TripletDataset
 from render.cli import inspect_dataset, render_dataset
 from render.dataset import config_from_json
 from render.presets import heldout_region, poses_from_factors
-from render.tasks import HeldoutRegion
 
 TINY6 = ["--dof", "6", "--size", "16", "--frames", "10", "--train-sequences", "4", "--test-sequences", "3",
          "--quiet", "--workers", "1"]
@@ -29,13 +29,13 @@ def dof6(tmp_path_factory):
 def test_every_split_with_poses_camera_and_scored_frames(dof6):
     with h5format.open_dataset(dof6) as f:
         h = h5format.read_header(f)
-        assert h["format_version"] == 2 and h["splits"] == ("train", "val", "test", "heldout")
-        assert {s: f[s]["frames"].shape[0] for s in h["splits"]} == {"train": 4, "val": 3, "test": 3, "heldout": 3}
-        config = config_from_json(h["config"])
-        region = HeldoutRegion.from_json(h["heldout"]["region"])
-        assert region == heldout_region(config) and h["heldout"]["protocol"] == "heldout"
-        assert h["camera"]["type"] == "orthographic" and h["camera"]["intrinsics"][0][0] == 8.0
-        for split in h["splits"]:
+        assert h.format_version == 2 and h.splits == ("train", "val", "test", "heldout")
+        assert {s: f[s]["frames"].shape[0] for s in h.splits} == {"train": 4, "val": 3, "test": 3, "heldout": 3}
+        config = config_from_json(h.config)
+        region = HeldoutRegion.from_json(h.heldout["region"])
+        assert region == heldout_region(config) and h.heldout["protocol"] == "heldout"
+        assert h.camera["type"] == "orthographic" and h.camera["intrinsics"][0][0] == 8.0
+        for split in h.splits:
             factors, poses = f[split]["factors"][()], f[split]["poses"][()]
             assert poses.shape == factors.shape[:2] + (3, 4, 4)
             np.testing.assert_allclose(poses[1], poses_from_factors(config, factors[1]), atol=1e-5)

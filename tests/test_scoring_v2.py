@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.cli import run_benchmark
-from inbetween.data import TripletDataset
+from ibdata.triplets import TripletDataset
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
@@ -128,7 +128,7 @@ def test_rows_scored_on_shared_targets_equal_rows_scored_alone(bounce):
     import torch
 
     from benchmarks import metrics, scoring
-    from render import h5format
+    from ibdata import h5format
 
     data, _, cache, _ = bounce
     table = metrics.table_for(data, cache, progress=False)

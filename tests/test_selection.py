@@ -12,13 +12,13 @@ import torch
 
 from benchmarks.methods import frame_cnn as fc
 from benchmarks.methods.interface import TrainSpec
+from ibdata.h5format import read_split
+from ibdata.triplets import TripletDataset
+from ibutil.errors import UserError
 from ibutil.selection import Selection, lr_grid, select_trial
 from inbetween import TrainConfig, load_checkpoint, train
-from inbetween.data import TripletDataset
 from inbetween.toy import write_toy_dataset
 from inbetween.train import evaluate
-from render.h5format import read_split
-from ibutil.errors import UserError
 
 
 @pytest.fixture(scope="module")

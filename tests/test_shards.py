@@ -3,9 +3,9 @@
 import pytest
 from click.testing import CliRunner
 
-from render import h5format
-from render.cli import merge_dataset, render_dataset
+from ibdata import h5format
 from ibutil.errors import UserError
+from render.cli import merge_dataset, render_dataset
 from render.presets import RenderConfig, shard_ranges
 
 ARGS = ["--dof", "2", "--size", "8", "--frames", "4", "--train-sequences", "5", "--test-sequences", "3", "--quiet",
@@ -40,13 +40,13 @@ def test_merged_shards_equal_the_unsharded_file_byte_for_byte(shards, tmp_path):
     assert r.exit_code == 0, r.output
     assert h5format.sha256_file(out) == h5format.sha256_file(shards / "full.h5")
     with h5format.open_dataset(out) as f:
-        assert h5format.read_header(f)["shard"] is None
+        assert h5format.read_header(f).shard is None
 
 
 def test_shard_files_say_which_sequences_they_hold(shards):
     with h5format.open_dataset(shards / "s1.h5") as f:
         h = h5format.read_header(f)
-        assert h["shard"] == {"index": 1, "count": 3, "sequences": {"train": [1, 3], "val": [1, 2], "test": [1, 2],
+        assert h.shard == {"index": 1, "count": 3, "sequences": {"train": [1, 3], "val": [1, 2], "test": [1, 2],
                                                                    "heldout": [1, 2]}}
         assert f["train/frames"].shape[0] == 2
     assert "--shard 1/3" in h5format.card_path(shards / "s1.h5").read_text()

@@ -6,9 +6,9 @@ import pytest
 from ibutil.errors import UserError
 from render.presets import (SIX_DOF_SCALE, RenderConfig, heldout_region, poses_from_factors, scene_for,
                             sequence_factors, split_shapes, turn_angles)
+from ibdata.tasks import HeldoutRegion, geodesic_deg, pairwise_min_distance, rotations, well_posed
 from render.scene import camera_json
 from render.task_stats import split_factors, well_posed_fraction
-from render.tasks import HeldoutRegion, geodesic_deg, pairwise_min_distance, rotations, well_posed
 
 
 def test_well_posed_known_answers():

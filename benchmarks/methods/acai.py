@@ -34,11 +34,11 @@ from tqdm import tqdm
 
 from benchmarks.methods import latent_models as shared
 from benchmarks.methods.interface import TrainSpec, TrainSummary
+from ibdata.triplets import TripletDataset, val_dataset
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import epoch_accounting, training_step_flops
 from ibutil.run import TrainRun, epoch_order, planned_steps
-from inbetween.data import TripletDataset, val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, Encoder, VAEConfig, num_params, reconstruction_nll
 
 NAME = "acai"
@@ -169,7 +169,7 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
     """
     dev = resolve_device(device)
     data = TripletDataset(spec.data, "train", spec.gaps)
-    val = val_dataset(spec.data, spec.val_split, spec.gaps)  # None: no selection
+    val = val_dataset(data.header, spec.val_split, spec.gaps)  # None: no selection; the header read once
     if spec.batch_size < 2 and len(data) > 1:
         raise UserError("acai mixes frames of different triplets: use a batch size of at least 2")
     model, critic = build(config, data.image_size, spec.seed)

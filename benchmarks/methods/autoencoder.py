@@ -18,11 +18,11 @@ from tqdm import tqdm
 from benchmarks.methods import latent_models as shared
 from benchmarks.methods.interface import TrainSpec, TrainSummary
 from benchmarks.methods.latent_models import reconstruction_loss as loss  # module-level: the step's loss
+from ibdata.triplets import TripletDataset, val_dataset
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import epoch_accounting, training_step_flops
 from ibutil.run import TrainRun, epoch_order, planned_steps
-from inbetween.data import TripletDataset, val_dataset
 from inbetween.vae import LIKELIHOODS, AlphaVAE, num_params
 
 NAME = "autoencoder"
@@ -76,7 +76,7 @@ def train(config: Config, spec: TrainSpec, out_dir, *, device: str = "auto", pro
     """
     dev = resolve_device(device)
     data = TripletDataset(spec.data, "train", spec.gaps)
-    val = val_dataset(spec.data, spec.val_split, spec.gaps)  # None: no selection
+    val = val_dataset(data.header, spec.val_split, spec.gaps)  # None: no selection; the header read once
     model = build(config, data.image_size, spec.seed).to(dev).train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     n, bs = len(data), spec.batch_size

@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from ibdata.frames import to_float
+from ibdata.h5format import read_header, read_split
+from ibdata.triplets import normalize_gaps, triplet_index
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.flops import training_step_flops
 from ibutil.io import read_checkpoint, torch_save_atomic
 from ibutil.run import NO_VAL, TrainRun, load_selected, planned_steps
-from inbetween.data import normalize_gaps, triplet_index
-from render.h5format import open_dataset, read_split
 
 NAME = "frame-cnn"
 TRAINS = True
@@ -175,7 +176,7 @@ def val_loss(model: FrameCNN, val: dict[str, torch.Tensor]) -> float:
     model.eval()
     total = 0.0
     for i in range(0, len(val["x0"]), PREDICT_BATCH):
-        a, target, b = (val[n][i:i + PREDICT_BATCH].to(model.device).float() / 255 for n in ("x0", "xt", "x2"))
+        a, target, b = (to_float(val[n][i:i + PREDICT_BATCH], model.device) for n in ("x0", "xt", "x2"))
         pred = model(a, b, val["tau"][i:i + PREDICT_BATCH].to(model.device))
         total += loss_fn(pred, target, reduction="sum").item() / target[0].numel()
     model.train()
@@ -221,7 +222,7 @@ def fit(config: Config, frames: torch.Tensor, spec: TrainSpec, *, val_frames: to
                 group["lr"] = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * run.step / run.planned)))
             s, t, k = index[torch.randint(len(index), (spec.batch_size,), generator=generator)].T  # (B,) each
             j = 1 + (torch.rand(spec.batch_size, generator=generator) * (2 * k - 1)).long()  # (B,) in 1..2k-1
-            x0, xt, x2 = (frames[s, t + d].to(dev).float() / 255 for d in (-k, j - k, k))  # (B, 3, H, W)
+            x0, xt, x2 = (to_float(frames[s, t + d], dev) for d in (-k, j - k, k))  # (B, 3, H, W)
             tau = (j.float() / (2 * k)).to(dev).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
             loss = loss_fn(model(x0, x2, tau), xt)
             optimiser.zero_grad(set_to_none=True)
@@ -237,9 +238,7 @@ def fit(config: Config, frames: torch.Tensor, spec: TrainSpec, *, val_frames: to
 
 def _split(path: str, split: str) -> torch.Tensor:
     """(S, T, 3, H, W) uint8 frames of one split; UserError naming the way out if the file has no such split."""
-    with open_dataset(path) as f:
-        present = split in f
-    if not present:
+    if split not in read_header(path).splits:
         raise UserError(f"{path} has no {split!r} split to select on; render a v2 file (with val) or set the val "
                         f"split to '{NO_VAL}' (the last step is then scored)")
     return torch.from_numpy(read_split(path, split).frames).permute(0, 1, 4, 2, 3)

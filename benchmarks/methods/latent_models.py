@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from benchmarks.methods.interface import check_frames, tau_column
+from ibdata.triplets import TripletDataset
 from ibutil.device import resolve_device
 from ibutil.run import load_selected
-from inbetween.data import TripletDataset
 from inbetween.vae import AlphaVAE, VAEConfig, decode_between, reconstruction_nll
 
 # The architecture and optimiser every latent model trains with unless told otherwise.

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from benchmarks.methods.interface import TrainSpec, TrainSummary, check_frames, tau_column
+from ibdata.h5format import open_dataset
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import read_checkpoint, torch_save_atomic
-from render.h5format import open_dataset
 
 NAME = "mean-frame"
 TRAINS = True  # fits one image to the train split

@@ -1,6 +1,8 @@
 """What a triplet asks (no GL): per-triplet well-posedness and the held-out region of factor space.
 
-Both work on factors alone, so they apply to any file, including bounce files and users' files.
+Both work on factors alone, so they apply to any file, including bounce files and users' files. The
+rotation convention of the angle factors (rotation_x, rotation_y) is here too: the renderer poses
+objects with it and the held-out region measures with it.
 """
 
 from __future__ import annotations
@@ -8,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from render.scene import rotation_x, rotation_y
 
 # Largest |deviation| of x_tau's factors from the interpolation of x0's and x2's at which a triplet
 # still counts as well-posed, per factor unit. deg: 0.5 degrees of rotation moves the rim of the
@@ -57,6 +57,22 @@ def well_posed(f0, f_tau, f2, tau, units, tolerances: dict[str, float] | None = 
 
 
 # ----------------------------------------------------------------------------- held-out region
+
+
+def rotation_x(deg: np.ndarray) -> np.ndarray:
+    """Rotation matrices about x for angles in degrees: (...,) -> (..., 3, 3)."""
+    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
+
+
+def rotation_y(deg: np.ndarray) -> np.ndarray:
+    """Rotation matrices about y for angles in degrees: (...,) -> (..., 3, 3)."""
+    a = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
 
 
 def rotations(factors: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of inbetween.data: triplet indexing, contents, lazy per-process reading and every bad input."""
+"""Tests of ibdata.triplets: triplet indexing, contents, lazy per-process reading and every bad input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from inbetween.data import TripletDataset, normalize_gaps, triplet_index
-from inbetween.toy import write_toy_dataset
+from ibdata.h5format import read_split
+from ibdata.triplets import TripletDataset, normalize_gaps, triplet_index
 from ibutil.errors import UserError
-from render.h5format import read_split
+from inbetween.toy import write_toy_dataset
 
 
 

@@ -1,6 +1,7 @@
 """HDF5 format v2 ("inbetween-sequences"): the one module that writes, validates and reads dataset files (v1 too).
 
-The contract is documented in docs/dataset-format.md; change it only with a new FORMAT_VERSION.
+The contract is documented in docs/dataset-format.md; change it only with a new FORMAT_VERSION. The renderer
+writes through DatasetWriter; every reader takes a file's facts from one DatasetHeader (read_header).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,7 +119,7 @@ class Header:
     shard: dict[str, Any] | None = None  # shard files only: {"index", "count", "sequences": {split: [start, stop]}}
     camera: dict[str, Any] | None = None  # v2: type, intrinsics, pose (render.scene.camera_json); with it every
     # split stores poses (S, T, K, 4, 4), K = len(objects)
-    heldout: dict[str, Any] | None = None  # v2: the held-out region and margin (render.tasks.HeldoutRegion) + protocol
+    heldout: dict[str, Any] | None = None  # v2: the held-out region and margin (ibdata.tasks.HeldoutRegion) + protocol
 
 
 class DatasetWriter:
@@ -319,22 +321,59 @@ def validate(f: h5py.File, name: str = "file") -> None:
                                 f"expected {shape} {np.dtype(dtype)}")
 
 
-def read_header(f: h5py.File) -> dict[str, Any]:
-    """The root attributes as plain Python values (JSON attributes decoded; `shard` None if absent)."""
-    out: dict[str, Any] = {key: json.loads(_attr_str(f.attrs[key])) if key in f.attrs else None
-                           for key in ("shard", "camera", "heldout")}
-    out["splits"] = file_splits(f)
-    for key in ROOT_ATTRS:
+@dataclass(frozen=True, kw_only=True)
+class DatasetHeader(Header):
+    """Everything a reader needs to know about a file but its arrays: read once (read_header) and passed down.
+
+    The root attributes (Header's fields, JSON ones decoded) plus where the file is, its format version and
+    the (sequences, frames) of each split it has.
+    """
+
+    path: Path
+    format_version: int
+    shapes: dict[str, tuple[int, int]]  # split -> (S sequences, T frames), the file's splits in file order
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits present, in file order (v1: train, test; v2 render: all four)."""
+        return tuple(self.shapes)
+
+    def n_frames(self, split: str) -> int:
+        """T, the frames per sequence of `split`."""
+        return self.shapes[split][1]
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of the file's bytes, computed the first time it is asked for (whole-file read)."""
+        return sha256_file(self.path)
+
+
+def read_header(source: str | os.PathLike | h5py.File | DatasetHeader) -> DatasetHeader:
+    """The header of a file: a path (opened, validated and closed) or a file open_dataset returned.
+
+    A header given is returned as it is, so a function can take a path or the header its caller read.
+    """
+    if isinstance(source, DatasetHeader):
+        return source
+    if not isinstance(source, h5py.File):
+        with open_dataset(source) as f:
+            return read_header(f)
+    f = source
+    values: dict[str, Any] = {key: json.loads(_attr_str(f.attrs[key])) if key in f.attrs else None
+                              for key in ("shard", "camera", "heldout")}
+    for key in ROOT_ATTRS[2:]:  # format and format_version are implied
         value = f.attrs[key]
         if key in ("objects", "config", "renderer"):
-            out[key] = json.loads(_attr_str(value))
+            values[key] = json.loads(_attr_str(value))
         elif key in ("factor_names", "factor_units"):
-            out[key] = [_attr_str(v) for v in value]
+            values[key] = tuple(_attr_str(v) for v in value)
         elif isinstance(value, (np.integer, int)):
-            out[key] = int(value)
+            values[key] = int(value)
         else:
-            out[key] = _attr_str(value)
-    return out
+            values[key] = _attr_str(value)
+    shapes = {s: tuple(int(n) for n in f[s]["frames"].shape[:2]) for s in file_splits(f)}
+    return DatasetHeader(**values, path=Path(f.filename), format_version=int(f.attrs["format_version"]),
+                         shapes=shapes)
 
 
 def file_splits(f: h5py.File) -> tuple[str, ...]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ibdata import tasks
+from ibdata.frames import to_float
+from ibdata.h5format import DatasetHeader, open_dataset, read_header, read_split, require_field, require_split
 from ibutil.errors import UserError
 from ibutil.run import NO_VAL
-from render import tasks
-from render.h5format import open_dataset, read_header, read_split, require_field, require_split
 
 # Splits whose frames take more bytes than this stay on disk and are read per item, with the
 # file opened lazily once per worker process; smaller ones (all the default files) load once.
@@ -46,20 +46,20 @@ class TripletDataset(Dataset):
     well-posedness at any tau (`triplet_factors`, `well_posed`).
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "train", gaps=1,
+    def __init__(self, data: str | os.PathLike | DatasetHeader, split: str = "train", gaps=1,
                  in_memory: bool | None = None, scored_only: bool | None = None):
-        self.path = Path(path)
+        """`data`: a file's path, or its header (read_header) when the caller has read it already."""
+        self.path = data.path if isinstance(data, DatasetHeader) else Path(data)
         self.split = split
         self.gaps = normalize_gaps(gaps)
         with open_dataset(self.path) as f:  # validates format, version and schema
             g = require_split(f, split, str(self.path))
-            self.header = read_header(f)
-            shape = g["frames"].shape  # (S, T, H, W, 3)
+            self.header = read_header(data if isinstance(data, DatasetHeader) else f)
             self.factors = g["factors"][()]  # (S, T, F) float32: small, always in memory
             self.scored = g["scored"][()].astype(bool) if "scored" in g else None  # (S, T) heldout only
-        self.n_seq, self.n_frames, self.image_size = shape[0], shape[1], shape[2]
-        self.factor_names = tuple(self.header["factor_names"])
-        self.factor_units = tuple(self.header["factor_units"])
+        (self.n_seq, self.n_frames), self.image_size = self.header.shapes[split], self.header.image_size
+        shape = (self.n_seq, self.n_frames, self.image_size, self.image_size, 3)  # of the frames
+        self.factor_names, self.factor_units = self.header.factor_names, self.header.factor_units
         if self.n_seq == 0:
             raise UserError(f"{self.path}: the {split} split has no sequences; render a file with some")
         self.scored_only = (split == "heldout") if scored_only is None else scored_only
@@ -126,7 +126,7 @@ class TripletDataset(Dataset):
         """
         out = self.batch_uint8(indices)
         for j in range(3):
-            out[f"x{j}"] = to_float(out[f"x{j}"], device)
+            out[f"x{j}"] = to_float(out[f"x{j}"], device).contiguous()  # (n, 3, H, W), NCHW for the models
         out["mask"], out["factors"], out["gap"] = (out[n].to(device) for n in ("mask", "factors", "gap"))
         return out
 
@@ -144,7 +144,7 @@ class TripletDataset(Dataset):
         return self.factors[s, t - k], self.factors[s, t - k + np.round(step).astype(np.int64)], self.factors[s, t + k]
 
     def well_posed(self, indices=None, tau=0.5, tolerances: dict[str, float] | None = None) -> np.ndarray:
-        """(n,) bool: x_tau's factors equal (1 - tau) x0's + tau x2's within render.tasks.TOLERANCES."""
+        """(n,) bool: x_tau's factors equal (1 - tau) x0's + tau x2's within ibdata.tasks.TOLERANCES."""
         f0, f_tau, f2 = self.triplet_factors(indices, tau)
         return tasks.well_posed(f0, f_tau, f2, tau, self.factor_units, tolerances)
 
@@ -163,18 +163,12 @@ class TripletDataset(Dataset):
         return state
 
 
-def val_dataset(path: str | os.PathLike, split: str, gaps) -> TripletDataset | None:
+def val_dataset(data: str | os.PathLike | DatasetHeader, split: str, gaps) -> TripletDataset | None:
     """The validation triplets of `split`; None for split "none"; UserError if the file has no such split."""
     if split == NO_VAL:
         return None
-    with open_dataset(path) as f:
-        present = isinstance(f.get(split), h5py.Group)
-    if not present:
-        raise UserError(f"{path} has no {split!r} split to select on; render a file with one, or pass "
+    header = read_header(data)
+    if split not in header.splits:
+        raise UserError(f"{header.path} has no {split!r} split to select on; render a file with one, or pass "
                         f"val_split='{NO_VAL}' to train without selection (the last step is then used)")
-    return TripletDataset(path, split, gaps)
-
-
-def to_float(x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(n, 3, H, W) uint8 -> float32 in [0, 1] on `device`, contiguous."""
-    return x.to(device, non_blocking=True).float().div_(255.0).contiguous()
+    return TripletDataset(header, split, gaps)
