@@ -22,7 +22,6 @@ import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -30,6 +29,7 @@ import torch
 from ibutil.errors import UserError
 from ibutil.run import TrainSummary, read_summary, write_summary  # noqa: F401  (the one summary, re-exported)
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
+
 
 @runtime_checkable
 class Method(Protocol):
@@ -103,7 +103,7 @@ class Hooks:
         return {} if profile == "full" else dict(getattr(self, profile.upper()))
 
 
-def hooks(module: Method | ModuleType) -> Hooks:
+def hooks(module: Method) -> Hooks:
     """The optional hooks `module` exports, each it leaves out filled with its default (the one place that looks)."""
     return Hooks(**{f.name: getattr(module, f.name) for f in fields(Hooks) if hasattr(module, f.name)})
 
