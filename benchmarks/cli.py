@@ -29,9 +29,9 @@ def benchmark_options(extra: list[methods.Plugin] = ()) -> DataclassOptions:
     options.add(BenchmarkConfig, BENCH, names={"dofs": "--dof", "gaps": "--gap"},
                 skip=("profile", "overwrite", "progress", "method_configs", "plugins"))
     for module in methods.REGISTRY.values():
-        options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=methods.shared_options(module))
+        options.add(module.Config, module.NAME, prefix=f"{module.NAME}-", names=methods.hooks(module).SHARED)
     for plugin in extra:
-        module, shared = plugin.module, methods.shared_options(plugin.module)
+        module, shared = plugin.module, methods.hooks(plugin.module).SHARED
         for f in fields(module.Config):
             opt = f"--{module.NAME}-{f.name.replace('_', '-')}"
             if f.name not in shared and opt.lstrip("-").replace("-", "_") in options.routes:

@@ -80,7 +80,7 @@ class BenchmarkConfig:
             if is_dataclass(given):
                 configs[name] = given
             else:
-                configs[name] = module.Config(**(methods.profile_overrides(module, self.profile) | dict(given)))
+                configs[name] = module.Config(**(methods.hooks(module).overrides(self.profile) | dict(given)))
         fill("method_configs", configs)
         if self.seeds < 1:
             raise UserError(f"--seeds must be at least 1, not {self.seeds}")

@@ -22,11 +22,10 @@ from typing import Callable
 import torch
 
 from benchmarks import methods
-from benchmarks.methods import Plugin
+from benchmarks.methods import Plugin, interface
 from ibutil.errors import UserError
 
 ENTRY_POINT_GROUP = "inbetween_bench.methods"
-REQUIRED = ("NAME", "Config", "TRAINS", "SEEDED", "label", "train", "load", "predict")
 # A NAME is a CLI prefix (--my-method-sigma) and part of file names: lower-case words joined by dashes.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 DUMMY_SHAPE = (2, 3, 16, 16)  # (B, 3, H, W) of the batch every plug-in that trains nothing predicts before the run
@@ -60,16 +59,18 @@ def _accepts(fn: Callable, *args, **kwargs) -> bool:
 def check_interface(module: ModuleType, source: str) -> None:
     """UserError (naming `source`) unless `module` exports the method interface of benchmarks/methods/interface.py.
 
-    Checks what can be checked without data: the exports and their kinds, NAME's form, that Config is a
-    frozen dataclass whose defaults construct (and label() names it), the signatures of train, load and
-    predict, and the optional QUICK, DEMO, SHARED, variants, record, group_key/train_group and available.
+    Checks what can be checked without data: the exports of interface.Method and their kinds, NAME's form, that
+    Config is a frozen dataclass whose defaults construct (and label() names it), that train, load and predict
+    accept the calls the Method protocol declares, and the optional hooks of interface.Hooks (QUICK, DEMO, SHARED,
+    variants, record, group_key/train_group, available).
     """
     def fail(what: str):
         raise UserError(f"{source}: {what} (the method interface: docs/your-method.md)")
 
-    missing = [name for name in REQUIRED if not hasattr(module, name)]
+    missing = [name for name in interface.REQUIRED if not hasattr(module, name)]
     if missing:
         fail(f"does not export {', '.join(missing)}")
+    optional = interface.hooks(module)
     if not isinstance(module.NAME, str) or not NAME_PATTERN.fullmatch(module.NAME):
         fail(f"NAME must be lower-case words joined by dashes (e.g. 'my-method'), not {module.NAME!r}")
     if not (isinstance(module.Config, type) and dataclasses.is_dataclass(module.Config)
@@ -78,28 +79,27 @@ def check_interface(module: ModuleType, source: str) -> None:
     for flag in ("TRAINS", "SEEDED"):
         if not isinstance(getattr(module, flag), bool):
             fail(f"{flag} must be True or False, not {getattr(module, flag)!r}")
-    for name in ("label", "train", "load", "predict", "variants", "record", "group_key", "train_group", "available"):
-        if hasattr(module, name) and not callable(getattr(module, name)):
+    for name in interface.FUNCTIONS:
+        positional, keywords = interface.call_shape(name)
+        if not callable(getattr(module, name)):
             fail(f"{name} must be a function")
-    if not _accepts(module.train, None, None, None, device="cpu", progress=False):
-        fail("train must take (config, spec, out_dir, *, device, progress)")
-    if not _accepts(module.load, None, None, "cpu"):
-        fail("load must take (config, out_dir, device)")
-    if not _accepts(module.predict, None, None, None, 0.5):
-        fail("predict must take (model, x0, x2, tau)")
-    if hasattr(module, "train_group") != hasattr(module, "group_key"):
+        if not _accepts(getattr(module, name), *[None] * len(positional), **dict.fromkeys(keywords)):
+            fail(f"{name} must take ({', '.join([*positional, *(['*', *keywords] if keywords else [])])})")
+    for name in (f.name for f in dataclasses.fields(optional) if f.name.islower()):  # the hooks that are functions
+        if getattr(optional, name) is not None and not callable(getattr(optional, name)):
+            fail(f"{name} must be a function")
+    if (optional.group_key is None) != (optional.train_group is None):
         fail("group_key and train_group come together (or neither)")
     names = {f.name for f in dataclasses.fields(module.Config)}
     for profile in ("QUICK", "DEMO"):
-        overrides = getattr(module, profile, {})
+        overrides = getattr(optional, profile)
         if not isinstance(overrides, dict) or set(overrides) - names:
             fail(f"{profile} must be a dict of Config fields ({', '.join(sorted(names)) or 'Config has none'})")
-    shared = getattr(module, "SHARED", {})
-    if not isinstance(shared, dict) or set(shared) - names or not all(
-            isinstance(o, str) and o.startswith("--") for o in shared.values()):
+    if not isinstance(optional.SHARED, dict) or set(optional.SHARED) - names or not all(
+            isinstance(o, str) and o.startswith("--") for o in optional.SHARED.values()):
         fail("SHARED must map Config fields to option names like '--width'")
     try:
-        variants = methods.variants(module, module.Config())
+        variants = optional.variants(module.Config())
         labels = [module.label(v) for v in variants]
     except Exception as exc:  # noqa: BLE001  (a plug-in may raise anything: say what, in one line)
         fail(f"Config() with its defaults, or label() of its variants, failed: {first_line(exc)}")
@@ -147,7 +147,7 @@ def make_config(plugin: Plugin, profile: str, given: dict):
     """The plug-in's Config under a benchmark profile (its QUICK or DEMO) with the options `given` on top; a
     Config that refuses them (any exception) is a UserError naming the plug-in."""
     try:
-        return plugin.module.Config(**(methods.profile_overrides(plugin.module, profile) | given))
+        return plugin.module.Config(**(methods.hooks(plugin.module).overrides(profile) | given))
     except UserError as exc:
         raise UserError(f"{plugin.source}: {exc}") from None
     except Exception as exc:  # noqa: BLE001
@@ -175,7 +175,7 @@ def check_predicts(config) -> None:
         plugin = methods.PLUGINS.get(name)
         if plugin is None or plugin.module.TRAINS:
             continue
-        for variant in methods.variants(plugin.module, config.method_configs[name]):
+        for variant in methods.hooks(plugin.module).variants(config.method_configs[name]):
             check_predict(plugin.module, variant, config.device, plugin.source)
 
 

@@ -193,7 +193,7 @@ def job_json(job: Job) -> dict[str, Any]:
 
 def skipped(config: BenchmarkConfig) -> dict[str, str]:
     """Method -> the one-line reason it cannot run here (a method's optional `available()`), for those skipped."""
-    reasons = {name: getattr(methods.get(name), "available", lambda: None)() for name in config.methods}
+    reasons = {name: methods.hooks(methods.get(name)).available() for name in config.methods}
     return {name: reason for name, reason in reasons.items() if reason is not None}
 
 
@@ -203,7 +203,7 @@ def entries(config: BenchmarkConfig) -> list[Entry]:
     unavailable = skipped(config)
     for name in (m for m in config.methods if m not in unavailable):
         module = methods.get(name)
-        for variant in methods.variants(module, config.method_configs[name]):
+        for variant in methods.hooks(module).variants(config.method_configs[name]):
             seeds = range(config.first_seed, config.first_seed + config.seeds) if module.SEEDED else [None]
             out += [Entry(name, variant, seed) for seed in seeds]
     return out
@@ -267,9 +267,9 @@ def ensembles(trains: list[TrainJob]) -> list[TrainJob | EnsembleJob]:
     ensemble sits where its first member was)."""
     groups: dict[tuple, list[TrainJob]] = {}
     for job in trains:
-        module = methods.get(job.entry.method)
-        key = ((job.entry.method, job.entry.seed, job.trial, config_hash(module.group_key(job.config)))
-               if hasattr(module, "train_group") else (job.id,))
+        optional = methods.hooks(methods.get(job.entry.method))
+        key = ((job.entry.method, job.entry.seed, job.trial, config_hash(optional.group_key(job.config)))
+               if optional.grouped else (job.id,))
         groups.setdefault(key, []).append(job)
     # A method, seed and trial whose jobs split into several groups (the KL ablation's forms) numbers them.
     count = {}

@@ -35,7 +35,7 @@ def method(name: str):
         from benchmarks.methods.interface import TrainSpec
 
         module = methods.get(name)
-        config = module.Config(**methods.profile_overrides(module, "quick"))
+        config = module.Config(**methods.hooks(module).overrides("quick"))
         spec = TrainSpec(data=str(data), gaps=(1,), steps=STEPS, batch_size=4, seed=5, eval_every=3, patience=100)
         module.train(config, spec, out_dir, device="cpu", progress=False)
         return module.load(config, out_dir, "cpu")

@@ -24,7 +24,8 @@ def trained(tmp_path_factory):
     spec = TrainSpec(data=str(data), gaps=(1, 2), steps=3, batch_size=4, seed=0)
     out = {}
     for name, module in methods.REGISTRY.items():
-        for variant in methods.variants(module, module.Config(**methods.profile_overrides(module, "quick"))):
+        optional = methods.hooks(module)
+        for variant in optional.variants(module.Config(**optional.overrides("quick"))):
             folder = root / module.label(variant).replace(" ", "_")
             folder.mkdir()
             summary = module.train(variant, spec, folder, device="cpu", progress=False)
@@ -125,7 +126,8 @@ def test_training_is_deterministic_and_the_summary_round_trips(trained, tmp_path
 @pytest.mark.parametrize("name", ["frame-cnn", "autoencoder", "acai", "alpha-vae"])
 def test_learned_methods_spend_one_budget_and_select_on_val(name, tmp_path):
     module = methods.get(name)
-    config = methods.variants(module, module.Config(**methods.profile_overrides(module, "quick")))[0]
+    optional = methods.hooks(module)
+    config = optional.variants(module.Config(**optional.overrides("quick")))[0]
     write_tiny_dataset(tmp_path / "tiny.h5", n_seq=(4, 1), n_frames=8, size=8)
     # 40 triplets in batches of 16: every third step is an epoch's last (8 triplets) for the epoch-based ones.
     probe = TrainSpec(data=str(tmp_path / "tiny.h5"), gaps=(1, 2), steps=1, batch_size=16, seed=0, val_split="none")
@@ -152,7 +154,7 @@ def test_registry_refuses_unknown_names_and_lists_the_known():
         {"alpha": None, "kl": None}
     vae = methods.get("alpha-vae")
     sweep = vae.Config(alphas=(0, 1, 10), kls=("avg-gaussian", "jensen"))
-    labels = [vae.label(v) for v in methods.variants(vae, sweep)]
+    labels = [vae.label(v) for v in methods.hooks(vae).variants(sweep)]
     assert labels == ["alpha-vae a=0", "alpha-vae a=1 avg-gaussian", "alpha-vae a=1 jensen",
                       "alpha-vae a=10 avg-gaussian", "alpha-vae a=10 jensen"]
     assert np.unique(labels).size == len(labels)

