@@ -105,8 +105,8 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
     """
     import torch
 
-    from benchmarks.results import report
     from benchmarks.engine import suite
+    from benchmarks.results import report
 
     found, _, generated = ctx.meta.get(PLUGINS, ([], [], BENCHMARK_OPTIONS))
     with user_errors(), preemption_exits(), methods.registered(found):
@@ -199,8 +199,8 @@ def score_predictions(quiet, **options):
     `frames` in the predictions file: (N, H, W, 3) uint8, or float in [0, 1], row i the frame at tau[i]
     between x0[i] and x2[i]. The same metrics, splits, tau and well-posed subsets as run-benchmark.
     """
-    from benchmarks.results import report
     from benchmarks.external.predictions import score_predictions as score
+    from benchmarks.results import report
 
     with user_errors():
         config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import methods
-from benchmarks.engine import plugins
 from benchmarks.cli import run_benchmark
+from benchmarks.engine import plugins
 from ibutil.errors import UserError
 from tests.conftest import write_tiny_dataset
 

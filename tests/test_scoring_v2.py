@@ -127,7 +127,7 @@ def test_rows_scored_on_shared_targets_equal_rows_scored_alone(bounce):
     row; each row's metrics are the same bits as when it makes its own."""
     import torch
 
-    from benchmarks.scoring import metrics, evaluate
+    from benchmarks.scoring import evaluate, metrics
     from ibdata import h5format
 
     data, _, cache, _ = bounce

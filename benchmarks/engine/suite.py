@@ -25,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import methods
-from benchmarks.scoring import metrics, evaluate
 from benchmarks.engine import plugins
 from benchmarks.engine.config import BenchmarkConfig, render_config, steps_per_run
 from benchmarks.methods.interface import TrainSpec, TrainSummary, read_summary, write_summary
+from benchmarks.scoring import evaluate, metrics
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic

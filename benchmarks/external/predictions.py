@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.external import export
 from benchmarks import methods
 from benchmarks.engine.config import check_table_step
+from benchmarks.external import export
 from ibdata import h5format
 from ibdata.frames import to_float, to_uint8
 from ibutil.device import check_device_name, resolve_device
@@ -207,9 +207,9 @@ def drop_splits(part: dict, keep: list[str]) -> dict:
 
 def score_predictions(config: ScoreConfig) -> Path:
     """Score the predictions of `config` and write its output folder; returns the folder."""
+    from benchmarks.engine import suite
     from benchmarks.results import report
     from benchmarks.scoring import evaluate
-    from benchmarks.engine import suite
     start = time.perf_counter()
     out = suite.check_out(config)
     path = Path(config.data)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 # Run as a file by --compare, with an earlier commit's packages first on the path: only names both share are used.
-from benchmarks.scoring import metrics, pose, evaluate, tables
+from benchmarks.scoring import evaluate, metrics, pose, tables
 from ibdata import h5format
 from ibdata.frames import to_float
 from render.dataset import render_dataset
