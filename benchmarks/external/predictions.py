@@ -110,7 +110,7 @@ class Served:
     the inputs hold at their rows); the x0 and x2 it is given must be the inputs' own. Splits the inputs
     do not hold are answered with x0 and their records dropped afterwards (score.drop_splits). After the
     last group, calls are the figures': a pair at tau found among the inputs' test triplets of the
-    largest gap gets its prediction, others raise LookupError (report.pick_figures leaves the row out).
+    largest gap gets its prediction, others raise LookupError (examples.pick_figures leaves the row out).
     """
 
     def __init__(self, inputs: export.Inputs, predictions: Path, groups: list[Group]):
