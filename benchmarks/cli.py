@@ -8,10 +8,11 @@ from dataclasses import fields
 
 import click
 
-from benchmarks import methods, plugins
-from benchmarks.config import BenchmarkConfig, profile_config
-from benchmarks.export import ExportConfig
-from benchmarks.predictions import ScoreConfig
+from benchmarks import methods
+from benchmarks.engine import plugins
+from benchmarks.engine.config import BenchmarkConfig, profile_config
+from benchmarks.external.export import ExportConfig
+from benchmarks.external.predictions import ScoreConfig
 from ibutil.cli import DataclassOptions, MultiValueCommand, option_values, user_errors
 from ibutil.errors import UserError
 from ibutil.preempt import preemption_exits
@@ -104,7 +105,8 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
     """
     import torch
 
-    from benchmarks import report, suite
+    from benchmarks.engine import suite
+    from benchmarks.results import report
 
     found, _, generated = ctx.meta.get(PLUGINS, ([], [], BENCHMARK_OPTIONS))
     with user_errors(), preemption_exits(), methods.registered(found):
@@ -155,7 +157,8 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
 BENCHMARK_OPTIONS.extend(run_benchmark)
 
 
-# export-triplets and score-predictions: predictions made elsewhere (benchmarks.export, benchmarks.predictions).
+# export-triplets and score-predictions: predictions made elsewhere (benchmarks.external.export and
+# benchmarks.external.predictions).
 EXPORT_OPTIONS = DataclassOptions()
 EXPORT_OPTIONS.add(ExportConfig, "export", names={"splits": "--split", "gaps": "--gap"}, skip=("progress",))
 
@@ -171,7 +174,7 @@ def export_triplets(quiet, **options):
     start, gap, j); predict `frames` (N, H, W, 3) for it and run score-predictions. Layout:
     docs/your-method.md.
     """
-    from benchmarks.export import export_triplets as export
+    from benchmarks.external.export import export_triplets as export
 
     with user_errors():
         path, n = export(ExportConfig(**EXPORT_OPTIONS.values(options).get("export", {}), progress=not quiet))
@@ -196,8 +199,8 @@ def score_predictions(quiet, **options):
     `frames` in the predictions file: (N, H, W, 3) uint8, or float in [0, 1], row i the frame at tau[i]
     between x0[i] and x2[i]. The same metrics, splits, tau and well-posed subsets as run-benchmark.
     """
-    from benchmarks import report
-    from benchmarks.predictions import score_predictions as score
+    from benchmarks.external.predictions import score_predictions as score
+    from benchmarks.results import report
 
     with user_errors():
         config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)

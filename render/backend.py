@@ -81,7 +81,7 @@ class SceneRenderer:
     """One pyrender scene and offscreen renderer, reused for every frame; poses move the nodes."""
 
     def __init__(self, spec: SceneSpec, size: int, supersample: int, platform: str, msaa: bool = False):
-        # msaa=True keeps pyrender's stock 4x MSAA for the whole process (benchmarks/render_speed.py's
+        # msaa=True keeps pyrender's stock 4x MSAA for the whole process (benchmarks/tools/render_speed.py's
         # naive loop); datasets never use it.
         pyrender = self._pyrender = _import_pyrender(platform, msaa)
         self.size, self.k = size, supersample

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import metrics as M
+from benchmarks.scoring import metrics as M
 from benchmarks.methods import frame_cnn as fc
 from benchmarks.methods import optical_flow as of
 from benchmarks.methods import pixel_average as pa

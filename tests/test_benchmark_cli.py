@@ -88,14 +88,14 @@ def test_first_seed_plans_later_seeds_only():
 
 
 def test_demo_profile_settings():
-    from benchmarks.config import profile_config, render_config
+    from benchmarks.engine.config import profile_config, render_config
     c = profile_config("demo")
     assert (c.dofs, c.gaps, c.steps, c.batch_size, c.render_size, c.all_taus) == ((1, 2), (2, 5), 250, 32, 32, False)
     assert c.method_configs["alpha-vae"].width == 0.125 and c.method_configs["alpha-vae"].latent == 32
     assert c.method_configs["acai"].width == 0.125 and c.method_configs["frame-cnn"].channels == 16
     dof2 = render_config(c, 2)
     assert (dof2.size, dof2.frames, dof2.train_sequences, dof2.test_sequences) == (32, 30, 100, 10)
-    from benchmarks.config import BenchmarkConfig
+    from benchmarks.engine.config import BenchmarkConfig
     assert render_config(c, 1) == render_config(BenchmarkConfig(render_size=32), 1)  # dof 1: the preset
 
 
@@ -441,7 +441,7 @@ def test_auto_dtype_is_measured_once_per_shape_and_recorded(quick_run, tmp_path)
 
 
 def test_training_curves_figure_takes_every_learned_log_and_skips_missing_ones(tmp_path):
-    from benchmarks.report import figure_curves
+    from benchmarks.results.report import figure_curves
 
     vae = tmp_path / "vae.csv"  # the one log format (ibutil.run.TrainRun), with the alpha-VAE's val.csv beside it
     vae.write_text("step,train_loss,train_recon,train_kl,train_d\n10,500.0,480.0,20.0,1.0\n20,400.0,380.0,20.0,1.0\n")

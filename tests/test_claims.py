@@ -1,11 +1,11 @@
-"""benchmarks.claims: cells over seeds, effect sizes and the tables docs/results.md cites, on known records."""
+"""benchmarks.results.claims: cells over seeds, effect sizes and the tables docs/results.md cites, on known records."""
 
 import json
 import math
 
 import pytest
 
-from benchmarks import claims
+from benchmarks.results import claims
 
 
 def _rec(dof, method, seed, value, alpha=None, kl=None, split="test", gap=2, metric="pose_error_deg"):
@@ -109,7 +109,7 @@ def test_by_width_keeps_each_folders_width_apart(tmp_path):
 
 def _write_triplets(folder, rows):
     """A triplets.csv.gz as report.write_triplets writes it, from (method, alpha, kl, seed, t, well_posed, pose)."""
-    from benchmarks.report import write_triplets
+    from benchmarks.results.report import write_triplets
     import numpy as np
     write_triplets([{"dof": 1, "split": "test", "gap": 2, "method": m, "alpha": a, "kl": kl, "seed": seed,
                      "s": np.zeros(len(ts), int), "t": np.array(ts), "well_posed": np.array(wp),

@@ -64,7 +64,7 @@ def test_measure_runs_both_dtypes(tmp_path):
 
 def test_the_default_dtype_is_fp32_in_every_profile_and_auto_is_opt_in():
     # A timing never decides a committed number by default (issue 20): fp32 unless bf16 or auto is asked for.
-    from benchmarks.config import profile_config
+    from benchmarks.engine.config import profile_config
     from benchmarks.methods import alpha_vae
 
     assert alpha_vae.Config().dtype == "fp32"

@@ -194,8 +194,8 @@ def test_a_stopped_benchmark_leaves_no_file_no_worker_and_no_results(tmp_path, s
 
 
 def test_the_benchmark_job_loop_stops_after_the_job_in_hand(tmp_path, monkeypatch):
-    from benchmarks import suite
-    from benchmarks.config import quick_config
+    from benchmarks.engine import suite
+    from benchmarks.engine.config import quick_config
 
     ran = []
 

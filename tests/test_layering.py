@@ -18,6 +18,7 @@ def test_no_import_runs_back_up_a_floor():
     graph = {a.strip(): b.strip() for a, b in (line.split(" -> ") for line in r.stdout.splitlines())}
     assert graph["ibutil"] == "(none)" and graph["ibdata"] == "ibutil"
     assert "render" not in graph["inbetween"] and "inbetween" not in graph["render"]
+    assert graph["benchmarks.scoring"] == "(none)"  # scoring imports nothing of the engine, results or tools
 
 
 def test_reading_a_dataset_and_the_training_entry_import_no_gl(tmp_path):

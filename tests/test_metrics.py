@@ -1,4 +1,4 @@
-"""Known answers for the benchmark metrics (benchmarks/metrics.py)."""
+"""Known answers for the benchmark metrics (benchmarks/scoring/metrics.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from benchmarks import metrics as M
+from benchmarks.scoring import metrics as M
 from ibutil.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""The exact pose search (benchmarks.nearest) returns brute force's nearest table frame, ties included."""
+"""The exact pose search (benchmarks.scoring.nearest) returns brute force's nearest table frame, ties included."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import nearest, pose
+from benchmarks.scoring import nearest, pose
 from ibdata import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import methods, plugins
+from benchmarks import methods
+from benchmarks.engine import plugins
 from benchmarks.methods import alpha_vae, copy_x0, interface
 from benchmarks.cli import run_benchmark
 from ibutil.errors import UserError

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import metrics as M
-from benchmarks import pose, position, tables
+from benchmarks.scoring import metrics as M
+from benchmarks.scoring import pose, position, tables
 from ibdata import h5format
 from ibdata.tasks import rotation_x, rotation_y
 from ibutil.errors import UserError

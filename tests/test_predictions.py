@@ -261,7 +261,7 @@ def test_the_worked_example_runs_and_stands_beside_the_grid(tmp_path, monkeypatc
     grid = records(GRID, "pixel-average", dof=1, split="test")
     metrics = ("mse", "psnr", "iou", "centroid_error", "sharpness", "pose_error_deg", "n_triplets")
     assert len(mine) == 4 and all(mine[key][m] == grid[key][m] for key in mine for m in metrics)  # bit for bit
-    # SSIM's window sums are shifted-slice sums since SCORING_VERSION 4 (benchmarks/metrics.py): equal to 1e-12.
+    # SSIM's window sums are shifted-slice sums since SCORING_VERSION 4 (benchmarks/scoring/metrics.py): equal to 1e-12.
     assert all(mine[key]["ssim"] == pytest.approx(grid[key]["ssim"], rel=1e-12) for key in mine)
     # nn_distance is a float32 matrix product against the table: equal to BLAS rounding across machines.
     assert all(mine[key]["nn_distance"] == pytest.approx(grid[key]["nn_distance"], rel=1e-4) for key in mine)

@@ -123,23 +123,23 @@ def test_a_users_file_without_render_config_is_scored_without_table_metrics(tmp_
 
 
 def test_rows_scored_on_shared_targets_equal_rows_scored_alone(bounce):
-    """evaluate_dof makes the targets' share once per (split, gap, tau) (scoring.truths) and passes it to every
+    """evaluate_dof makes the targets' share once per (split, gap, tau) (evaluate.truths) and passes it to every
     row; each row's metrics are the same bits as when it makes its own."""
     import torch
 
-    from benchmarks import metrics, scoring
+    from benchmarks.scoring import evaluate, metrics
     from ibdata import h5format
 
     data, _, cache, _ = bounce
     table = metrics.table_for(data, cache, progress=False)
     test = h5format.read_split(data, "test")
     frames, masks = torch.from_numpy(test.frames).permute(0, 1, 4, 2, 3), torch.from_numpy(test.masks)
-    ds = scoring.windows(data, "test", 3)
-    pairs = scoring.path_frames(frames, masks, ds.index, 2)
+    ds = evaluate.windows(data, "test", 3)
+    pairs = evaluate.path_frames(frames, masks, ds.index, 2)
     factors = ds.triplet_factors(None, 2 / 6)[1]
-    shared = scoring.truths(pairs, factors, table)
+    shared = evaluate.truths(pairs, factors, table)
     for predict in (lambda x0, x2, tau: x0, lambda x0, x2, tau: (x0 + x2) / 2):
-        alone, _ = scoring.evaluate(predict, pairs, 2 / 6, factors, table)
-        together, _ = scoring.evaluate(predict, pairs, 2 / 6, factors, table, truth=shared)
+        alone, _ = evaluate.evaluate(predict, pairs, 2 / 6, factors, table)
+        together, _ = evaluate.evaluate(predict, pairs, 2 / 6, factors, table, truth=shared)
         assert set(alone) == set(together) and "position_error_px" in alone
         assert all(np.array_equal(alone[k], together[k], equal_nan=True) for k in alone)

@@ -2,7 +2,7 @@
 says what each exports; `hooks(module)` gives its optional hooks, defaults filled in).
 
 Adding a method is adding one file here and one line to REGISTRY. A method from outside the package (a
---method-file, or an installed package's `inbetween_bench.methods` entry point; benchmarks/plugins.py loads
+--method-file, or an installed package's `inbetween_bench.methods` entry point; benchmarks/engine/plugins.py loads
 and checks it) is registered for one run with `registered`, and `get` finds it like a built-in.
 """
 
@@ -37,7 +37,7 @@ DEFAULT_METHODS = tuple(REGISTRY)
 class Plugin:
     """A method from outside the package: its module and where it came from."""
 
-    module: ModuleType  # follows benchmarks/methods/interface.py (benchmarks.plugins.check_interface)
+    module: ModuleType  # follows benchmarks/methods/interface.py (benchmarks.engine.plugins.check_interface)
     source: str  # "method file PATH" or "entry point NAME = MODULE (DIST VERSION)", recorded in config.json
     sha256: str  # of its source file: in its jobs' hashes, so an edited file is not served stale results
     file: bool  # from --method-file (run by default beside the built-ins), not an installed entry point

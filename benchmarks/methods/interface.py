@@ -3,10 +3,10 @@
 A method is a module (one file of benchmarks/methods/, a --method-file, or an installed package's
 `inbetween_bench.methods` entry point: docs/your-method.md) that exports what `Method` names below; the
 benchmark reaches its optional hooks only through `hooks(module)`, which fills each hook the module leaves
-out with the default stated in `Hooks`. benchmarks.plugins.check_interface checks a module against both at
+out with the default stated in `Hooks`. benchmarks.engine.plugins.check_interface checks a module against both at
 run time, taking the names and call shapes from here, so the interface is written once: in this file.
 
-How the benchmark calls a method (benchmarks/suite.py, benchmarks/scoring.py):
+How the benchmark calls a method (benchmarks/engine/suite.py, benchmarks/scoring/evaluate.py):
 - `train(config, spec, out_dir, device=..., progress=...)` once per trained model, into its own cache folder;
   a method with TRAINS = False is never trained, and is loaded with `load(config, None, device)`.
 - `predict(model, x0, x2, tau)` on batches that scoring hands over on the CPU, whatever `device` the model
@@ -109,7 +109,7 @@ def hooks(module: Method) -> Hooks:
 
 
 # The names every method exports, read off Method so that they are written once: its functions (label, train, load,
-# predict), and all of them (NAME, Config, TRAINS, SEEDED first). benchmarks.plugins.check_interface checks these.
+# predict), and all of them (NAME, Config, TRAINS, SEEDED first). benchmarks.engine.plugins.check_interface checks these.
 FUNCTIONS = tuple(name for name, value in vars(Method).items() if inspect.isfunction(value) and name[0] != "_")
 REQUIRED = (*inspect.get_annotations(Method), *FUNCTIONS)
 

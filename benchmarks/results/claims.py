@@ -1,9 +1,9 @@
 """The numbers behind docs/results.md's claims: cells of committed runs, seed statistics and effect sizes.
 
-    python -m benchmarks.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
-    python -m benchmarks.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md \
+    python -m benchmarks.results.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
+    python -m benchmarks.results.claims --by-width docs/results/width-dof1/w* --out docs/results/claims-width-dof1.md \
         --figure docs/results/width-dof1/width-curve.png
-    python -m benchmarks.claims --primary docs/results --out docs/results/claims-primary.md
+    python -m benchmarks.results.claims --primary docs/results --out docs/results/claims-primary.md
 
 Reads the results.json of each run folder and writes markdown tables that docs/results.md cites:
 every cell is a mean ± sample standard deviation over seeds (n given) of the test split's or the
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from benchmarks.report import DIGITS, TRIPLET_KEYS, method_label
+from benchmarks.results.report import DIGITS, TRIPLET_KEYS, method_label
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
 
@@ -281,7 +281,7 @@ def alpha_sweep(records: list[dict], dof: int, trip: Triplets | None = None) -> 
 def markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
     dofs = sorted({r["dof"] for r in records})
     out = ["# Claims: the cells behind docs/results.md", "",
-           f"Written by `python -m benchmarks.claims {' '.join(sources)}`. Cells: mean ± sample SD over seeds "
+           f"Written by `python -m benchmarks.results.claims {' '.join(sources)}`. Cells: mean ± sample SD over seeds "
            "(n), well-posed middle frames (tau = 0.5); d: difference in seed SDs (root mean square of the two); "
            "p: Welch's t-test over seeds (one-sample against a method without seeds). `[r×]`: the cell as a "
            "multiple of the copy-x0 hedge's, which makes gaps and DoFs of different motion comparable.", ""]
@@ -348,7 +348,7 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
     """Per DoF: the place metric, MSE and sharpness of every (width, alpha), then alpha = 100 against alpha = 0
     at each width, and each wider width against the narrowest at each alpha."""
     out = ["# Width: the cells behind docs/results.md", "",
-           f"Written by `python -m benchmarks.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
+           f"Written by `python -m benchmarks.results.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
            "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
     for dof in sorted({r["dof"] for r in records}):
         rows = sorted(labels(records, dof), key=lambda lab: (_width(lab), _alpha(lab)))
@@ -419,7 +419,7 @@ def width_figure(records: list[dict], path: str | Path) -> None:
 
 
 # ---- The declared primary endpoints (docs/results.md, *Protocol*) ----------------------------------------------
-# Declared before the runs they govern (benchmarks/v2_run.sh, stages v3-*): new seed indices, 5 per arm, one command
+# Declared before the runs they govern (benchmarks/tools/v2_run.sh, stages v3-*): new seed indices, 5 per arm, one command
 # per stage, fp32. A primary arm with fewer seeds, other seeds or another dtype is refused, never printed with a
 # verdict.
 PRIMARY_SEEDS = tuple(range(10, 15))  # seeds no committed run used before (those used 0, 1 and 2)
@@ -438,7 +438,7 @@ class Arm:
     stage: str  # the stage folder under the results root (docs/results/<stage>)
     dof: int
     split: str
-    label: str  # the row (benchmarks.report.method_label)
+    label: str  # the row (benchmarks.results.report.method_label)
     relative_to: str | None = None
 
 
@@ -564,7 +564,7 @@ def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
         config = root / stage / "config.json"
         if not config.exists():
             raise UserError(f"{root / stage} holds no run (config.json); run its stage first "
-                            "(`bash benchmarks/v2_run.sh v3`)")
+                            "(`bash benchmarks/tools/v2_run.sh v3`)")
         dtype = json.loads(config.read_text()).get("method_configs", {}).get("alpha-vae", {}).get("dtype")
         if dtype not in (None, "fp32"):
             raise UserError(f"{root / stage} trained the alpha-VAE in {dtype}; the protocol declares fp32")
@@ -613,7 +613,7 @@ def primary_markdown(root: str | Path) -> str:
     secondary comparisons (unadjusted, no verdict)."""
     head = "| claim | endpoint (k = {k}) | a | b | n (a, b) | mean a | mean b | a − b [95% CI] | df | d | p |{adj}"
     out = ["# Primary endpoints: the verdicts of docs/results.md's Protocol", "",
-           f"Written by `python -m benchmarks.claims --primary {root}`. Seeds {PRIMARY_SEEDS[0]}–{PRIMARY_SEEDS[-1]} "
+           f"Written by `python -m benchmarks.results.claims --primary {root}`. Seeds {PRIMARY_SEEDS[0]}–{PRIMARY_SEEDS[-1]} "
            f"(the unit); a − b with its 95% t-interval over seeds (Welch–Satterthwaite df; paired rows: the t over "
            "per-seed differences, n − 1 df), d: Cohen's d (a − b over the pooled SD of the two arms), p: two-sided "
            "(Welch, or paired t). Holm p: adjusted across the primary family. Verdict: a direction only where the "

@@ -9,7 +9,7 @@
 # (WIDTHS=...) with the same 10,000 GFLOP each: a width curve at equal compute, not at each width's plateau.
 # paper-width-dof1/s<seed>/ trains the paper width on the paper's DoF 1 data, one seed per call (PAPER_SEED=0, 1, ...:
 # about 90 minutes each on 2 cores), for about as many steps as width 0.125 got there (2,165 against 2,612).
-# Stages: bash benchmarks/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2]
+# Stages: bash benchmarks/tools/v2_run.sh [main] [kl-ablation] [plateau-dof1] [grid] [width-dof1] [width-dof2]
 #         [paper-width-dof1] [v3-a-paper-dof1] [v3-a-arc-dof1] [v3-d-dof2] [v3-b-dof6] [v3-claims] [v3].
 # The v3 stages (issue 20) are the runs that decide the paper's claims under docs/results.md's Protocol; `v3`
 # runs them all, in that order (see V3 below; none is in the default list).
@@ -25,7 +25,7 @@
 # 2 cores two lanes trained 14% more small models per hour than one two-threaded process), then the
 # evaluations, then the aggregates whose folders are committed.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."  # the repository root (this script is benchmarks/tools/v2_run.sh)
 export PATH="$PWD/.venv/bin:$PATH"
 OUT=${OUT:-docs/results}
 LANES=${LANES:-2}
@@ -111,7 +111,7 @@ run() {  # name, options...: every job of one benchmark, lane-parallel within ea
     {   # provenance beside the results: the command, the machine, the wall time of the jobs not already cached
         echo "# $name"
         echo
-        echo "Made by \`bash benchmarks/v2_run.sh $STAGE\` at commit $(git rev-parse --short HEAD) on $(date -u +%F):"
+        echo "Made by \`bash benchmarks/tools/v2_run.sh $STAGE\` at commit $(git rev-parse --short HEAD) on $(date -u +%F):"
         echo
         echo "    run-benchmark $(echo "$@" | tr -s ' \n' ' ')"
         echo
@@ -145,7 +145,7 @@ for stage in "${@:-main kl-ablation plateau-dof1 grid width-dof1 width-dof2 pape
             v3-d-dof2) run v3-d-dof2 $V3_D ;;
             v3-b-dof6) run v3-b-dof6 $V3_B ;;
             # The primary table; it refuses (exit 2) until every declared cell has its 5 seeds.
-            v3-claims) python -m benchmarks.claims --primary "$OUT" --out "$OUT/claims-primary.md" ;;
+            v3-claims) python -m benchmarks.results.claims --primary "$OUT" --out "$OUT/claims-primary.md" ;;
             *) echo "unknown stage $name: choose main, kl-ablation, plateau-dof1, grid, width-dof1, width-dof2, paper-width-dof1," \
                     "v3-a-paper-dof1, v3-a-arc-dof1, v3-d-dof2, v3-b-dof6, v3-claims or v3" >&2
                exit 2 ;;

@@ -1,8 +1,8 @@
 """Training throughput of the alpha-VAE at 32x32 and paper width: the naive loop against ours, in one run.
 
-    python -m benchmarks.train_speed            # ~3 minutes on 2 CPU cores
-    python -m benchmarks.train_speed --rounds 8 --loss-steps 40 --device cuda
-    python -m benchmarks.train_speed --ensemble 2,4,6,12 --width 0.125 --latent 32   # inbetween.ensemble
+    python -m benchmarks.tools.train_speed            # ~3 minutes on 2 CPU cores
+    python -m benchmarks.tools.train_speed --rounds 8 --loss-steps 40 --device cuda
+    python -m benchmarks.tools.train_speed --ensemble 2,4,6,12 --width 0.125 --latent 32   # inbetween.ensemble
 
 naive: three separate fp32 forward passes per step (x0, x1, x2), the loss summed, default Adam.
 ours:  one pass over the stacked 3B batch (inbetween.train.compute_loss) with fused Adam, in fp32 and

@@ -1,5 +1,5 @@
 """Benchmark metrics: MSE, PSNR, SSIM, the mask-based location metrics, sharpness, and the table-based
-pose and position metrics of benchmarks.pose and benchmarks.position (defined in docs/benchmark.md)."""
+pose and position metrics of benchmarks.scoring.pose and benchmarks.scoring.position (defined in docs/benchmark.md)."""
 
 from __future__ import annotations
 
@@ -209,9 +209,9 @@ def _sharpness_of(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 def table_for(path: str | os.PathLike, cache: str | os.PathLike, progress: bool = True,
               step_deg: float | None = None):
     """The reference table of a dataset file, from `<cache>/tables/` or rendered once from the file's config:
-    a benchmarks.pose.PoseTable for dof 1 and 2 (grid `step_deg`; None: pose.DEFAULT_STEP_DEG), a
-    benchmarks.position.ObjectTemplates for dof 6."""
-    from benchmarks import pose, position, tables  # these render; plain metrics need no GL
+    a benchmarks.scoring.pose.PoseTable for dof 1 and 2 (grid `step_deg`; None: pose.DEFAULT_STEP_DEG), a
+    benchmarks.scoring.position.ObjectTemplates for dof 6."""
+    from benchmarks.scoring import pose, position, tables  # these render; plain metrics need no GL
 
     config = tables.dataset_config(path)
     if config.dof == 6:
@@ -223,7 +223,7 @@ def table_metrics(pred, factors, table, device=None, masses=None) -> dict[str, n
     """The table's metrics per prediction: pose_error_deg and nn_distance (dof 1, 2) or position_error_px,
     position_found and placement_error_px (dof 6); factors (N, F) are the true factors of the predicted frames;
     `masses` (dof 6, optional): position.true_mass of those factors, when several predictions share them."""
-    from benchmarks import pose, position
+    from benchmarks.scoring import pose, position
 
     if isinstance(table, pose.PoseTable):
         return pose.pose_metrics(pred, factors, table, device)
@@ -248,7 +248,7 @@ class Truth:
 def truth(target, masks, factors=None, table=None, device=None) -> Truth:
     """What score() needs of the targets (N, 3, H, W) in [0, 1], their masks (N, H, W) and, with a `table`
     (table_for), their factors (N, F) and the table's per-target data (on `device`)."""
-    from benchmarks import position
+    from benchmarks.scoring import position
 
     target = _as_numpy(target, "target")
     masks = _foreground(masks, target.shape)

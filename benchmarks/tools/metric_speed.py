@@ -1,8 +1,8 @@
 """Measure the v2 metrics on the default datasets: table build time and size, scoring time, ground-truth ceiling;
 and the scoring path per metric against an earlier commit's, timed side by side (--compare).
 
-python -m benchmarks.metric_speed --cache .cache/inbetween-bench [--dof 1 --dof 2 --dof 6] [--size 32] [--threads 1]
-python -m benchmarks.metric_speed --compare edb3cca --dof 2 [--step 2] [--frames 1000] [--repeats 5]
+python -m benchmarks.tools.metric_speed --cache .cache/inbetween-bench [--dof 1 --dof 2 --dof 6] [--size 32] [--threads 1]
+python -m benchmarks.tools.metric_speed --compare edb3cca --dof 2 [--step 2] [--frames 1000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 # Run as a file by --compare, with an earlier commit's packages first on the path: only names both share are used.
-from benchmarks import metrics, pose, scoring, tables
+from benchmarks.scoring import evaluate, metrics, pose, tables
 from ibdata import h5format
 from ibdata.frames import to_float
 from render.dataset import render_dataset
@@ -129,10 +129,10 @@ PROFILED = ("mse", "psnr", "ssim", "iou", "centroid_error", "sharpness", "table_
 
 
 def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, gap: int, repeats: int) -> dict:
-    """Milliseconds per 1,000 frames of each metric and of scoring.evaluate (every metric of a row at one
+    """Milliseconds per 1,000 frames of each metric and of evaluate.evaluate (every metric of a row at one
     (gap, tau): the per-frame price of scoring), median of `repeats`, on copy-x0 predictions at `gap` of the
     test split; with this tree's search also the bare brute-force product and the pose search on the same queries,
-    and with its shared targets (scoring.truths) the price of each further row scored on the same targets
+    and with its shared targets (evaluate.truths) the price of each further row scored on the same targets
     (`*_per_row`) beside the once-per-target-set share (`truths_once`)."""
     path = _dataset(cache, RenderConfig(dof=dof, size=size))
     table = metrics.table_for(path, cache, progress=False, step_deg=step)
@@ -149,14 +149,14 @@ def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, g
             "centroid_error": lambda: metrics.centroid_error(pred, masks),
             "sharpness": lambda: metrics.sharpness(pred, truth),
             "table_metrics": lambda: metrics.table_metrics(pred, f, table),
-            "evaluate": lambda: scoring.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table)}
-    if hasattr(scoring, "truths"):  # this tree: the targets' share is made once per (split, gap, tau) for every row
-        shared, once = scoring.truths(pairs, f, table), metrics.truth(truth, masks, f, table)
+            "evaluate": lambda: evaluate.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table)}
+    if hasattr(evaluate, "truths"):  # this tree: the targets' share is made once per (split, gap, tau) for every row
+        shared, once = evaluate.truths(pairs, f, table), metrics.truth(truth, masks, f, table)
         p64 = pred.double().numpy()
-        jobs |= {"truths_once": lambda: scoring.truths(pairs, f, table),
+        jobs |= {"truths_once": lambda: evaluate.truths(pairs, f, table),
                  "ssim_per_row": lambda: metrics.ssim(p64, once.frames, once.ssim),
                  "table_metrics_per_row": lambda: metrics.table_metrics(pred, f, table, masses=once.masses),
-                 "evaluate_per_row": lambda: scoring.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table, None, shared)}
+                 "evaluate_per_row": lambda: evaluate.evaluate(lambda x0, x2, tau: x0, pairs, 0.5, f, table, None, shared)}
     if dof in (1, 2) and hasattr(pose, "nearest"):
         unit, rows = table.unit_rows(torch.device("cpu")), pred.permute(0, 2, 3, 1).reshape(len(pred), -1)
         index = table.index(torch.device("cpu"))
@@ -187,7 +187,7 @@ def compare(before: str, cache: Path, dof: int, size: int, step: float | None, f
             repeats: int, threads: int) -> dict:
     """profile() of the commit `before` (its packages extracted by git archive) and of this tree, alternating
     one repeat at a time in fresh processes, so both sides see the same machine load: medians and ratios."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the repository: benchmarks/tools/metric_speed.py
     args = ["--cache", str(cache), "--dof", str(dof), "--size", str(size), "--frames", str(frames), "--gap", str(gap),
             "--threads", str(threads), "--repeats", "1", "--profile-only"] + ([] if step is None else ["--step", str(step)])
     runs: dict[str, list[dict]] = {"before": [], "after": []}
@@ -198,7 +198,7 @@ def compare(before: str, cache: Path, dof: int, size: int, step: float | None, f
         for _ in range(repeats):
             for side, tree in (("before", old), ("after", str(root))):
                 env = os.environ | {"PYTHONPATH": tree}
-                done = subprocess.run([sys.executable, str(root / "benchmarks" / "metric_speed.py"), *args], env=env,
+                done = subprocess.run([sys.executable, str(root / "benchmarks" / "tools" / "metric_speed.py"), *args], env=env,
                                       check=True, capture_output=True, text=True)
                 runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
     med = {side: {name: statistics.median(r["ms_per_1000"][name] for r in rs) for name in rs[0]["ms_per_1000"]}

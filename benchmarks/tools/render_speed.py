@@ -11,7 +11,7 @@ Both draw the same frames: the first sequences of the default 2-DoF training spl
 alternate the two and the medians are compared. With --scaling it also times the pipeline with
 1 worker, and two --shard processes (1 worker each) run side by side, for docs/scale.md.
 
-    python -m benchmarks.render_speed --frames 10000 --repeats 3 --workers 2 --scaling
+    python -m benchmarks.tools.render_speed --frames 10000 --repeats 3 --workers 2 --scaling
 """
 
 from __future__ import annotations

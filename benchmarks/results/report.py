@@ -20,13 +20,10 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import torch  # noqa: E402
-
-from benchmarks.html_report import REFERENCE_MARK  # noqa: E402  (a reference row's label ends "[ref grid]")
-from benchmarks.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
-from ibdata.frames import to_float  # noqa: E402
+from benchmarks.results.html_report import REFERENCE_MARK  # noqa: E402  (a reference row's label ends "[ref grid]")
+from benchmarks.scoring.examples import HEADLINE_TAU, TRIPLET_ROW  # noqa: E402
+from benchmarks.scoring.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibdata.h5format import sha256_file  # noqa: E402
-from ibdata.triplets import triplet_index  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
 from ibutil.io import atomic_path  # noqa: E402
 from ibutil.run import RECORD_KEYS as TRAIN_RECORD_KEYS  # noqa: E402
@@ -38,15 +35,12 @@ RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_pose
                "n_triplets", *TRAIN_RECORD_KEYS, "lr_trials")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
              "n_undefined")
-HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
 SPLIT_ORDER = ("test", "heldout")  # the two protocols, side by side in every table (other splits after them)
 DIAGNOSTIC_SPLITS = ("train",)  # scored on request (--score-train), never a headline: a table of their own
 DIAGNOSTIC_METRICS = ("mse", "table", "table3")
 # The tables of each subset, in order: per DoF, the pose (1, 2) or position (6) metrics replace "table".
 HEADLINE_METRICS = ("mse", "ssim", "table", "table2", "table3", "sharpness", "psnr", "iou", "centroid_error")
 AMBIGUOUS_METRICS = ("mse", "ssim", "table", "sharpness")
-N_EXAMPLES = 6  # test pairs shown in each in-between grid
-INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
 METRIC_TITLES = {"mse": "MSE (lower is better)", "psnr": f"PSNR dB (higher; capped at {PSNR_CAP_DB:g})",
                  "ssim": "SSIM (higher)", "iou": "silhouette IoU (higher)",
                  "centroid_error": "centroid error px (lower)",
@@ -289,42 +283,6 @@ def _img(x: np.ndarray) -> np.ndarray:
     return np.clip(np.transpose(x, (1, 2, 0)), 0, 1)  # (3, H, W) -> (H, W, 3)
 
 
-def pick_figures(dof: int, frames: np.ndarray, k: int, rows) -> tuple[dict, dict]:
-    """The inputs of the example grid and the interpolation strips, from the test split at gap k.
-
-    frames: (S, T, H, W, 3) uint8; rows: scoring.Row objects to draw. Returns
-    examples: label -> (N_EXAMPLES, 3, H, W) (x0, the true middle frame, each row's prediction at tau = 0.5, x2);
-    strips: label -> (INTERP_STEPS, 3, H, W) along tau = 0..1 for the middle example, ends the true frames.
-    """
-    video = to_float(frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W)
-    index = triplet_index(video.shape[0], video.shape[1], (k,))
-    pick = np.unique(np.linspace(0, len(index) - 1, N_EXAMPLES).round().astype(int))
-    s, t, _ = torch.from_numpy(index[pick]).T
-    x0, x1, x2 = video[s, t - k], video[s, t], video[s, t + k]  # (n, 3, H, W)
-    examples = {"first frame x0": x0.numpy(), "ground truth x1": x1.numpy()}
-    for r in rows:
-        try:
-            examples[r.label] = r.predict(x0, x2, HEADLINE_TAU).float().clamp(0, 1).numpy()
-        except LookupError:  # predictions made elsewhere that lack these pairs (e.g. exported without the test split)
-            pass
-    examples["second frame x2"] = x2.numpy()
-    # The strips: one example (the middle one), decoded at evenly spaced tau; the truth at the nearest frames.
-    m = len(pick) // 2
-    steps = np.round(np.linspace(0, 1, INTERP_STEPS) * 2 * k).astype(np.int64)  # frames after t-k: j of tau = j/2k
-    steps[1:-1] = np.clip(steps[1:-1], 1, 2 * k - 1)  # the inner points strictly between the ends (small k)
-    strips = {"ground truth": video[s[m], torch.from_numpy(int(t[m]) - k + steps)].numpy()}
-    # The rows predict at the truth's own taus (j / 2k), the only ones a predictions file (score-predictions) has.
-    inner = torch.from_numpy(steps[1:-1] / (2 * k)).float()
-    a, b = x0[m:m + 1].expand(len(inner), -1, -1, -1), x2[m:m + 1].expand(len(inner), -1, -1, -1)
-    for r in rows:
-        try:
-            path = r.predict(a, b, inner).float().clamp(0, 1)
-        except LookupError:  # predictions made elsewhere that lack these taus (e.g. exported with --tau 0.5)
-            continue
-        strips[r.label] = torch.cat([x0[m:m + 1], path, x2[m:m + 1]]).numpy()
-    return examples, strips
-
-
 def figure_grid(rows: dict[str, np.ndarray], title: str, path: Path) -> None:
     """A grid: one row per label, one column per example; (n, 3, H, W) in [0, 1] per row."""
     n_rows, n_cols = len(rows), max(len(v) for v in rows.values())
@@ -497,7 +455,6 @@ def summary_lines(records: list[dict], out: Path, mine: str | tuple[str, ...] = 
     return lines
 
 
-TRIPLET_ROW = ("method", "alpha", "kl", "seed")  # what names a row in triplets.csv.gz
 TRIPLET_KEYS = ("dof", "split", "gap", *TRIPLET_ROW, "s", "t", "well_posed")  # then the metric columns
 
 
@@ -549,7 +506,7 @@ def read_references(runs) -> list[dict]:
 
 def regenerate_line(ref: dict, dof: int) -> str:
     """How to get the dataset a reference run scored for `dof`: the render-dataset command from its config.json."""
-    from benchmarks.config import profile_config, render_config
+    from benchmarks.engine.config import profile_config, render_config
     from render.dataset import regenerate_command
 
     config, file = ref["config"], ref["doc"]["datasets"][str(dof)]["file"]
@@ -634,7 +591,7 @@ def write_output(config, result, out: Path) -> Path:
     config.reference (run folders) puts those runs' records beside this run's in every table and figure
     (references_for); report.html shows the lot in one self-contained page.
     """
-    from benchmarks import html_report
+    from benchmarks.results import html_report
 
     refs, ref_records, ref_paths = references_for(getattr(config, "reference", ()), result.datasets, result.tables,
                                                   result.records, result.paths)
@@ -658,7 +615,7 @@ def write_output(config, result, out: Path) -> Path:
                                 "command": " ".join(sys.argv), "skipped": result.skipped}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
         dofs = sorted(result.datasets)
-        gap = max(r["gap"] for r in result.records)  # the figures' gap (pick_figures): the largest scored
+        gap = max(r["gap"] for r in result.records)  # the figures' gap (examples.pick_figures): the largest scored
         for dof in dofs:
             figure_grid(result.examples[dof], f"DoF {dof}: in-betweens at gap {gap} (test set)",
                         tmp / f"inbetween-dof{dof}.png")

@@ -1,6 +1,6 @@
 """score-predictions: score frames predicted elsewhere (any framework) for an export-triplets file, as run-benchmark would.
 
-The predictions stand behind one scoring.Row, so scoring.evaluate_dof computes every metric, split,
+The predictions stand behind one evaluate.Row, so evaluate.evaluate_dof computes every metric, split,
 tau, well-posedness subset and figure exactly as for a built-in method, and report.write_output
 writes the same folder. evaluate_dof asks for predictions in the order the inputs file was written
 (export.scored_groups); every batch it asks for is checked against the inputs' x0 and x2.
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import export, methods
-from benchmarks.config import check_table_step
+from benchmarks import methods
+from benchmarks.engine.config import check_table_step
+from benchmarks.external import export
 from ibdata import h5format
 from ibdata.frames import to_float, to_uint8
 from ibutil.device import check_device_name, resolve_device
@@ -109,7 +110,7 @@ class Served:
     the inputs hold at their rows); the x0 and x2 it is given must be the inputs' own. Splits the inputs
     do not hold are answered with x0 and their records dropped afterwards (score.drop_splits). After the
     last group, calls are the figures': a pair at tau found among the inputs' test triplets of the
-    largest gap gets its prediction, others raise LookupError (report.pick_figures leaves the row out).
+    largest gap gets its prediction, others raise LookupError (examples.pick_figures leaves the row out).
     """
 
     def __init__(self, inputs: export.Inputs, predictions: Path, groups: list[Group]):
@@ -138,7 +139,7 @@ class Served:
         group, n = self.groups[self.at], len(x0)
         if float(tau) != group.j / (2 * group.k) or self.within + n > group.n:
             raise RuntimeError(f"scoring asked for {n} pairs at tau {float(tau):g}, expected the {group} group: "
-                               "export.scored_groups no longer follows scoring.evaluate_dof")
+                               "export.scored_groups no longer follows evaluate.evaluate_dof")
         a = None if group.offset is None else group.offset + self.within
         self.within += n
         if self.within == group.n:
@@ -149,7 +150,7 @@ class Served:
             given = to_uint8(x).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
             if not np.array_equal(given, self.x[name][a:a + n]):
                 raise RuntimeError(f"scoring's {name} differs from inputs rows {a}..{a + n - 1}: "
-                                   "export.scored_groups no longer follows scoring.evaluate_dof")
+                                   "export.scored_groups no longer follows evaluate.evaluate_dof")
         self.served += n
         return self.rows(a, a + n)
 
@@ -175,9 +176,9 @@ class Served:
 
 def plan_groups(path, inputs: export.Inputs) -> list[Group]:
     """Every group evaluate_dof scores on `path` at the inputs' gaps and taus, with the inputs' row of each."""
-    from benchmarks import scoring  # (matplotlib via report): not imported for the CLI's --help
+    from benchmarks.scoring import evaluate  # (matplotlib via report): not imported for the CLI's --help
     groups, offset, header = [], 0, h5format.read_header(path)  # read once, passed down
-    for split, k, j, ds in export.scored_groups(header, scoring.evaluation_splits(header), inputs.gaps, inputs.all_taus):
+    for split, k, j, ds in export.scored_groups(header, evaluate.evaluation_splits(header), inputs.gaps, inputs.all_taus):
         held = split in inputs.splits
         groups.append(Group(split, k, j, len(ds.index), offset if held else None))
         offset += len(ds.index) if held else 0
@@ -206,7 +207,9 @@ def drop_splits(part: dict, keep: list[str]) -> dict:
 
 def score_predictions(config: ScoreConfig) -> Path:
     """Score the predictions of `config` and write its output folder; returns the folder."""
-    from benchmarks import report, scoring, suite
+    from benchmarks.engine import suite
+    from benchmarks.results import report
+    from benchmarks.scoring import evaluate
     start = time.perf_counter()
     out = suite.check_out(config)
     path = Path(config.data)
@@ -219,10 +222,10 @@ def score_predictions(config: ScoreConfig) -> Path:
     served = Served(inputs, Path(config.predictions), groups)
     fields = {"method": config.name, "alpha": None, "kl": None, "seed": None, **dict.fromkeys(RECORD_KEYS),
               "lr_trials": None}
-    row = scoring.Row(label=config.name, predict=served.predict, fields=fields, shown=True, log=None)
+    row = evaluate.Row(label=config.name, predict=served.predict, fields=fields, shown=True, log=None)
     try:
         table = suite.reference_table(config, path)
-        part = scoring.evaluate_dof(dof, path, [row], inputs.gaps, all_taus=inputs.all_taus, progress=config.progress,
+        part = evaluate.evaluate_dof(dof, path, [row], inputs.gaps, all_taus=inputs.all_taus, progress=config.progress,
                                     table=table, device=resolve_device(config.device))
     finally:
         served.close()

@@ -4,7 +4,7 @@ A table renders the dataset's object at a regular grid of factors with the datas
 supersampling, camera and lights (its stored RenderConfig), through the same render pool as
 render-dataset, so a table frame at a dataset frame's pose has the same pixels. A predicted frame's
 pose is the pose of the table frame with the highest cosine similarity (docs/benchmark.md), found
-exactly by benchmarks.nearest at a fraction of a brute-force product's cost.
+exactly by benchmarks.scoring.nearest at a fraction of a brute-force product's cost.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from benchmarks import nearest, tables
+from benchmarks.scoring import nearest, tables
 from ibdata.frames import to_float
 from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
@@ -51,7 +51,7 @@ class PoseTable:
         object.__setattr__(self, "_index", {})
 
     def index(self, device: torch.device) -> nearest.Index:
-        """The exact search index of the table on `device` (benchmarks.nearest), made once per device."""
+        """The exact search index of the table on `device` (benchmarks.scoring.nearest), made once per device."""
         key = str(device)
         if key not in self._index:
             arrays = self.search if self.search is not None else nearest.build(self.rows())
@@ -128,7 +128,7 @@ def _as_rows(pred, device: torch.device) -> torch.Tensor:
 
 
 def recover(pred, table: PoseTable, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest table frame of each prediction by cosine similarity (exact: benchmarks.nearest; equal
+    """Nearest table frame of each prediction by cosine similarity (exact: benchmarks.scoring.nearest; equal
     cosines go to the lowest table index).
 
     pred (N, 3, H, W) in [0, 1] -> (index into the table (N,) int64, cosine distance 1 - cos (N,)

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from benchmarks import tables
+from benchmarks.scoring import tables
 from ibutil.errors import UserError
 from render.presets import RenderConfig, poses_from_factors
 

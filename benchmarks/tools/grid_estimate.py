@@ -1,6 +1,6 @@
 """Estimate the full benchmark grid's training wall time, sequential vs ensemble, from a few timed steps.
 
-    python -m benchmarks.grid_estimate --width 0.125 --rounds 3
+    python -m benchmarks.tools.grid_estimate --width 0.125 --rounds 3
 
 Times (interleaved, medians of --rounds) one inbetween.train step, one inbetween.ensemble step for
 each ensemble size, one frame-CNN step, and the fp32 evaluation forward of one batch; then multiplies
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.methods import frame_cnn
-from benchmarks.train_speed import cpu_name, our_step
+from benchmarks.tools.train_speed import cpu_name, our_step
 from ibdata.triplets import TripletDataset
 from inbetween.ensemble import StackedVAE, stacked_adam
 from inbetween.toy import write_toy_dataset
@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--latent", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=5, help="epochs per model (benchmarks.suite's default)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per model (benchmarks.engine.suite's default)")
     ap.add_argument("--gaps", default="2,5,10,20", help="the benchmark's gaps (training mixes them)")
     ap.add_argument("--alphas", type=int, default=4, help="alpha values per DoF")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per DoF")

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.config import BenchmarkConfig
+from benchmarks.engine.config import BenchmarkConfig
 from ibdata import h5format
 from ibdata.triplets import TripletDataset, normalize_gaps
 from ibutil.errors import UserError
@@ -69,9 +69,9 @@ class ExportConfig:
 def export_splits(data, asked: tuple[str, ...]) -> list[str]:
     """The splits to export, in the benchmark's order: the asked ones (all scored splits if none); UserError
     naming the scored splits for one the benchmark does not score. `data`: a file's path or its header."""
-    from benchmarks import scoring  # (torch, matplotlib): not imported for the CLI's --help
+    from benchmarks.scoring import evaluate  # (torch, matplotlib): not imported for the CLI's --help
     header = h5format.read_header(data)
-    scored = scoring.evaluation_splits(header)
+    scored = evaluate.evaluation_splits(header)
     for split in asked:
         if split not in scored:
             raise UserError(f"--split {split}: the benchmark does not score it in {header.path}; choose from "
@@ -81,11 +81,11 @@ def export_splits(data, asked: tuple[str, ...]) -> list[str]:
 
 def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
                   all_taus: bool) -> Iterator[tuple[str, int, int, TripletDataset]]:
-    """(split, k, j, windows) in the order scoring.evaluate_dof scores them: split, gap, then j (every
+    """(split, k, j, windows) in the order evaluate.evaluate_dof scores them: split, gap, then j (every
     1..2k-1, or k alone), the windows in their index order; gaps without a scored window are left out."""
-    from benchmarks import scoring
+    from benchmarks.scoring import evaluate
     for split in splits:
-        found = {k: scoring.windows(path, split, k) for k in gaps}
+        found = {k: evaluate.windows(path, split, k) for k in gaps}
         for k in gaps:
             if found[k] is None:
                 continue
@@ -95,9 +95,9 @@ def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
 
 def check_gaps(data, gaps: tuple[int, ...]) -> None:
     """Every gap fits the file's sequences (2k + 1 <= T), as run-benchmark requires. `data`: a path or a header."""
-    from benchmarks import scoring
+    from benchmarks.scoring import evaluate
     header = h5format.read_header(data)
-    n_frames = min(header.n_frames(s) for s in scoring.evaluation_splits(header))
+    n_frames = min(header.n_frames(s) for s in evaluate.evaluation_splits(header))
     for k in gaps:
         if 2 * k + 1 > n_frames:
             raise UserError(f"--gap {k} is too large for {header.path}: sequences have {n_frames} frames, so gaps can be "

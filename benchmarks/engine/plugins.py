@@ -161,7 +161,7 @@ def check_predict(module: ModuleType, config, device: str, source: str) -> None:
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{source}: load(config, None, device) failed: {first_line(exc)}") from None
     g = torch.Generator().manual_seed(0)
-    # On the CPU, as scoring hands them over (benchmarks.scoring.evaluate); the model is on `device`.
+    # On the CPU, as scoring hands them over (benchmarks.scoring.evaluate.evaluate); the model is on `device`.
     x0, x2 = (torch.rand(DUMMY_SHAPE, generator=g) for _ in range(2))  # (B, 3, H, W) in [0, 1]
     for tau in (0.5, torch.tensor([0.25, 0.75])):
         with torch.no_grad():

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import methods, metrics, plugins, scoring
-from benchmarks.config import BenchmarkConfig, render_config, steps_per_run
+from benchmarks import methods
+from benchmarks.engine import plugins
+from benchmarks.engine.config import BenchmarkConfig, render_config, steps_per_run
 from benchmarks.methods.interface import TrainSpec, TrainSummary, read_summary, write_summary
+from benchmarks.scoring import evaluate, metrics
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder, torch_save_atomic
@@ -255,7 +257,7 @@ def plan(config: BenchmarkConfig) -> list[Job]:
         jobs += trains
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
                              config_hash([identity[dof], list(config.gaps), config.all_taus, hashes,
-                                          scoring.SCORING_VERSION, config.table_step_deg]
+                                          evaluate.SCORING_VERSION, config.table_step_deg]
                                          + (["score-train"] if config.score_train else [])),
                              renders[dof] + tuple(j.id for j in trains)))
     return jobs + evals
@@ -375,7 +377,7 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
         jobs = train_jobs(plan(config))
         rows = [load_row(config, e, [jobs[m] for m in trial_ids], path) for e, trial_ids in zip(job.entries, job.models)]
         table = reference_table(config, path)
-        torch_save_atomic(scoring.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
+        torch_save_atomic(evaluate.evaluate_dof(job.dof, path, rows, config.gaps, all_taus=config.all_taus,
                                                progress=config.progress, table=table,
                                                device=resolve_device(config.device), score_train=config.score_train),
                           eval_output(config, job))
@@ -384,7 +386,7 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
 def reference_table(config: BenchmarkConfig, path: Path):
     """The pose table or object templates that score `path` (metrics.table_for, cached under --cache); None for
     a file that render-dataset did not write (no render config to build a table from): no pose/position metrics."""
-    from benchmarks import tables
+    from benchmarks.scoring import tables
 
     try:
         tables.dataset_config(path)
@@ -481,7 +483,7 @@ def select(config: BenchmarkConfig, trials: list[TrainJob]) -> tuple[TrainJob, A
     return trials[best], summaries[best]
 
 
-def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data: Path) -> scoring.Row:
+def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data: Path) -> evaluate.Row:
     """What scoring needs of one entry: its loaded model (the selected lr trial) as a predict function, its
     record fields (the selected trial's summary, lr included), its log."""
     module = methods.get(entry.method)
@@ -498,7 +500,7 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob], data
     plugin = methods.PLUGINS.get(entry.method)
     predict = (plugins.checked(module, model, plugin.source) if plugin is not None
                else lambda x0, x2, tau: module.predict(model, x0, x2, tau))
-    return scoring.Row(label=entry.label, predict=predict, fields=fields, shown=entry.seed in (None, config.first_seed),
+    return evaluate.Row(label=entry.label, predict=predict, fields=fields, shown=entry.seed in (None, config.first_seed),
                        log=str(log) if log else None)
 
 
@@ -525,7 +527,7 @@ class RunResult:
 
 def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[str]]:
     """Build the output folder from the evaluation outputs present; returns it and the missing jobs' names."""
-    from benchmarks import report
+    from benchmarks.results import report
 
     out = check_out(config)
     jobs = plan(config)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import metrics, pose, report
+from benchmarks.scoring import metrics, pose
+from benchmarks.scoring.examples import TRIPLET_ROW, pick_figures
 from ibdata import h5format
 from ibdata.frames import to_float
 from ibdata.triplets import TripletDataset
@@ -34,7 +35,7 @@ SCORING_VERSION = 4  # 4: placement_error_px (dof 6), the exact pose search
 # Metrics averaged over the triplets where they are defined (an object hidden in every frame has no position).
 NAN_MEAN = ("position_error_px", "placement_error_px")
 # Kept per triplet at tau = 0.5 (the headline), so that two rows can be compared triplet by triplet
-# (benchmarks.claims' paired test): the place metrics of the paper's claims, and the two image metrics.
+# (benchmarks.results.claims' paired test): the place metrics of the paper's claims, and the two image metrics.
 TRIPLET_METRICS = ("pose_error_deg", "position_error_px", "placement_error_px", "mse", "ssim")
 
 
@@ -207,7 +208,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
                 per, index = evaluate(row.predict, pairs, tau, factors, table, device, shared)
                 records += subset_records(where | row.fields, per, wp)
                 if tau == 0.5:
-                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in report.TRIPLET_ROW}
+                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in TRIPLET_ROW}
                                     | {"s": np.asarray(s), "t": np.asarray(t), "well_posed": np.asarray(wp)}
                                     | {m: per[m] for m in TRIPLET_METRICS if m in per})
                 if smooth:
@@ -220,7 +221,7 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
                     fields_ = {"method": "true frames"} if i < 0 else rows[i].fields
                     paths += path_records(base | fields_, np.stack(idx, axis=1), ends, every, table)
     test = h5format.read_split(path, "test")
-    examples, strips = report.pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
+    examples, strips = pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
     return {"dof": dof, "dataset": {"file": str(path), "sha256": header.sha256}, "records": records,
             "ceiling": ceiling, "paths": paths, "triplets": triplets, "table": table_info(table), "examples": examples,

@@ -42,7 +42,7 @@ class BenchmarkConfig:
     profile: str = "full"  # full (the defaults), quick (the tiny CI profile) or demo (the README's main job): PROFILES
     overwrite: bool = False  # replace an existing output folder
     threads: int = 0  # torch CPU threads (0 = torch's default)
-    # A grid coarser than benchmarks.pose's defaults is stated beside the pose tables in results.md.
+    # A grid coarser than benchmarks.scoring.pose's defaults is stated beside the pose tables in results.md.
     table_step_deg: float | None = None  # pose-table grid step (degrees, divides 360) for dof 1 and 2; default 0.5, 2
     progress: bool = True  # show progress bars
     # Their rows stand beside this run's where the datasets are byte-identical (report.references_for).

@@ -1,0 +1,1 @@
+"""Methods run outside this repository: export-triplets writes their inputs, score-predictions scores their outputs."""
