@@ -257,3 +257,22 @@ def test_primary_refuses_cells_the_protocol_does_not_allow(tmp_path, capsys, see
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "primary.md").exists()  # no table, so no verdict
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+CLAIMS_FILES = sorted((ROOT / "docs" / "results").glob("claims*.md"))
+
+
+@pytest.mark.parametrize("committed", CLAIMS_FILES, ids=lambda p: p.name)
+def test_each_committed_claims_file_regenerates_byte_identically_from_its_own_header(committed, tmp_path, monkeypatch):
+    """docs/results.md cites these files: the command in each one's header must still write it, byte for byte."""
+    import re
+    import shlex
+
+    header = committed.read_text().splitlines()[2]
+    command = re.match(r"Written by `python -m benchmarks\.results\.claims ([^`]*)`", header)
+    assert command, f"{committed.name}: line 3 does not name its command"
+    monkeypatch.chdir(ROOT)  # the header's folders are relative to the repository root
+    out = tmp_path / committed.name
+    claims.main([*shlex.split(command.group(1)), "--out", str(out)])
+    assert out.read_bytes() == committed.read_bytes()
