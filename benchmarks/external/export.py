@@ -81,16 +81,11 @@ def export_splits(data, asked: tuple[str, ...]) -> list[str]:
 
 def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
                   all_taus: bool) -> Iterator[tuple[str, int, int, TripletDataset]]:
-    """(split, k, j, windows) in the order evaluate.evaluate_dof scores them: split, gap, then j (every
-    1..2k-1, or k alone), the windows in their index order; gaps without a scored window are left out."""
+    """(split, k, j, windows) in the order evaluate.evaluate_dof scores them: split, then evaluate.scored_groups."""
     from benchmarks.scoring import evaluate
     for split in splits:
-        found = {k: evaluate.windows(path, split, k) for k in gaps}
-        for k in gaps:
-            if found[k] is None:
-                continue
-            for j in (range(1, 2 * k) if all_taus else (k,)):
-                yield split, k, j, found[k]
+        for k, j, ds in evaluate.scored_groups(path, split, gaps, all_taus):
+            yield split, k, j, ds
 
 
 def check_gaps(data, gaps: tuple[int, ...]) -> None:

@@ -161,6 +161,13 @@ def ceiling_metrics(frames: torch.Tensor, masks: torch.Tensor, factors: np.ndarr
     return {name: v.reshape(s_, t_) for name, v in per.items()}, (None if index is None else index.reshape(s_, t_))
 
 
+def scored_groups(path, split: str, gaps: tuple[int, ...], all_taus: bool) -> list[tuple[int, int, TripletDataset]]:
+    """(k, j, windows) of one split (a path or its header) in the order evaluate_dof scores them: gap, then j (every
+    1..2k-1, or k alone), the windows in their index order; gaps without a scored window are left out."""
+    found = {k: windows(path, split, k) for k in gaps}
+    return [(k, j, found[k]) for k in gaps if found[k] is not None for j in (range(1, 2 * k) if all_taus else (k,))]
+
+
 def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_taus: bool = True,
                  progress: bool = True, table=None, device=None, score_train: bool = False) -> dict:
     """Score every row on every evaluation split, gap, tau and well-posedness subset of one dataset.
@@ -178,15 +185,11 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
         frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
         masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
         truth, truth_index = ceiling_metrics(frames, masks, arrays.factors, table, device)
-        work = [(k, j) for k in gaps for j in (range(1, 2 * k) if all_taus else (k,))]
-        found = {k: windows(header, split, k) for k in gaps}
-        bar = tqdm(work, desc=f"eval dof{dof} {split}", disable=not progress, leave=False)
+        bar = tqdm(scored_groups(header, split, gaps, all_taus), desc=f"eval dof{dof} {split}", disable=not progress,
+                   leave=False)
         path_index: dict[int, list[np.ndarray]] = {}  # row (or -1: the truth) -> (N,) table rows per j of this gap
         path_wp: list[np.ndarray] = []
-        for k, j in bar:
-            ds = found[k]
-            if ds is None:
-                continue
+        for k, j, ds in bar:
             tau = j / (2 * k)
             pairs = path_frames(frames, masks, ds.index, j)
             s, t = ds.index[:, 0], ds.index[:, 1] - k + j  # the target frames
