@@ -78,7 +78,7 @@ def main() -> None:
         return run
 
     def cnn_step(b):
-        tau = torch.full((len(b["x0"]),), 0.5)  # the middle frame; the cost does not depend on tau
+        tau = torch.full((len(b["x0"]), 1, 1, 1), 0.5)  # (B, 1, 1, 1): the middle frame; the cost does not depend on tau
         loss = torch.nn.functional.mse_loss(cnn(b["x0"], b["x2"], tau), b["x1"])
         cnn_opt.zero_grad(set_to_none=True)
         loss.backward()
