@@ -390,7 +390,8 @@ def summary_lines(records: list[dict], out: Path, mine: str | tuple[str, ...] = 
         k = stats.gaps_of(place)[0]
         rows = [row for row in dict.fromkeys(row for row, _ in place) if (row, k) in place]
         value = {row.label: place[(row, k)].mean for row in rows}
-        ssim = {row.label: ssim[(row, k)].mean for row in rows if row.method.startswith("alpha-vae") and (row, k) in ssim}
+        ssim = {row.label: ssim[(row, k)].mean for row in rows
+                if row.method.startswith("alpha-vae") and (row, k) in ssim}
         best = min(value, key=value.get)
         shown = dict.fromkeys([best, *(row.label for row in rows if row == Row("pixel-average")
                                        or row.method.startswith("alpha-vae"))])

@@ -1,4 +1,4 @@
-"""The cells of every results table (a row's metric over its seeds at one dof, split and gap) and the tests that compare them.
+"""The cells of every results table (one row's metric over its seeds at a dof, split and gap) and their statistics.
 
 One row type names a table row by the record fields that tell rows apart (Row: method, alpha, kl,
 width, reference); its label is only ever written, never read back. results.md (report.py) and the
@@ -7,7 +7,7 @@ and lay out a rows x (split, gap) table here, once.
 
 The statistics over seeds: a difference in seed SDs with Welch's p (compare), the declared endpoints'
 estimate with its t-interval and Cohen's d (welch, paired_t), Holm's adjustment, and the paired test
-over triplets (paired).
+over triplets (paired_test).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Cell:
         return dict(zip(self.seeds, self.values, strict=True))
 
     def text(self, n: bool = True) -> str:
-        """Mean ± SD and the number of seeds, e.g. `32.00 ± 2.00 (n=3)` (n=False: without `(n=3)`); one value alone."""
+        """Mean ± SD and the number of seeds: `32.00 ± 2.00 (n=3)` (`32.00 ± 2.00` with n=False); one value alone."""
         if self.n == 1:
             return fmt(self.metric, self.mean)
         return f"{fmt(self.metric, self.mean)} ± {fmt(self.metric, self.sd)}" + (f" (n={self.n})" if n else "")
@@ -177,7 +177,7 @@ def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
     return diff, d, p
 
 
-def paired(a: dict, b: dict) -> tuple[int, float, float] | None:
+def paired_test(a: dict, b: dict) -> tuple[int, float, float] | None:
     """(targets both scored, d_z, Wilcoxon signed-rank p) of a - b over the targets two rows share (each a dict
     target -> value); d_z is the mean difference over the SD of the differences. None under two common targets."""
     common = sorted(set(a) & set(b))
