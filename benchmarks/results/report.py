@@ -459,29 +459,27 @@ def read_references(runs) -> list[dict]:
     return out
 
 
-def regenerate_line(ref: dict, dof: int) -> str:
-    """How to get the dataset a reference run scored for `dof`: the render-dataset command from its config.json."""
-    from benchmarks.engine.config import profile_config, render_config
-    from render.dataset import regenerate_command
+class OtherDataset(UserError):
+    """A reference run scored other bytes for a DoF than this run (same_data). How to get its file depends on how
+    that run made it, which the engine's profiles know and the results do not: the commands end the message with
+    it (benchmarks.cli.reference_remedy)."""
 
-    config, file = ref["config"], ref["doc"]["datasets"][str(dof)]["file"]
-    if config.get("data"):
-        return f"it scored the file {file} (given with --data): get that file, its dataset card (.h5.md) says how"
-    bench = profile_config(config.get("profile", "full"), render_size=config.get("render_size", 32))
-    return "regenerate it with: " + regenerate_command(render_config(bench, dof), Path(f"data/dof{dof}-reference.h5"))
+    def __init__(self, ref: dict, dof: int, message: str):
+        super().__init__(message)
+        self.ref, self.dof = ref, dof  # the reference (read_references) and the DoF whose bytes differ
 
 
 def same_data(ref: dict, datasets: dict[int, dict]) -> list[int]:
     """The DoFs of `datasets` (dof -> {"file", "sha256"}) that the reference run (read_references) scored too;
-    UserError naming the DoF and the command that makes the reference's file where the bytes differ."""
+    OtherDataset naming the DoF where the bytes differ."""
     theirs = ref["doc"]["datasets"]
     common = [dof for dof in sorted(datasets) if str(dof) in theirs]
     for dof in common:
         mine, other = datasets[dof], theirs[str(dof)]
         if mine["sha256"] != other["sha256"]:
-            raise UserError(f"--reference {ref['run']}: its dof {dof} dataset is not the file scored here "
-                            f"({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs {other['sha256'][:12]}…); "
-                            + regenerate_line(ref, dof) + " and pass it as --data")
+            raise OtherDataset(ref, dof, f"--reference {ref['run']}: its dof {dof} dataset is not the file scored "
+                                         f"here ({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs "
+                                         f"{other['sha256'][:12]}…)")
     return common
 
 
