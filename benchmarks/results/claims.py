@@ -39,7 +39,7 @@ import click
 
 from benchmarks.results import stats
 from benchmarks.results.report import TRIPLET_KEYS
-from benchmarks.results.stats import DIGITS, MISSING, Estimate, Row, num, pval
+from benchmarks.results.stats import MISSING, Estimate, Row, num, pval
 from ibutil.cli import DataclassOptions, user_errors
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
@@ -63,9 +63,9 @@ def load(folders: list[str | Path]) -> list[dict]:
 Triplets = dict  # (dof, split, gap, Row, metric) -> {(s, t): the row's value averaged over its seeds}
 
 
-def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
+def load_triplets(folders: list[str | Path], add_fields=None) -> Triplets:
     """The well-posed per-triplet metrics of every folder's triplets.csv.gz (a folder without one adds nothing);
-    relabel(folder, record) -> record adds fields as width_label does."""
+    add_fields(folder, record) -> record gives each line the fields its folder adds to its records (with_width)."""
     sums: dict[tuple, dict[tuple[int, int], list[float]]] = {}
     for folder in folders:
         path = Path(folder) / "triplets.csv.gz"
@@ -78,7 +78,7 @@ def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
                 if r["well_posed"] != "1":
                     continue
                 r = {**r, "alpha": float(r["alpha"]) if r["alpha"] else None, "kl": r["kl"] or None}
-                r = relabel(folder, r) if relabel else r
+                r = add_fields(folder, r) if add_fields else r
                 head = (int(r["dof"]), r["split"], int(r["gap"]), Row.of(r))
                 for metric in metrics:
                     if r[metric]:
@@ -116,7 +116,7 @@ def pair_table(records: list[dict], dof: int, a: Row, b: Row, metrics: tuple[str
                 if ca is None or cb is None:
                     continue
                 diff, d, p = stats.compare(ca, cb)
-                line = (f"| {split} | {k} | {m} | {ca.text()} | {cb.text()} | {num(diff, DIGITS.get(m, 3))} | {num(d)} "
+                line = (f"| {split} | {k} | {m} | {ca.text()} | {cb.text()} | {num(diff, stats.digits(m))} | {num(d)} "
                         f"| {pval(p)} |")
                 if extra:
                     pt = paired(trip, dof, split, k, a, b, m)
@@ -163,7 +163,7 @@ def winners_table(records: list[dict], dof: int, metrics: tuple[str, ...]) -> li
                 best, second = cells[order[0]], cells[order[1]]
                 diff, d, p = stats.compare(best, second)
                 lines.append(f"| {split} | {k} | {m} | {best.row.label}: {best.text()} | {second.row.label}: "
-                             f"{second.text()} | {num(diff, DIGITS.get(m, 3))} | {num(d)} | {pval(p)} |")
+                             f"{second.text()} | {num(diff, stats.digits(m))} | {num(d)} | {pval(p)} |")
     return lines + [""]
 
 
@@ -240,7 +240,7 @@ def markdown(records: list[dict], sources: list[str], trip: Triplets | None = No
     return "\n".join(out)
 
 
-def width_label(folder: str | Path, record: dict) -> dict:
+def with_width(folder: str | Path, record: dict) -> dict:
     """An alpha-VAE record of a one-width run folder with its "width" (the folder's config.json), so that the cells
     of one width never mix with another's; other methods' records unchanged."""
     path = Path(folder) / "config.json"
@@ -251,8 +251,8 @@ def width_label(folder: str | Path, record: dict) -> dict:
 
 
 def load_widths(folders: list[str | Path]) -> list[dict]:
-    """The alpha-VAE records of runs that differ in width, one width per folder, with their width (width_label)."""
-    return [width_label(folder, r) for folder in folders for r in load([folder]) if r["method"] == ALPHA0.method]
+    """The alpha-VAE records of runs that differ in width, one width per folder, with their width (with_width)."""
+    return [with_width(folder, r) for folder in folders for r in load([folder]) if r["method"] == ALPHA0.method]
 
 
 def width_markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
@@ -480,7 +480,7 @@ def primary_markdown(root: str | Path) -> str:
            "Holm p is below 0.05 and the interval excludes 0. Claim 2's arms are multiples of copy-x0's error on the "
            "same cell.", "", "## Primary", ""]
     def row(e: Endpoint, est: Estimate) -> str:
-        digits = DIGITS.get(e.metric, 3) if not e.a.relative_to else 2
+        digits = stats.digits(e.metric) if not e.a.relative_to else 2
         return (f"| {e.claim} | {e.name} | {e.a.name} | {e.b.name} | {est.n_a}, {est.n_b} | {num(est.mean_a, digits)} "
                 f"| {num(est.mean_b, digits)} | {num(est.diff, digits)} [{num(est.low, digits)}, "
                 f"{num(est.high, digits)}] | {num(est.df, 1)} | {num(est.d)} | {pval(est.p)} |")
@@ -563,7 +563,7 @@ def claims_markdown(config: ClaimsConfig) -> str:
         return primary_markdown(folders[0])
     if config.by_width:
         records = load_widths(folders)
-        text = width_markdown(records, folders, load_triplets(folders, width_label))
+        text = width_markdown(records, folders, load_triplets(folders, with_width))
         if config.figure:
             width_figure(records, config.figure)
         return text

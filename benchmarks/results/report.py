@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.results import stats  # noqa: E402
-from benchmarks.results.stats import DIGITS, REFERENCE_MARK, Row  # noqa: E402
+from benchmarks.results.stats import REFERENCE_MARK, Row  # noqa: E402
 from benchmarks.scoring.examples import HEADLINE_TAU, TRIPLET_ROW  # noqa: E402
 from benchmarks.scoring.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibdata.h5format import sha256_file  # noqa: E402

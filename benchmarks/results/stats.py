@@ -53,9 +53,14 @@ class Row:
                 + (f" {REFERENCE_MARK} {self.reference}]" if self.reference else ""))
 
 
+def digits(metric: str) -> int:
+    """The decimals a metric is written with."""
+    return DIGITS.get(metric, 3)
+
+
 def fmt(metric: str, x: float) -> str:
-    """A metric's value in its DIGITS decimals."""
-    return f"{x:.{DIGITS.get(metric, 3)}f}"
+    """A metric's value in its decimals."""
+    return f"{x:.{digits(metric)}f}"
 
 
 @dataclass(frozen=True)
