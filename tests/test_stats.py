@@ -79,3 +79,9 @@ def test_holm_by_hand():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert stats.holm([0.5, math.nan]) == [1.0, 1.0]  # capped at 1; a missing p counts as 1
+
+
+def test_a_nan_value_repeated_by_two_runs_is_one_value_not_a_disagreement():
+    records = [{**RECORDS[0], "pose_error_deg": math.nan}] * 2
+    c = stats.cell(records, 1, "test", 2, COPY_X0, "pose_error_deg")
+    assert c.n == 1 and math.isnan(c.mean) and c.text() == "nan"

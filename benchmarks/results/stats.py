@@ -110,9 +110,10 @@ def cells(records: list[dict], dof: int, metric: str, split: str = "test", tau: 
         if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", default_tau) != tau \
                 or r.get("well_posed", True) != well_posed or r.get(metric) is None:
             continue
-        row, value = Row.of(r), float(r[metric])
-        if seen.setdefault((row, r["gap"]), {}).setdefault(r.get("seed"), value) != value:
-            raise UserError(f"two runs disagree on {row.label}, seed {r.get('seed')}, dof {dof} {split} k={r['gap']} "
+        row, value, seed = Row.of(r), float(r[metric]), r.get("seed")
+        by_seed = seen.setdefault((row, r["gap"]), {})
+        if by_seed.setdefault(seed, value) != value and not (math.isnan(value) and math.isnan(by_seed[seed])):
+            raise UserError(f"two runs disagree on {row.label}, seed {seed}, dof {dof} {split} k={r['gap']} "
                             f"({metric}); give runs of the same datasets and budget, or write their claims apart")
     out = {}
     for (row, gap), by_seed in seen.items():
