@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from benchmarks.scoring.examples import HEADLINE_TAU
 from ibutil.errors import UserError
@@ -150,12 +149,13 @@ def grid(cols: list[tuple[str, int]], body: list[tuple[str, list[str]]]) -> list
 
 
 # ----------------------------------------------------------------------------- comparisons over seeds
+# Each test imports scipy.stats itself: results.md needs none of them, and the import takes about a second.
 
 
-def num(x: float | None, digits: int = 2) -> str:
-    """A number in `digits` decimals; "–" for none or nan, "∞" and "−∞" for infinities."""
+def num(x: float | None, decimals: int = 2) -> str:
+    """A number in `decimals` decimals; "–" for none or nan, "∞" and "−∞" for infinities."""
     return MISSING if x is None or math.isnan(x) else ("∞" if math.isinf(x) and x > 0 else "−∞" if math.isinf(x)
-                                                       else f"{x:.{digits}f}")
+                                                       else f"{x:.{decimals}f}")
 
 
 def pval(p: float) -> str:
@@ -171,6 +171,8 @@ def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
     """(a - b, the difference in seed SDs (over the root mean square of the two; a seedless cell has SD 0),
     Welch's two-sided p over seeds, or the one-sample t against a seedless cell's value); nan where the seeds
     cannot say."""
+    import scipy.stats
+
     diff = a.mean - b.mean
     if a.n == 1 and b.n == 1:  # two seedless values: no spread to measure the difference in
         return diff, math.nan, math.nan
@@ -186,6 +188,8 @@ def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
 def paired_test(a: dict, b: dict) -> tuple[int, float, float] | None:
     """(targets both scored, d_z, Wilcoxon signed-rank p) of a - b over the targets two rows share (each a dict
     target -> value); d_z is the mean difference over the SD of the differences. None under two common targets."""
+    import scipy.stats
+
     common = sorted(set(a) & set(b))
     if len(common) < 2:
         return None
@@ -219,6 +223,8 @@ def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _estimate(a: np.ndarray, b: np.ndarray, diff: float, se: float, df: float) -> Estimate:
+    import scipy.stats
+
     d = _in_sds(diff, _pooled_sd(a, b))
     if se > 0:
         half = float(scipy.stats.t.ppf(0.975, df)) * se
@@ -257,6 +263,8 @@ def holm(ps: list[float]) -> list[float]:
 
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """The mean of seed values and its 95% t-interval (n - 1 df)."""
+    import scipy.stats
+
     x = np.asarray(values, float)  # (n,)
     half = float(scipy.stats.t.ppf(0.975, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
