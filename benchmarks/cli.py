@@ -4,13 +4,14 @@ config dataclasses (train-inbetween: inbetween/cli.py)."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import fields
 
 import click
 
 from benchmarks import methods
 from benchmarks.engine import plugins
-from benchmarks.engine.config import BenchmarkConfig, profile_config
+from benchmarks.engine.config import BenchmarkConfig, dataset_command, profile_config
 from benchmarks.external.export import ExportConfig
 from benchmarks.external.predictions import ScoreConfig
 from ibutil.cli import DataclassOptions, MultiValueCommand, option_values, user_errors
@@ -46,6 +47,19 @@ def benchmark_options(extra: list[methods.Plugin] = ()) -> DataclassOptions:
 
 
 BENCHMARK_OPTIONS = benchmark_options()
+
+
+@contextmanager
+def reference_remedy():
+    """A --reference run on other data (report.OtherDataset) says how to get its file: the results know the bytes
+    differ, the engine's profiles how that run made its dataset (config.dataset_command)."""
+    from benchmarks.results.report import OtherDataset
+
+    try:
+        yield
+    except OtherDataset as exc:
+        file = exc.ref["doc"]["datasets"][str(exc.dof)]["file"]
+        raise UserError(f"{exc}; {dataset_command(exc.ref['config'], file, exc.dof)} and pass it as --data") from None
 
 
 class MethodCommand(MultiValueCommand):
@@ -107,9 +121,10 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
 
     from benchmarks.engine import suite
     from benchmarks.results import report
+    from benchmarks.results.stats import Row
 
     found, _, generated = ctx.meta.get(PLUGINS, ([], [], BENCHMARK_OPTIONS))
-    with user_errors(), preemption_exits(), methods.registered(found):
+    with user_errors(), reference_remedy(), preemption_exits(), methods.registered(found):
         # A --method-file's method runs beside the built-ins unless --methods chooses.
         default = methods.DEFAULT_METHODS + tuple(p.name for p in found if p.file)
         # A shared option (--width) sets every chosen method that has the field; --frame-cnn-lr sets one method.
@@ -150,7 +165,7 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
             path = suite.run_benchmark(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
         records = json.loads((path / "results.json").read_text())["records"]
-        plugin_rows = tuple(dict.fromkeys(report.method_label(r) for r in records if r["method"] in config.plugins))
+        plugin_rows = tuple(dict.fromkeys(Row.of(r).label for r in records if r["method"] in config.plugins))
         click.echo("\n".join(report.summary_lines(records, path, mine=plugin_rows)))  # a plug-in's rows and their rank
 
 
@@ -202,7 +217,7 @@ def score_predictions(quiet, **options):
     from benchmarks.external.predictions import score_predictions as score
     from benchmarks.results import report
 
-    with user_errors():
+    with user_errors(), reference_remedy():
         config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)
         path = score(config)
         click.echo(f"results in {path}/ (report.html, results.md, results.json, results.csv, config.json, figures)")

@@ -16,14 +16,15 @@ from pathlib import Path
 FLOORS = (("ibutil",), ("ibdata",), ("render", "inbetween"), ("benchmarks",))
 PACKAGES = tuple(p for floor in FLOORS for p in floor)
 # Inside benchmarks: (importer, imported) pairs that must not occur. Scoring computes numbers and knows nothing of
-# how they are run or written; methods know only methods; the throughput tools stand apart from the benchmark.
+# how they are run or written; the results read records and know nothing of the engine that made them; methods know
+# only methods; the throughput tools stand apart from the benchmark.
 FORBIDDEN = tuple((a, b) for a, bs in (
     ("benchmarks.scoring", ("benchmarks.cli", "benchmarks.engine", "benchmarks.results", "benchmarks.external",
                             "benchmarks.tools", "benchmarks.methods")),
     ("benchmarks.methods", ("benchmarks.cli", "benchmarks.engine", "benchmarks.scoring", "benchmarks.results",
                             "benchmarks.external", "benchmarks.tools")),
     ("benchmarks.engine", ("benchmarks.cli", "benchmarks.external", "benchmarks.tools")),
-    ("benchmarks.results", ("benchmarks.cli", "benchmarks.external", "benchmarks.tools")),
+    ("benchmarks.results", ("benchmarks.cli", "benchmarks.engine", "benchmarks.external", "benchmarks.tools")),
     ("benchmarks.external", ("benchmarks.cli", "benchmarks.tools")),
 ) for b in bs)
 

@@ -19,6 +19,7 @@ def test_no_import_runs_back_up_a_floor():
     assert graph["ibutil"] == "(none)" and graph["ibdata"] == "ibutil"
     assert "render" not in graph["inbetween"] and "inbetween" not in graph["render"]
     assert graph["benchmarks.scoring"] == "(none)"  # scoring imports nothing of the engine, results or tools
+    assert graph["benchmarks.results"] == "benchmarks.scoring"  # the results read records; the engine calls them
 
 
 def test_reading_a_dataset_and_the_training_entry_import_no_gl(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks import methods
@@ -11,6 +12,7 @@ from ibdata.triplets import normalize_gaps
 from ibutil.device import check_device_name
 from ibutil.errors import UserError
 from ibutil.selection import EVAL_EVERY, PATIENCE, Selection
+from render.dataset import regenerate_command
 from render.presets import PRESETS, RenderConfig
 
 
@@ -150,6 +152,15 @@ def render_config(config: BenchmarkConfig, dof: int) -> RenderConfig:
         return RenderConfig(dof=dof, size=config.render_size, frames=30, train_sequences=100, test_sequences=10,
                             val_sequences=10, heldout_sequences=10)
     return RenderConfig(dof=dof, size=config.render_size)
+
+
+def dataset_command(run: dict, file: str, dof: int) -> str:
+    """How to get the dataset a run scored for `dof` (`file`, as its results.json names it), from the run's
+    config.json (`run`): the render-dataset command of its profile, or where the card of a file given with --data is."""
+    if run.get("data"):
+        return f"it scored the file {file} (given with --data): get that file, its dataset card (.h5.md) says how"
+    bench = profile_config(run.get("profile", "full"), render_size=run.get("render_size", 32))
+    return "regenerate it with: " + regenerate_command(render_config(bench, dof), Path(f"data/dof{dof}-reference.h5"))
 
 
 def steps_per_run(config: BenchmarkConfig, n_train_triplets: int) -> int:

@@ -11,7 +11,8 @@ heldout split's well-posed middle frames (tau = 0.5). A comparison gives the dif
 in seed standard deviations (d = difference / the root mean square of the two SDs; a method
 without seeds has SD 0) and Welch's t-test over seeds (one-sample against a seedless method's
 value). With 3 seeds a p-value below 0.05 needs a large, consistent difference; treat d and p as
-what they are, a seed-to-seed comparison.
+what they are, a seed-to-seed comparison. The cells, their text and the tests are benchmarks.results.stats';
+a row is a stats.Row (method, alpha, KL form, width), read from the records' fields.
 
 Where the run folders hold triplets.csv.gz (runs scored since SCORING_VERSION 3), each comparison also gets
 a paired test over triplets: every well-posed test target scored by both rows (each row's value averaged
@@ -28,46 +29,24 @@ the declared new ones, rather than print a verdict.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+import click
 
-from benchmarks.results.report import DIGITS, TRIPLET_KEYS, method_label
+from benchmarks.results import stats
+from benchmarks.results.report import TRIPLET_KEYS
+from benchmarks.results.stats import MISSING, Estimate, Row, num, pval
+from ibutil.cli import DataclassOptions, user_errors
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic
 
 PLACE = {1: "pose_error_deg", 2: "pose_error_deg", 6: "position_error_px"}  # the paper's terms: pose and place
-ALPHA0, ALPHA100 = "alpha-vae α=0", "alpha-vae α=100 (avg-gaussian)"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell: a metric of one row at one (dof, split, gap), over its seeds."""
-
-    values: tuple[float, ...]  # one per seed (one value for a seedless method)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def sd(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
-
-    def text(self, metric: str) -> str:
-        d = DIGITS.get(metric, 3)
-        return f"{self.mean:.{d}f} ± {self.sd:.{d}f} (n={self.n})" if self.n > 1 else f"{self.mean:.{d}f}"
+ALPHA0, ALPHA100 = Row("alpha-vae", 0.0), Row("alpha-vae", 100.0, "avg-gaussian")
+COPY_X0 = Row("copy-x0")  # the hedge every [r×] is a multiple of
 
 
 def load(folders: list[str | Path]) -> list[dict]:
@@ -81,32 +60,12 @@ def load(folders: list[str | Path]) -> list[dict]:
     return records
 
 
-def seed_values(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> dict[object, float]:
-    """Seed -> value of one row (method label) at (dof, split, gap), well-posed middle frames (seed None for a
-    seedless method); empty if absent. A record repeated by two runs (the same seed of the same model) counts once."""
-    seen: dict[object, float] = {}
-    for r in records:
-        if (r["dof"], r["split"], r["gap"], r.get("tau"), r.get("well_posed")) == (dof, split, gap, 0.5, True) \
-                and method_label(r) == label and r.get(metric) is not None:
-            value = float(r[metric])
-            if seen.setdefault(r.get("seed"), value) != value:
-                raise UserError(f"two runs disagree on {label}, seed {r.get('seed')}, dof {dof} {split} k={gap} "
-                                f"({metric}); give runs of the same datasets and budget, or write their claims apart")
-    return seen
+Triplets = dict  # (dof, split, gap, Row, metric) -> {(s, t): the row's value averaged over its seeds}
 
 
-def cell(records: list[dict], dof: int, split: str, gap: int, label: str, metric: str) -> Cell | None:
-    """The cell of one row (method label) at (dof, split, gap), well-posed middle frames; None if absent."""
-    seen = seed_values(records, dof, split, gap, label, metric)
-    return Cell(tuple(seen[k] for k in sorted(seen, key=str))) if seen else None
-
-
-Triplets = dict  # (dof, split, gap, row label, metric) -> {(s, t): the row's value averaged over its seeds}
-
-
-def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
+def load_triplets(folders: list[str | Path], add_fields=None) -> Triplets:
     """The well-posed per-triplet metrics of every folder's triplets.csv.gz (a folder without one adds nothing);
-    relabel(folder, record) -> record renames rows as load_widths does."""
+    add_fields(folder, record) -> record gives each line the fields its folder adds to its records (with_width)."""
     sums: dict[tuple, dict[tuple[int, int], list[float]]] = {}
     for folder in folders:
         path = Path(folder) / "triplets.csv.gz"
@@ -119,8 +78,8 @@ def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
                 if r["well_posed"] != "1":
                     continue
                 r = {**r, "alpha": float(r["alpha"]) if r["alpha"] else None, "kl": r["kl"] or None}
-                r = relabel(folder, r) if relabel else r
-                head = (int(r["dof"]), r["split"], int(r["gap"]), method_label(r))
+                r = add_fields(folder, r) if add_fields else r
+                head = (int(r["dof"]), r["split"], int(r["gap"]), Row.of(r))
                 for metric in metrics:
                     if r[metric]:
                         acc = sums.setdefault((*head, metric), {}).setdefault((int(r["s"]), int(r["t"])), [0.0, 0])
@@ -129,57 +88,18 @@ def load_triplets(folders: list[str | Path], relabel=None) -> Triplets:
     return {key: {st: total / n for st, (total, n) in per.items()} for key, per in sums.items()}
 
 
-def paired(trip: Triplets, dof: int, split: str, gap: int, a: str, b: str, metric: str) -> tuple[int, float, float] | None:
-    """(triplets both rows scored, d_z, Wilcoxon signed-rank p) of a - b; None without common triplets."""
-    ta, tb = trip.get((dof, split, gap, a, metric), {}), trip.get((dof, split, gap, b, metric), {})
-    common = sorted(set(ta) & set(tb))
-    if len(common) < 2:
-        return None
-    diff = np.array([ta[k] - tb[k] for k in common])  # (N,)
-    if not diff.any():
-        return len(common), 0.0, 1.0
-    sd = float(np.std(diff, ddof=1))
-    d_z = float(diff.mean()) / sd if sd > 0 else math.copysign(math.inf, float(diff.mean()))
-    return len(common), d_z, float(stats.wilcoxon(diff).pvalue)
-
-
-def compare(a: Cell, b: Cell) -> tuple[float, float, float]:
-    """(a - b, the difference in seed SDs, Welch's two-sided p over seeds); nan where the seeds cannot say."""
-    diff = a.mean - b.mean
-    if a.n == 1 and b.n == 1:  # two seedless values: no spread to measure the difference in
-        return diff, math.nan, math.nan
-    spread = math.sqrt((a.sd ** 2 + b.sd ** 2) / 2)
-    d = diff / spread if spread > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    if a.n > 1 and b.n > 1:
-        p = float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
-    else:
-        seeded, fixed = (a, b) if a.n > 1 else (b, a)
-        p = float(stats.ttest_1samp(seeded.values, fixed.mean).pvalue)
-    return diff, d, p
-
-
-def _num(x: float, digits: int = 2) -> str:
-    return "–" if x is None or math.isnan(x) else ("∞" if math.isinf(x) and x > 0 else "−∞" if math.isinf(x)
-                                                    else f"{x:.{digits}f}")
-
-
-def _pval(p: float) -> str:
-    """A p-value in 3 decimals, or as an upper bound where it would print as 0.000."""
-    return "<0.001" if p < 0.001 else _num(p, 3)
-
-
-def labels(records: list[dict], dof: int) -> list[str]:
-    """Row labels of a DoF in first-seen order."""
-    return list(dict.fromkeys(method_label(r) for r in records if r["dof"] == dof))
+def paired(trip: Triplets, dof: int, split: str, gap: int, a: Row, b: Row, metric: str) -> tuple | None:
+    """(triplets both rows scored, d_z, Wilcoxon signed-rank p) of a - b (stats.paired_test); None without two
+    common triplets."""
+    return stats.paired_test(trip.get((dof, split, gap, a, metric), {}), trip.get((dof, split, gap, b, metric), {}))
 
 
 def axes(records: list[dict], dof: int) -> tuple[list[str], list[int]]:
-    """The DoF's splits (test first) and gaps."""
-    splits = sorted({r["split"] for r in records if r["dof"] == dof}, key=lambda s: (s != "test", s))
-    return splits, sorted({r["gap"] for r in records if r["dof"] == dof})
+    """The DoF's splits (test and heldout first) and gaps."""
+    return stats.splits_of(records, dof), stats.gaps_of(r for r in records if r["dof"] == dof)
 
 
-def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str, ...],
+def pair_table(records: list[dict], dof: int, a: Row, b: Row, metrics: tuple[str, ...],
                names: tuple[str, str] = ("a", "b"), trip: Triplets | None = None) -> list[str]:
     """Rows a vs b on every split and gap: both cells, the difference a - b, d and p, per metric; with
     per-triplet data (trip), also the paired test over triplets (N, d_z, Wilcoxon p)."""
@@ -189,92 +109,88 @@ def pair_table(records: list[dict], dof: int, a: str, b: str, metrics: tuple[str
              "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if extra else "")]
     splits, gaps = axes(records, dof)
     for split in splits:
+        per = {m: stats.cells(records, dof, m, split) for m in metrics}
         for k in gaps:
             for m in metrics:
-                ca, cb = cell(records, dof, split, k, a, m), cell(records, dof, split, k, b, m)
+                ca, cb = per[m].get((a, k)), per[m].get((b, k))
                 if ca is None or cb is None:
                     continue
-                diff, d, p = compare(ca, cb)
-                line = f"| {split} | {k} | {m} | {ca.text(m)} | {cb.text(m)} | {_num(diff, DIGITS.get(m, 3))} " \
-                       f"| {_num(d)} | {_pval(p)} |"
+                diff, d, p = stats.compare(ca, cb)
+                line = (f"| {split} | {k} | {m} | {ca.text()} | {cb.text()} | {num(diff, stats.digits(m))} | {num(d)} "
+                        f"| {pval(p)} |")
                 if extra:
                     pt = paired(trip, dof, split, k, a, b, m)
-                    line += " – | – | – |" if pt is None else f" {pt[0]} | {_num(pt[1])} | {_pval(pt[2])} |"
+                    line += " – | – | – |" if pt is None else f" {pt[0]} | {num(pt[1])} | {pval(pt[2])} |"
                 lines.append(line)
     return lines + [""]
 
 
-def grid_table(records: list[dict], dof: int, metric: str, rows: list[str] | None = None,
-               relative_to: str | None = None) -> list[str]:
-    """Rows x (split, gap) of one metric; with relative_to, each cell also as a fraction of that row's mean."""
+def grid_table(records: list[dict], dof: int, metric: str, rows: list[Row] | None = None,
+               relative_to: Row | None = None) -> list[str]:
+    """Rows x (split, gap) of one metric (a row without any cell left out); with relative_to, each cell also as a
+    fraction of that row's mean."""
     splits, gaps = axes(records, dof)
-    rows = rows or labels(records, dof)
+    per = {s: stats.cells(records, dof, metric, s) for s in splits}
     cols = [(s, k) for s in splits for k in gaps]
-    lines = ["| method | " + " | ".join(f"{s} k={k}" for s, k in cols) + " |", "|---|" + "---|" * len(cols)]
-    for label in rows:
-        cells = []
+    body = []
+    for row in rows or stats.rows_of(records, dof):
+        texts = []
         for s, k in cols:
-            c = cell(records, dof, s, k, label, metric)
-            ref = cell(records, dof, s, k, relative_to, metric) if relative_to else None
-            text = "–" if c is None else c.text(metric)
+            c, ref = per[s].get((row, k)), per[s].get((relative_to, k))
+            text = MISSING if c is None else c.text()
             if c is not None and ref is not None and ref.mean > 0:
                 text += f" [{c.mean / ref.mean:.2f}×]"
-            cells.append(text)
-        if any(t != "–" for t in cells):
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines + [""]
+            texts.append(text)
+        if any(t != MISSING for t in texts):
+            body.append((row.label, texts))
+    return stats.grid(cols, body)
 
 
 def winners_table(records: list[dict], dof: int, metrics: tuple[str, ...]) -> list[str]:
     """Per split, gap and metric: the best row, the runner-up, and how far apart they are (d, p)."""
     lines = ["| split | k | metric | best | runner-up | gap to runner-up | d | p |", "|---|---|---|---|---|---|---|---|"]
     splits, gaps = axes(records, dof)
+    rows = stats.rows_of(records, dof)
     for split in splits:
+        per = {m: stats.cells(records, dof, m, split) for m in metrics}
         for k in gaps:
             for m in metrics:
                 higher = m in ("ssim", "psnr", "iou")
-                cells = {lab: c for lab in labels(records, dof)
-                         if (c := cell(records, dof, split, k, lab, m)) is not None}
+                cells = {row: per[m][(row, k)] for row in rows if (row, k) in per[m]}
                 if len(cells) < 2:
                     continue
-                order = sorted(cells, key=lambda lab: -cells[lab].mean if higher else cells[lab].mean)
-                best, second = order[0], order[1]
-                diff, d, p = compare(cells[best], cells[second])
-                lines.append(f"| {split} | {k} | {m} | {best}: {cells[best].text(m)} | {second}: "
-                             f"{cells[second].text(m)} | {_num(diff, DIGITS.get(m, 3))} | {_num(d)} | {_pval(p)} |")
+                order = sorted(cells, key=lambda row: -cells[row].mean if higher else cells[row].mean)
+                best, second = cells[order[0]], cells[order[1]]
+                diff, d, p = stats.compare(best, second)
+                lines.append(f"| {split} | {k} | {m} | {best.row.label}: {best.text()} | {second.row.label}: "
+                             f"{second.text()} | {num(diff, stats.digits(m))} | {num(d)} | {pval(p)} |")
     return lines + [""]
 
 
 def kl_table(records: list[dict], metric: str = "pose_error_deg", dof: int = 1) -> list[str]:
-    """The KL-form ablation: alpha x form cells on the test split at every gap, alpha = 0 as the reference."""
-    rows = [lab for lab in labels(records, dof) if lab.startswith("alpha-vae")]
-    rows = sorted(rows, key=lambda lab: (lab.split(" (")[-1], _alpha(lab)))
-    return grid_table(records, dof, metric, rows)
+    """The KL-form ablation: alpha x form cells on the test split at every gap, alpha = 0 (no form) first."""
+    rows = [row for row in stats.rows_of(records, dof) if row.method == ALPHA0.method]
+    return grid_table(records, dof, metric, sorted(rows, key=lambda row: (row.kl is not None, row.kl or "", row.alpha)))
 
 
-def _alpha(label: str) -> float:
-    """The alpha of an alpha-VAE row label ("alpha-vae α=10 (avg-gaussian)" -> 10.0)."""
-    return float(label.split("α=")[1].split(" ")[0])
-
-
-def alpha_rows(records: list[dict], dof: int) -> list[str]:
+def alpha_rows(records: list[dict], dof: int) -> list[Row]:
     """The DoF's alpha-VAE rows without a KL form or with the paper's (avg-gaussian), in order of alpha."""
-    rows = [lab for lab in labels(records, dof)
-            if lab == ALPHA0 or (lab.startswith("alpha-vae α=") and lab.endswith("(avg-gaussian)"))]
-    return sorted(rows, key=lambda lab: _alpha(lab))
+    rows = [row for row in stats.rows_of(records, dof)
+            if row == ALPHA0 or (row.alpha is not None and row == replace(ALPHA100, alpha=row.alpha))]
+    return sorted(rows, key=lambda row: row.alpha)
 
 
 def alpha_sweep(records: list[dict], dof: int, trip: Triplets | None = None) -> list[str]:
     """alpha = 0, ... in the paper's terms (pose or place) at every split and gap, then each alpha > 0 against
     alpha = 0, and MSE beside it (a hedge lowers MSE without placing anything)."""
     rows = alpha_rows(records, dof)
-    out = [f"## α sweep, DoF {dof}: {PLACE[dof]}", ""] + grid_table(records, dof, PLACE[dof], rows, "copy-x0")
+    out = [f"## α sweep, DoF {dof}: {PLACE[dof]}", ""] + grid_table(records, dof, PLACE[dof], rows, COPY_X0)
     out += [f"### DoF {dof}: MSE", ""] + grid_table(records, dof, "mse", rows)
     for a in rows:
         if a != ALPHA0 and ALPHA0 in rows:
-            alpha = f"{_alpha(a):g}"
-            out += [f"### DoF {dof}: α = {alpha} against α = 0", ""]
-            out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={alpha}", "α=0"), trip)
+            out += [f"### DoF {dof}: α = {a.alpha:g} against α = 0", ""]
+            out += pair_table(records, dof, a, ALPHA0, (PLACE[dof], "mse", "sharpness"), (f"α={a.alpha:g}", "α=0"),
+                              trip)
     return out
 
 
@@ -286,17 +202,17 @@ def markdown(records: list[dict], sources: list[str], trip: Triplets | None = No
            "p: Welch's t-test over seeds (one-sample against a method without seeds). `[r×]`: the cell as a "
            "multiple of the copy-x0 hedge's, which makes gaps and DoFs of different motion comparable.", ""]
     for dof in (d for d in (1, 2) if d in dofs):
-        if {ALPHA0, ALPHA100} <= set(labels(records, dof)):
+        if {ALPHA0, ALPHA100} <= set(stats.rows_of(records, dof)):
             out += [f"## Claim 1, DoF {dof}: α = 100 against α = 0", ""]
             out += pair_table(records, dof, ALPHA100, ALPHA0, ("pose_error_deg", "mse", "ssim", "sharpness"),
                               ("α=100", "α=0"), trip)
     if {1, 2} & set(dofs):
         out += ["## Claim 2: pose error on DoF 1 and DoF 2, as multiples of copy-x0's", ""]
         for dof in (d for d in (1, 2) if d in dofs):
-            out += [f"### DoF {dof}", ""] + grid_table(records, dof, "pose_error_deg", relative_to="copy-x0")
+            out += [f"### DoF {dof}", ""] + grid_table(records, dof, "pose_error_deg", relative_to=COPY_X0)
     if 6 in dofs:
         out += ["## Claim 3: DoF 6 (three objects), position error in pixels", ""]
-        out += grid_table(records, 6, "position_error_px", relative_to="copy-x0")
+        out += grid_table(records, 6, "position_error_px", relative_to=COPY_X0)
         out += ["Objects found (share of object instances a prediction shows at all):", ""]
         out += grid_table(records, 6, "position_found")
     for dof in dofs:
@@ -307,41 +223,36 @@ def markdown(records: list[dict], sources: list[str], trip: Triplets | None = No
     if any(r.get("kl") not in (None, "avg-gaussian") for r in records):
         out += ["## KL-form ablation, DoF 1: pose error", ""] + kl_table(records)
         out += ["## KL-form ablation, DoF 1: MSE", ""] + kl_table(records, "mse")
-        present = labels(records, 1)
+        present = set(stats.rows_of(records, 1))
         forms = ("avg-gaussian", "mixture", "jensen")
         for i, f in enumerate(forms):  # form against form at the paper's alpha
             for g in forms[i + 1:]:
-                a, b = f"alpha-vae α=100 ({f})", f"alpha-vae α=100 ({g})"
-                if {a, b} <= set(present):
+                a, b = replace(ALPHA100, kl=f), replace(ALPHA100, kl=g)
+                if {a, b} <= present:
                     out += [f"### α = 100: {f} against {g}, pose error", ""]
                     out += pair_table(records, 1, a, b, ("pose_error_deg",), (f, g), trip)
         for alpha in (1, 10):  # a weak divergence against none
             for f in forms:
-                a = f"alpha-vae α={alpha} ({f})"
-                if {a, ALPHA0} <= set(present):
+                a = Row(ALPHA0.method, alpha, f)
+                if {a, ALPHA0} <= present:
                     out += [f"### α = {alpha} ({f}) against α = 0, pose error", ""]
                     out += pair_table(records, 1, a, ALPHA0, ("pose_error_deg",), (f"α={alpha}", "α=0"), trip)
     return "\n".join(out)
 
 
-def width_label(folder: str | Path, record: dict) -> dict:
-    """An alpha-VAE record of a one-width run folder relabelled "alpha-vae w=<width>" (the folder's config.json),
-    so that the cells of one width never mix with another's; other methods' records unchanged."""
+def with_width(folder: str | Path, record: dict) -> dict:
+    """An alpha-VAE record of a one-width run folder with its "width" (the folder's config.json), so that the cells
+    of one width never mix with another's; other methods' records unchanged."""
     path = Path(folder) / "config.json"
     if not path.exists():
         raise UserError(f"{path} does not exist; give run-benchmark output folders")
     width = json.loads(path.read_text())["method_configs"]["alpha-vae"]["width"]
-    return {**record, "method": f"alpha-vae w={width:g}"} if record["method"] == "alpha-vae" else record
-
-
-def _width(label: str) -> float:
-    """The width of a width_label row ("alpha-vae w=0.5 α=0" -> 0.5)."""
-    return float(label.split("w=")[1].split(" ")[0])
+    return {**record, "width": float(width)} if record["method"] == ALPHA0.method else record
 
 
 def load_widths(folders: list[str | Path]) -> list[dict]:
-    """The alpha-VAE records of runs that differ in width, one width per folder, relabelled by width_label."""
-    return [width_label(folder, r) for folder in folders for r in load([folder]) if r["method"] == "alpha-vae"]
+    """The alpha-VAE records of runs that differ in width, one width per folder, with their width (with_width)."""
+    return [with_width(folder, r) for folder in folders for r in load([folder]) if r["method"] == ALPHA0.method]
 
 
 def width_markdown(records: list[dict], sources: list[str], trip: Triplets | None = None) -> str:
@@ -351,30 +262,30 @@ def width_markdown(records: list[dict], sources: list[str], trip: Triplets | Non
            f"Written by `python -m benchmarks.results.claims --by-width {' '.join(sources)}`. Cells: mean ± sample SD over "
            "seeds (n), well-posed middle frames (tau = 0.5); d and p as in claims.md.", ""]
     for dof in sorted({r["dof"] for r in records}):
-        rows = sorted(labels(records, dof), key=lambda lab: (_width(lab), _alpha(lab)))
+        rows = sorted(stats.rows_of(records, dof), key=lambda row: (row.width, row.alpha))
         out += [f"## DoF {dof}: training (per seed)", "", "| method | params | steps | selected step | best val loss "
                 "| train s |", "|---|---|---|---|---|---|"]
-        for lab in rows:
-            runs = {r["seed"]: r for r in records if r["dof"] == dof and method_label(r) == lab}
+        for row in rows:
+            runs = {r["seed"]: r for r in records if r["dof"] == dof and Row.of(r) == row}
             col = [runs[seed] for seed in sorted(runs)]
-            out.append(f"| {lab} | {col[0].get('params', '–')} | " + " | ".join(
-                ", ".join(_num(r.get(key), 0) if not isinstance(r.get(key), int) else str(r[key]) for r in col)
+            out.append(f"| {row.label} | {col[0].get('params', '–')} | " + " | ".join(
+                ", ".join(num(r.get(key), 0) if not isinstance(r.get(key), int) else str(r[key]) for r in col)
                 for key in ("steps", "selected_step", "best_val_loss", "train_seconds")) + " |")
         out.append("")
         for metric in (PLACE[dof], "mse", "sharpness"):
             out += [f"## DoF {dof}: {metric}", ""] + grid_table(records, dof, metric, rows)
-        widths = list(dict.fromkeys(lab.split(" α=")[0] for lab in rows))  # narrowest first
+        widths = list(dict.fromkeys(row.width for row in rows))  # narrowest first
         for width in widths:
-            a, b = f"{width} α=100 (avg-gaussian)", f"{width} α=0"
+            a, b = replace(ALPHA100, width=width), replace(ALPHA0, width=width)
             if {a, b} <= set(rows):
-                out += [f"### DoF {dof}, {width}: α = 100 against α = 0", ""]
+                out += [f"### DoF {dof}, {Row(ALPHA0.method, width=width).label}: α = 100 against α = 0", ""]
                 out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), ("α=100", "α=0"), trip)
-        for alpha in dict.fromkeys(lab.split(" α=")[1] for lab in rows):  # each wider width against the narrowest
+        for alpha, kl in dict.fromkeys((row.alpha, row.kl) for row in rows):  # each wider width against the narrowest
             for width in widths[1:]:
-                a, b = f"{width} α={alpha}", f"{widths[0]} α={alpha}"
+                a, b = Row(ALPHA0.method, alpha, kl, width), Row(ALPHA0.method, alpha, kl, widths[0])
                 if {a, b} <= set(rows):
-                    names = (width.split(" ")[-1], widths[0].split(" ")[-1])
-                    out += [f"### DoF {dof}, α = {alpha.split(' ')[0]}: {names[0]} against {names[1]}", ""]
+                    names = (f"w={width:g}", f"w={widths[0]:g}")
+                    out += [f"### DoF {dof}, α = {alpha:g}: {names[0]} against {names[1]}", ""]
                     out += pair_table(records, dof, a, b, (PLACE[dof], "mse"), names, trip)
     return "\n".join(out)
 
@@ -389,18 +300,19 @@ def width_figure(records: list[dict], path: str | Path) -> None:
     dofs = sorted({r["dof"] for r in records})
     fig, axs = plt.subplots(1, len(dofs), figsize=(5.2 * len(dofs), 4.0), squeeze=False)
     for ax, dof in zip(axs[0], dofs):
-        rows = labels(records, dof)
+        rows = stats.rows_of(records, dof)
         gaps = axes(records, dof)[1]
-        alphas = dict.fromkeys(lab.split(" α=")[1] for lab in rows)
-        for alpha, colour in zip(alphas, ("tab:blue", "tab:red", "tab:green", "tab:purple")):
-            line = sorted((lab for lab in rows if lab.endswith(f"α={alpha}")), key=_width)
+        test = stats.cells(records, dof, PLACE[dof], "test")
+        alphas = dict.fromkeys((row.alpha, row.kl) for row in rows)
+        for (alpha, kl), colour in zip(alphas, ("tab:blue", "tab:red", "tab:green", "tab:purple")):
+            line = sorted((row for row in rows if (row.alpha, row.kl) == (alpha, kl)), key=lambda row: row.width)
             for k, style in ((gaps[0], "-"), (gaps[-1], "--")):
-                pts = [(_width(lab), c) for lab in line if (c := cell(records, dof, "test", k, lab, PLACE[dof]))]
-                ax.errorbar([w for w, _ in pts], [c.mean for _, c in pts], yerr=[c.sd for _, c in pts], color=colour,
-                            linestyle=style, marker="o", capsize=3, label=f"α={alpha.split(' ')[0]}, k={k}")
-        widths = sorted({_width(lab) for lab in rows})
+                pts = [test[(row, k)] for row in line if (row, k) in test]
+                ax.errorbar([c.row.width for c in pts], [c.mean for c in pts], yerr=[c.sd for c in pts], color=colour,
+                            linestyle=style, marker="o", capsize=3, label=f"α={alpha:g}, k={k}")
+        widths = sorted({row.width for row in rows})
         for width in widths:  # what each width is: its parameters and steps
-            r = next(r for r in records if r["dof"] == dof and _width(method_label(r)) == width)
+            r = next(r for r in records if r["dof"] == dof and r["width"] == width)
             note = "\n".join(x for x in (f"{r['params'] / 1e6:.2g} M params" if r.get("params") else "",
                                           f"{r['steps']} steps" if r.get("steps") else "") if x)
             ax.annotate(note, (width, 1), xycoords=("data", "axes fraction"), xytext=(0, 4),
@@ -425,7 +337,8 @@ def width_figure(records: list[dict], path: str | Path) -> None:
 PRIMARY_SEEDS = tuple(range(10, 15))  # seeds no committed run used before (those used 0, 1 and 2)
 MIN_SEEDS = 5
 PRIMARY_GAP = 20  # the largest gap: the paper's "large displacement", where the in-between is most needed
-ALPHA100_MIXTURE = "alpha-vae α=100 (mixture)"
+ALPHA100_MIXTURE = replace(ALPHA100, kl="mixture")
+AUTOENCODER = Row("autoencoder")
 STAGES = {"A-paper": "v3-a-paper-dof1", "A-arc": "v3-a-arc-dof1", "B": "v3-b-dof6", "D": "v3-d-dof2"}
 
 
@@ -438,8 +351,8 @@ class Arm:
     stage: str  # the stage folder under the results root (docs/results/<stage>)
     dof: int
     split: str
-    label: str  # the row (benchmarks.results.report.method_label)
-    relative_to: str | None = None
+    row: Row
+    relative_to: Row | None = None
 
 
 @dataclass(frozen=True)
@@ -456,7 +369,7 @@ class Endpoint:
     paired: bool = False
 
 
-def _claim1(cell_name: str, stage: str, dof: int, split: str, a: str = ALPHA100, a_name: str = "α=100") -> Endpoint:
+def _claim1(cell_name: str, stage: str, dof: int, split: str, a: Row = ALPHA100, a_name: str = "α=100") -> Endpoint:
     return Endpoint(1, cell_name, "pose_error_deg", Arm(a_name, stage, dof, split, a),
                     Arm("α=0", stage, dof, split, ALPHA0))
 
@@ -467,8 +380,8 @@ PRIMARY = (
     _claim1("DoF 1, held-out poses", STAGES["A-arc"], 1, "heldout"),
     _claim1("DoF 2, test", STAGES["D"], 2, "test"),
     Endpoint(2, "α=100, test, pose error as a multiple of copy-x0's", "pose_error_deg",
-             Arm("DoF 2", STAGES["D"], 2, "test", ALPHA100, "copy-x0"),
-             Arm("DoF 1", STAGES["A-arc"], 1, "test", ALPHA100, "copy-x0")),
+             Arm("DoF 2", STAGES["D"], 2, "test", ALPHA100, COPY_X0),
+             Arm("DoF 1", STAGES["A-arc"], 1, "test", ALPHA100, COPY_X0)),
     Endpoint(3, "DoF 6, α=100, position error test − train", "position_error_px",
              Arm("test", STAGES["B"], 6, "test", ALPHA100), Arm("train", STAGES["B"], 6, "train", ALPHA100),
              paired=True),
@@ -484,71 +397,12 @@ SECONDARY = (  # declared too, read as the Protocol says, never a verdict on the
     Endpoint(3, "DoF 6, α=0, position error test − train", "position_error_px",
              Arm("test", STAGES["B"], 6, "test", ALPHA0), Arm("train", STAGES["B"], 6, "train", ALPHA0), paired=True),
     Endpoint(3, "DoF 6, autoencoder, position error test − train", "position_error_px",
-             Arm("test", STAGES["B"], 6, "test", "autoencoder"), Arm("train", STAGES["B"], 6, "train", "autoencoder"),
+             Arm("test", STAGES["B"], 6, "test", AUTOENCODER), Arm("train", STAGES["B"], 6, "train", AUTOENCODER),
              paired=True),
     Endpoint(3, "DoF 6, held-out corner − test, α=100", "position_error_px",
              Arm("heldout", STAGES["B"], 6, "heldout", ALPHA100), Arm("test", STAGES["B"], 6, "test", ALPHA100),
              paired=True),
 )
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A declared comparison over seeds: means, the difference a - b with its 95% t-interval, Cohen's d (pooled SD of
-    the two arms) and the two-sided p (Welch's t, or the paired t over per-seed differences)."""
-
-    n_a: int
-    n_b: int
-    mean_a: float
-    mean_b: float
-    diff: float
-    low: float
-    high: float
-    df: float
-    d: float
-    p: float
-
-
-def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
-    return math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
-
-
-def _estimate(a: np.ndarray, b: np.ndarray, diff: float, se: float, df: float) -> Estimate:
-    sd = _pooled_sd(a, b)
-    d = diff / sd if sd > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    if se > 0:
-        half = float(stats.t.ppf(0.975, df)) * se
-        p = float(2 * stats.t.sf(abs(diff) / se, df))
-    else:  # no spread at all: no interval and no test
-        half, p = math.nan, math.nan
-    return Estimate(len(a), len(b), float(a.mean()), float(b.mean()), diff, diff - half, diff + half, df, d, p)
-
-
-def welch(a: list[float], b: list[float]) -> Estimate:
-    """a - b over two independent seed samples: Welch's t with the Welch-Satterthwaite degrees of freedom."""
-    a, b = np.asarray(a, float), np.asarray(b, float)  # (n_a,), (n_b,)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else math.nan
-    return _estimate(a, b, float(a.mean() - b.mean()), se, df)
-
-
-def paired_t(a: list[float], b: list[float]) -> Estimate:
-    """a - b of the same models (a[i] and b[i] one seed): the t over the per-seed differences, n - 1 df."""
-    a, b = np.asarray(a, float), np.asarray(b, float)  # (n,), (n,)
-    diff = a - b
-    return _estimate(a, b, float(diff.mean()), float(diff.std(ddof=1)) / math.sqrt(len(diff)), len(diff) - 1.0)
-
-
-def holm(ps: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values of one family, in the order given (nan counts as 1)."""
-    ps = [1.0 if math.isnan(p) else p for p in ps]
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    adjusted, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def verdict(e: Estimate, adjusted_p: float, a: str, b: str, level: float = 0.05) -> str:
@@ -572,11 +426,17 @@ def _stage(root: Path, stage: str, loaded: dict) -> list[dict]:
     return loaded[stage]
 
 
+def seed_values(records: list[dict], dof: int, split: str, gap: int, row: Row, metric: str) -> dict:
+    """Seed -> value of one row's cell (stats.cell; seed None for a seedless method); empty if absent."""
+    c = stats.cell(records, dof, split, gap, row, metric)
+    return c.by_seed() if c else {}
+
+
 def arm_values(root: Path, arm: Arm, gap: int, metric: str, loaded: dict) -> dict[int, float]:
     """Seed -> value of one arm, refused (UserError) unless it has the declared seeds, at least MIN_SEEDS of them."""
     records = _stage(root, arm.stage, loaded)
-    values = seed_values(records, arm.dof, arm.split, gap, arm.label, metric)
-    where = f"{arm.label}, dof {arm.dof} {arm.split} k={gap} in {root / arm.stage}"
+    values = seed_values(records, arm.dof, arm.split, gap, arm.row, metric)
+    where = f"{arm.row.label}, dof {arm.dof} {arm.split} k={gap} in {root / arm.stage}"
     if len(values) < MIN_SEEDS:
         raise UserError(f"declared cell {where} has {len(values)} seeds, fewer than {MIN_SEEDS}; "
                         f"train seeds {PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} before reading a verdict")
@@ -586,7 +446,7 @@ def arm_values(root: Path, arm: Arm, gap: int, metric: str, loaded: dict) -> dic
     if arm.relative_to:
         ref = seed_values(records, arm.dof, arm.split, gap, arm.relative_to, metric)
         if list(ref) != [None] or not ref[None] > 0:
-            raise UserError(f"{arm.relative_to} (seedless, positive) is missing at dof {arm.dof} {arm.split} "
+            raise UserError(f"{arm.relative_to.label} (seedless, positive) is missing at dof {arm.dof} {arm.split} "
                             f"k={gap} in {root / arm.stage}")
         values = {seed: v / ref[None] for seed, v in values.items()}
     return values
@@ -602,9 +462,9 @@ def evaluate(root: str | Path, endpoints: tuple[Endpoint, ...]) -> list[Estimate
             if set(a) != set(b):
                 raise UserError(f"paired endpoint {e.name!r}: the two splits were scored for other seeds "
                                 f"({sorted(a)} against {sorted(b)})")
-            out.append(paired_t([a[s] for s in sorted(a)], [b[s] for s in sorted(a)]))
+            out.append(stats.paired_t([a[s] for s in sorted(a)], [b[s] for s in sorted(a)]))
         else:
-            out.append(welch(list(a.values()), list(b.values())))
+            out.append(stats.welch(list(a.values()), list(b.values())))
     return out
 
 
@@ -620,14 +480,14 @@ def primary_markdown(root: str | Path) -> str:
            "Holm p is below 0.05 and the interval excludes 0. Claim 2's arms are multiples of copy-x0's error on the "
            "same cell.", "", "## Primary", ""]
     def row(e: Endpoint, est: Estimate) -> str:
-        digits = DIGITS.get(e.metric, 3) if not e.a.relative_to else 2
-        return (f"| {e.claim} | {e.name} | {e.a.name} | {e.b.name} | {est.n_a}, {est.n_b} | {_num(est.mean_a, digits)} "
-                f"| {_num(est.mean_b, digits)} | {_num(est.diff, digits)} [{_num(est.low, digits)}, "
-                f"{_num(est.high, digits)}] | {_num(est.df, 1)} | {_num(est.d)} | {_pval(est.p)} |")
+        digits = stats.digits(e.metric) if not e.a.relative_to else 2
+        return (f"| {e.claim} | {e.name} | {e.a.name} | {e.b.name} | {est.n_a}, {est.n_b} | {num(est.mean_a, digits)} "
+                f"| {num(est.mean_b, digits)} | {num(est.diff, digits)} [{num(est.low, digits)}, "
+                f"{num(est.high, digits)}] | {num(est.df, 1)} | {num(est.d)} | {pval(est.p)} |")
     primary = evaluate(root, PRIMARY)
-    adjusted = holm([e.p for e in primary])
+    adjusted = stats.holm([e.p for e in primary])
     out += [head.format(k=PRIMARY_GAP, adj=" Holm p | verdict |"), "|---" * 13 + "|"]
-    out += [row(e, est) + f" {_pval(adj)} | {verdict(est, adj, e.a.name, e.b.name)} |"
+    out += [row(e, est) + f" {pval(adj)} | {verdict(est, adj, e.a.name, e.b.name)} |"
             for e, est, adj in zip(PRIMARY, primary, adjusted, strict=True)]
     secondary = evaluate(root, SECONDARY)
     out += ["", "## Secondary (declared; unadjusted p, no verdict)", "",
@@ -637,36 +497,29 @@ def primary_markdown(root: str | Path) -> str:
             "| cell | primary verdict | mixture − α=0 [95% CI] | reading |", "|---|---|---|---|"]
     for e, est, adj in zip(PRIMARY, primary, adjusted, strict=True):
         for m, mest in zip(SECONDARY, secondary, strict=True):
-            if m.a.label == ALPHA100_MIXTURE and (m.a.stage, m.a.dof, m.a.split) == (e.a.stage, e.a.dof, e.a.split):
+            if m.a.row == ALPHA100_MIXTURE and (m.a.stage, m.a.dof, m.a.split) == (e.a.stage, e.a.dof, e.a.split):
                 said = verdict(est, adj, e.a.name, e.b.name)
-                ci = f"{_num(mest.diff)} [{_num(mest.low)}, {_num(mest.high)}]"
+                ci = f"{num(mest.diff)} [{num(mest.low)}, {num(mest.high)}]"
                 reading = mixture_reading(said == f"{e.a.name} < {e.b.name}", mest)
                 out.append(f"| {e.name} | {said} | {ci} | {reading} |")
     out += ["", "## Claim 3, read as declared: does the model place objects on training scenes?", "",
-            f"| row (DoF 6, train, k = {PRIMARY_GAP}) | position error [95% CI] | {FLOOR} | reading |",
+            f"| row (DoF 6, train, k = {PRIMARY_GAP}) | position error [95% CI] | {FLOOR.label} | reading |",
             "|---|---|---|---|"]
     loaded: dict[str, list[dict]] = {}
-    for label in (ALPHA100, ALPHA0, "autoencoder"):
-        values = arm_values(Path(root), Arm("train", STAGES["B"], 6, "train", label), PRIMARY_GAP, "position_error_px",
+    for model in (ALPHA100, ALPHA0, AUTOENCODER):
+        values = arm_values(Path(root), Arm("train", STAGES["B"], 6, "train", model), PRIMARY_GAP, "position_error_px",
                             loaded)
         floor = seed_values(loaded[STAGES["B"]], 6, "train", PRIMARY_GAP, FLOOR, "position_error_px").get(None)
         if floor is None:
-            raise UserError(f"{FLOOR} was not scored on the train split of {Path(root) / STAGES['B']}; "
+            raise UserError(f"{FLOOR.label} was not scored on the train split of {Path(root) / STAGES['B']}; "
                             "run its stage with --score-train")
-        mean, low, high = mean_interval(list(values.values()))
-        out.append(f"| {label} | {_num(mean)} [{_num(low)}, {_num(high)}] | {_num(floor)} | "
+        mean, low, high = stats.mean_interval(list(values.values()))
+        out.append(f"| {model.label} | {num(mean)} [{num(low)}, {num(high)}] | {num(floor)} | "
                    f"{floor_reading(high, floor)} |")
     return "\n".join(out)
 
 
-FLOOR = "mean-frame"  # the hedge that ignores its input: the level of a model that places nothing
-
-
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """The mean of seed values and its 95% t-interval (n - 1 df)."""
-    x = np.asarray(values, float)  # (n,)
-    half = float(stats.t.ppf(0.975, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
+FLOOR = Row("mean-frame")  # the hedge that ignores its input: the level of a model that places nothing
 
 
 def floor_reading(high: float, floor: float) -> str:
@@ -684,38 +537,60 @@ def mixture_reading(supported: bool, mixture: Estimate) -> str:
     return "does not depend on the reading" if mixture.high < 0 else "holds for the avg-gaussian reading only"
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="+", help="run-benchmark output folders (their results.json)")
-    ap.add_argument("--out", help="write the markdown here instead of printing it")
-    ap.add_argument("--by-width", action="store_true",
-                    help="the folders are one alpha-VAE width each: compare the widths (width_markdown)")
-    ap.add_argument("--figure", help="with --by-width: also draw the width curve (width_figure) to this png")
-    ap.add_argument("--primary", action="store_true",
-                    help="the one folder is the results root (docs/results): the declared primary endpoints of its "
-                         "v3 stage folders (primary_markdown), refused below 5 declared seeds per cell")
-    args = ap.parse_args(argv)
-    try:
-        if args.figure and not args.by_width:
-            raise UserError("--figure draws the width curve; pass it with --by-width")
-        if args.primary:
-            if args.by_width or len(args.folders) != 1:
-                raise UserError("--primary reads one results root (e.g. docs/results), without --by-width")
-            text = primary_markdown(args.folders[0])
-        elif args.by_width:
-            records = load_widths(args.folders)
-            text = width_markdown(records, args.folders, load_triplets(args.folders, width_label))
-            if args.figure:
-                width_figure(records, args.figure)
-        else:
-            text = markdown(load(args.folders), args.folders, load_triplets(args.folders))
-    except UserError as exc:  # a one-line message and exit code 2, no traceback
-        ap.exit(2, f"error: {exc}\n")
-    if args.out:
-        write_text_atomic(Path(args.out), text + "\n")
-    else:
-        print(text)
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """What `python -m benchmarks.results.claims` writes from which run folders."""
 
+    folders: tuple[str, ...]  # run-benchmark output folders (their results.json)
+    out: str | None = None  # write the markdown here instead of printing it
+    by_width: bool = False  # the folders are one alpha-VAE width each: compare the widths (width_markdown)
+    figure: str | None = None  # with --by-width: also draw the width curve (width_figure) to this png
+    primary: bool = False  # the one folder is the results root (docs/results): its declared endpoints; < 5 seeds: exit 2
+
+    def __post_init__(self):
+        if not self.folders:
+            raise UserError("give the run folders to read (e.g. docs/results/main)")
+        if self.figure and not self.by_width:
+            raise UserError("--figure draws the width curve; pass it with --by-width")
+        if self.primary and (self.by_width or len(self.folders) != 1):
+            raise UserError("--primary reads one results root (e.g. docs/results), without --by-width")
+
+
+def claims_markdown(config: ClaimsConfig) -> str:
+    """The markdown `config` asks for (and, with --figure, the width curve drawn)."""
+    folders = list(config.folders)
+    if config.primary:
+        return primary_markdown(folders[0])
+    if config.by_width:
+        records = load_widths(folders)
+        text = width_markdown(records, folders, load_triplets(folders, with_width))
+        if config.figure:
+            width_figure(records, config.figure)
+        return text
+    return markdown(load(folders), folders, load_triplets(folders))
+
+
+OPTIONS = DataclassOptions()
+OPTIONS.add(ClaimsConfig, "claims", skip=("folders",))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("folders", nargs=-1, required=True)
+def main(folders, **options):
+    """The numbers behind docs/results.md's claims, from run folders (FOLDERS: their results.json).
+
+    Example: python -m benchmarks.results.claims docs/results/main docs/results/kl-ablation --out docs/results/claims.md
+    """
+    with user_errors():
+        config = ClaimsConfig(folders=folders, **OPTIONS.values(options).get("claims", {}))
+        text = claims_markdown(config)
+    if config.out:
+        write_text_atomic(Path(config.out), text + "\n")
+    else:
+        click.echo(text)
+
+
+OPTIONS.extend(main)
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="python -m benchmarks.results.claims")

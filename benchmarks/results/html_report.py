@@ -3,7 +3,7 @@
 The page is made from results.md itself, so it holds exactly its tables and figures and no second
 copy of their assembly: headings, paragraphs, pipe tables and `![caption](file.png)` lines are
 translated; nothing is fetched when it is opened (no network, no fonts, no scripts from elsewhere).
-Reference rows (label `... [ref NAME]`, report.REFERENCE_MARK) and the true frame's ceiling row are
+Reference rows (label `... [ref NAME]`, stats.REFERENCE_MARK) and the true frame's ceiling row are
 marked; the ceiling row stays under the others when a table is sorted.
 """
 
@@ -14,7 +14,7 @@ import html
 import re
 from pathlib import Path
 
-REFERENCE_MARK = "[ref"  # a reference row's label ends "[ref NAME]" (report.method_label)
+from benchmarks.results.stats import REFERENCE_MARK
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em; color: #222; }

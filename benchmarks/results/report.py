@@ -20,7 +20,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.results.html_report import REFERENCE_MARK  # noqa: E402  (a reference row's label ends "[ref grid]")
+from benchmarks.results import stats  # noqa: E402
+from benchmarks.results.stats import REFERENCE_MARK, Row  # noqa: E402
 from benchmarks.scoring.examples import HEADLINE_TAU, TRIPLET_ROW  # noqa: E402
 from benchmarks.scoring.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibdata.h5format import sha256_file  # noqa: E402
@@ -35,7 +36,6 @@ RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_pose
                "n_triplets", *TRAIN_RECORD_KEYS, "lr_trials")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
              "n_undefined")
-SPLIT_ORDER = ("test", "heldout")  # the two protocols, side by side in every table (other splits after them)
 DIAGNOSTIC_SPLITS = ("train",)  # scored on request (--score-train), never a headline: a table of their own
 DIAGNOSTIC_METRICS = ("mse", "table", "table3")
 # The tables of each subset, in order: per DoF, the pose (1, 2) or position (6) metrics replace "table".
@@ -50,52 +50,8 @@ METRIC_TITLES = {"mse": "MSE (lower is better)", "psnr": f"PSNR dB (higher; capp
                  "position_error_px": "position error px (per object, earth mover's; lower)",
                  "position_found": "share of objects found (higher)",
                  "placement_error_px": "placement error px (colour-blind: all lit mass against all objects; lower)"}
-DIGITS = {"mse": 5, "psnr": 2, "ssim": 4, "iou": 4, "centroid_error": 3, "sharpness": 3, "pose_error_deg": 2,
-          "nn_distance": 4, "position_error_px": 2, "position_found": 3, "smoothness": 3,
-          "placement_error_px": 2}
 PACKAGES = ("inbetween-bench", "torch", "numpy", "h5py", "opencv-python-headless", "scikit-image", "pyrender2",
             "trimesh", "PyOpenGL", "matplotlib")
-
-
-def method_label(r: dict[str, Any]) -> str:
-    """Row label of a record: the method, with its alpha and KL form where it has them, and [ref NAME] on a
-    reference run's record (references_for)."""
-    return r["method"] + (f" α={r['alpha']:g}" if r.get("alpha") is not None else "") + \
-        (f" ({r['kl']})" if r.get("kl") else "") + (f" {REFERENCE_MARK} {r['reference']}]" if r.get("reference") else "")
-
-
-def aggregate(records: list[dict], dof: int, metric: str, split: str = "test",
-              tau: float | None = HEADLINE_TAU, well_posed: bool = True) -> tuple[list[str], list[int], dict]:
-    """Rows (method labels, first-seen order), gaps, and (label, gap) -> (mean, std, n seeds) at one split, tau
-    (None: records without tau, e.g. path smoothness) and well-posedness subset."""
-    rows: list[str] = []
-    cells: dict[tuple[str, int], list[float]] = {}
-    default_tau = None if tau is None else HEADLINE_TAU  # records without tau (older files) are tau = 0.5
-    for r in records:
-        if r["dof"] != dof or r.get("split", "test") != split or r.get("tau", default_tau) != tau \
-                or r.get("well_posed", True) != well_posed or r.get(metric) is None:
-            continue
-        label = method_label(r)
-        if label not in rows:
-            rows.append(label)
-        cells.setdefault((label, r["gap"]), []).append(r[metric])
-    gaps = sorted({g for _, g in cells})
-    stats = {key: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-             for key, v in cells.items()}
-    return rows, gaps, stats
-
-
-def _fmt(metric: str, mean: float, std: float, n: int) -> str:
-    digits = DIGITS[metric]
-    text = f"{mean:.{digits}f}"
-    return text + (f" ± {std:.{digits}f}" if n > 1 else "")
-
-
-def splits_of(records: list[dict], dof: int) -> list[str]:
-    """The evaluation splits of a DoF's records: test and heldout first (the two protocols), then any other
-    but the diagnostic ones (train)."""
-    found = {r["split"] for r in records if r["dof"] == dof} - set(DIAGNOSTIC_SPLITS)
-    return [s for s in SPLIT_ORDER if s in found] + sorted(found - set(SPLIT_ORDER))
 
 
 def table_metric(dof: int, slot: str) -> str | None:
@@ -107,23 +63,21 @@ def table_metric(dof: int, slot: str) -> str | None:
 
 def side_by_side(records: list[dict], ceiling: list[dict] | None, dof: int, metric: str, splits: list[str],
                  well_posed: bool, tau: float | None = HEADLINE_TAU) -> list[str]:
-    """A markdown table: one row per method, one column per (split, gap), the splits side by side; the true
-    frame's row under it when `ceiling` is given. [] when no record has the metric."""
-    per = {sp: aggregate(records, dof, metric, sp, tau, well_posed) for sp in splits}
-    rows = list(dict.fromkeys(label for sp in splits for label in per[sp][0]))
-    cols = [(sp, g) for sp in splits for g in per[sp][1]]
+    """A markdown table: one row per method, one column per (split, gap) scored, the splits side by side, each cell
+    mean ± SD over seeds; the true frame's row under it when `ceiling` is given. [] when no record has the metric."""
+    per = {sp: stats.cells(records, dof, metric, sp, tau, well_posed) for sp in splits}
+    rows = list(dict.fromkeys(row for sp in splits for row, _ in per[sp]))
+    cols = [(sp, g) for sp in splits for g in stats.gaps_of(per[sp])]
     if not rows:
         return []
-    lines = ["| method | " + " | ".join(f"{sp} k={g}" for sp, g in cols) + " |", "|---|" + "---|" * len(cols)]
-    for label in rows:
-        cells = [_fmt(metric, *per[sp][2][(label, g)]) if (label, g) in per[sp][2] else "–" for sp, g in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    body = [(row.label, [per[sp][(row, g)].text(n=False) if (row, g) in per[sp] else stats.MISSING for sp, g in cols])
+            for row in rows]
     if ceiling is not None:
         ceil = {(c["split"], c["gap"]): c[metric] for c in ceiling if c["dof"] == dof and c["tau"] == HEADLINE_TAU
                 and c.get("well_posed", True) == well_posed and c.get(metric) is not None}
-        lines.append("| *true frame (ceiling)* | " + " | ".join(
-            _fmt(metric, ceil[c], 0, 1) if c in ceil else "–" for c in cols) + " |")
-    return lines + [""]
+        body.append(("*true frame (ceiling)*", [stats.fmt(metric, ceil[c]) if c in ceil else stats.MISSING
+                                                for c in cols]))
+    return stats.grid(cols, body)
 
 
 def table_line(info: dict | None, dof: int) -> str:
@@ -161,7 +115,7 @@ def markdown(config, result, references: list[dict] = ()) -> str:
                   "They are read from that run, not recomputed; their splits, gaps and tau are those scored here.", ""]
     for dof in sorted(result.datasets):
         info = result.datasets[dof]
-        splits = splits_of(result.records, dof)
+        splits = stats.splits_of(result.records, dof, leave_out=DIAGNOSTIC_SPLITS)
         lines += [f"## DoF {dof}", "", f"Data: `{info['file']}` (sha256 `{info['sha256'][:16]}…`). "
                   + table_line(result.tables.get(dof), dof), ""]
         counts = []
@@ -249,7 +203,7 @@ def compute_table(records: list[dict]) -> list[str]:
     seen: dict[tuple, dict] = {}
     for r in records:
         if r.get("params") is not None:
-            seen.setdefault((r["dof"], method_label(r), r["seed"]), r)
+            seen.setdefault((r["dof"], Row.of(r).label, r["seed"]), r)
     if not seen:
         return []
 
@@ -304,12 +258,12 @@ def figure_grid(rows: dict[str, np.ndarray], title: str, path: Path) -> None:
 def figure_mse_vs_gap(records: list[dict], dofs: list[int], path: Path) -> None:
     fig, axes = plt.subplots(1, len(dofs), figsize=(4.6 * len(dofs), 3.6), squeeze=False)
     for ax, dof in zip(axes[0], dofs):
-        rows, gaps, stats = aggregate(records, dof, "mse")
-        for label in rows:
-            g = [k for k in gaps if (label, k) in stats]
-            mean = np.array([stats[(label, k)][0] for k in g])
-            std = np.array([stats[(label, k)][1] for k in g])
-            ax.errorbar(g, mean, yerr=std, marker="o", capsize=3, label=label)
+        cells = stats.cells(records, dof, "mse")
+        gaps = stats.gaps_of(cells)
+        for row in dict.fromkeys(row for row, _ in cells):
+            g = [k for k in gaps if (row, k) in cells]
+            ax.errorbar(g, [cells[(row, k)].mean for k in g], yerr=[cells[(row, k)].sd for k in g], marker="o",
+                        capsize=3, label=row.label)
         ax.set_title(f"DoF {dof}")
         ax.set_xlabel("gap k (frames)")
         ax.set_ylabel("MSE")
@@ -338,7 +292,7 @@ def figure_error_vs_tau(records: list[dict], dofs: list[int], path: Path) -> Non
             ax = axes[row, col]
             curves: dict[str, dict[float, list[float]]] = {}
             for r in (r for r in mine if r["gap"] == k and metric and r.get(metric) is not None):
-                curves.setdefault(method_label(r), {}).setdefault(r["tau"], []).append(r[metric])
+                curves.setdefault(Row.of(r).label, {}).setdefault(r["tau"], []).append(r[metric])
             for label, by_tau in curves.items():
                 if label not in order:
                     order.append(label)
@@ -430,22 +384,23 @@ def summary_lines(records: list[dict], out: Path, mine: str | tuple[str, ...] = 
         metric = table_metric(dof, "table")
         if not any(r.get(metric) is not None for r in records if r["dof"] == dof):
             metric = "mse"  # a file without a reference table: no place metric
-        rows, gaps, stats = aggregate(records, dof, metric)
-        _, _, ssim = aggregate(records, dof, "ssim")
-        if not gaps:
+        place, ssim = stats.cells(records, dof, metric), stats.cells(records, dof, "ssim")
+        if not place:
             continue
-        k = gaps[0]
-        value = {label: stats[(label, k)][0] for label in rows if (label, k) in stats}
+        k = stats.gaps_of(place)[0]
+        rows = [row for row in dict.fromkeys(row for row, _ in place) if (row, k) in place]
+        value = {row.label: place[(row, k)].mean for row in rows}
+        ssim = {row.label: ssim[(row, k)].mean for row in rows
+                if row.method.startswith("alpha-vae") and (row, k) in ssim}
         best = min(value, key=value.get)
-        shown = dict.fromkeys([best, *(label for label in rows if label == "pixel-average"
-                                       or label.startswith("alpha-vae"))])
+        shown = dict.fromkeys([best, *(row.label for row in rows if row == Row("pixel-average")
+                                       or row.method.startswith("alpha-vae"))])
         if mine:
             shown = dict.fromkeys(label for label in (*mine, best) if label in value)
         rank = {label: 1 + sum(v < value[label] for v in value.values()) for label in value}
-        digits = DIGITS[metric]
         name, unit = SUMMARY_METRICS[metric]
-        cells = [f"{label} {value[label]:.{digits}f}{unit}"
-                 + (f" (SSIM {ssim[(label, k)][0]:.2f})" if label.startswith("alpha-vae") and (label, k) in ssim else "")
+        cells = [f"{label} {stats.fmt(metric, value[label])}{unit}"
+                 + (f" (SSIM {ssim[label]:.2f})" if label in ssim else "")
                  + (f" (rank {rank[label]} of {len(value)} rows)" if label in mine else "")
                  + (" [best]" if label == best else "") for label in shown]
         lines.append(f"dof {dof}, k={k}, {name}: " + "; ".join(cells))
@@ -504,29 +459,27 @@ def read_references(runs) -> list[dict]:
     return out
 
 
-def regenerate_line(ref: dict, dof: int) -> str:
-    """How to get the dataset a reference run scored for `dof`: the render-dataset command from its config.json."""
-    from benchmarks.engine.config import profile_config, render_config
-    from render.dataset import regenerate_command
+class OtherDataset(UserError):
+    """A reference run scored other bytes for a DoF than this run (same_data). How to get its file depends on how
+    that run made it, which the engine's profiles know and the results do not: the commands end the message with
+    it (benchmarks.cli.reference_remedy)."""
 
-    config, file = ref["config"], ref["doc"]["datasets"][str(dof)]["file"]
-    if config.get("data"):
-        return f"it scored the file {file} (given with --data): get that file, its dataset card (.h5.md) says how"
-    bench = profile_config(config.get("profile", "full"), render_size=config.get("render_size", 32))
-    return "regenerate it with: " + regenerate_command(render_config(bench, dof), Path(f"data/dof{dof}-reference.h5"))
+    def __init__(self, ref: dict, dof: int, message: str):
+        super().__init__(message)
+        self.ref, self.dof = ref, dof  # the reference (read_references) and the DoF whose bytes differ
 
 
 def same_data(ref: dict, datasets: dict[int, dict]) -> list[int]:
     """The DoFs of `datasets` (dof -> {"file", "sha256"}) that the reference run (read_references) scored too;
-    UserError naming the DoF and the command that makes the reference's file where the bytes differ."""
+    OtherDataset naming the DoF where the bytes differ."""
     theirs = ref["doc"]["datasets"]
     common = [dof for dof in sorted(datasets) if str(dof) in theirs]
     for dof in common:
         mine, other = datasets[dof], theirs[str(dof)]
         if mine["sha256"] != other["sha256"]:
-            raise UserError(f"--reference {ref['run']}: its dof {dof} dataset is not the file scored here "
-                            f"({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs {other['sha256'][:12]}…); "
-                            + regenerate_line(ref, dof) + " and pass it as --data")
+            raise OtherDataset(ref, dof, f"--reference {ref['run']}: its dof {dof} dataset is not the file scored "
+                                         f"here ({mine['file']}: sha256 {mine['sha256'][:12]}…, theirs "
+                                         f"{other['sha256'][:12]}…)")
     return common
 
 
@@ -548,7 +501,7 @@ def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | Non
     Only DoFs whose dataset is byte-identical (the sha256 each run records) are compared, at the
     splits, gaps and taus scored here; a DoF scored in both on different bytes, or on a coarser or finer
     pose table, is a UserError that says how to get the reference data or table. Each record gets
-    "reference": the run's name (method_label marks it).
+    "reference": the run's name (its Row's label marks it).
     """
     refs, ref_records, ref_paths = [], [], []
     for ref in read_references(runs):
