@@ -1,4 +1,4 @@
-"""The output folder of a run: the evaluation outputs in the cache gathered into one RunResult, written by the report."""
+"""The output folder of a run: the cached evaluation outputs gathered into one RunResult, written by the report."""
 
 from __future__ import annotations
 
