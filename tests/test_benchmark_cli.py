@@ -206,6 +206,22 @@ def tiny_data(tmp_path):
     return path
 
 
+def test_a_train_job_reads_its_dataset_header_once(tiny_data, tmp_path, monkeypatch):
+    """ready_dataset reads the header (checking the gaps on it) and train_spec sizes the budget from the same one."""
+    from benchmarks.engine import plan, run
+    from benchmarks.engine.config import quick_config
+    from ibdata import h5format
+    config = quick_config(data=(str(tiny_data),), methods=("frame-cnn",), gaps=(1, 3), cache=str(tmp_path / "cache"),
+                          out=str(tmp_path / "out"), progress=False)
+    job = next(j for j in plan.plan(config) if j.kind == "train")
+    opened, read_header = [], h5format.read_header
+    monkeypatch.setattr(h5format, "read_header", lambda source: opened.append(source) or read_header(source))
+    header = run.ready_dataset(config, job.dof)
+    spec = run.train_spec(config, job, header)
+    assert [s for s in opened if isinstance(s, (str, Path))] == [str(tiny_data)]  # the --data file, opened once
+    assert spec.data == str(tiny_data) and header.shapes["train"][1] == 8
+
+
 @pytest.mark.parametrize("args, message", [
     (["--alpha", "-1"], "--alpha must be a finite number >= 0"),
     (["--alpha", "nan"], "--alpha must be a finite number >= 0"),
