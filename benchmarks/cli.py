@@ -119,7 +119,8 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
     """
     import torch
 
-    from benchmarks.engine import suite
+    from benchmarks.engine import cache, jobs, plan, run
+    from benchmarks.engine.aggregate import aggregate as aggregate_outputs  # `aggregate` is the flag
     from benchmarks.results import report
     from benchmarks.results.stats import Row
 
@@ -143,26 +144,26 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
         if sum((show_plan, only is not None, aggregate)) > 1:
             raise UserError("give at most one of --plan, --only and --aggregate")
         if config.reference:  # an unreadable --reference, or one on other data already here, stops before any work
-            files = {dof: suite.dataset_path(config, dof) for dof in suite.dataset_dofs(config)}
+            files = {dof: cache.dataset_path(config, dof) for dof in cache.dataset_dofs(config)}
             report.check_reference_data(config.reference, files)
         if show_plan:
-            for job in suite.plan(config):
-                click.echo(json.dumps(suite.job_json(job)))
+            for job in plan.plan(config):
+                click.echo(json.dumps(jobs.job_json(job)))
             return
-        for reason in suite.skipped(config).values():  # e.g. rife without its package: one line, then the rest runs
+        for reason in plan.skipped(config).values():  # e.g. rife without its package: one line, then the rest runs
             click.echo(reason, err=True)
         if only is not None:
             if config.threads:
                 torch.set_num_threads(config.threads)
-            suite.run_job(config, suite.find_job(config, only))
+            run.run_job(config, plan.find_job(config, only))
             click.echo(f"{only}: done")
             return
         if aggregate:
-            path, missing = suite.aggregate(config)
+            path, missing = aggregate_outputs(config)
             if missing:
                 click.echo(f"missing (not in the results): {', '.join(missing)}", err=True)
         else:
-            path = suite.run_benchmark(config)
+            path = run.run_benchmark(config)
         click.echo(f"results in {path}/ (results.md, results.json, results.csv, config.json, figures)")
         records = json.loads((path / "results.json").read_text())["records"]
         plugin_rows = tuple(dict.fromkeys(Row.of(r).label for r in records if r["method"] in config.plugins))

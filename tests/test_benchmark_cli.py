@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+from pathlib import Path
 
 import h5py
 import pytest
@@ -204,6 +206,22 @@ def tiny_data(tmp_path):
     return path
 
 
+def test_a_train_job_reads_its_dataset_header_once(tiny_data, tmp_path, monkeypatch):
+    """ready_dataset reads the header (checking the gaps on it) and train_spec sizes the budget from the same one."""
+    from benchmarks.engine import plan, run
+    from benchmarks.engine.config import quick_config
+    from ibdata import h5format
+    config = quick_config(data=(str(tiny_data),), methods=("frame-cnn",), gaps=(1, 3), cache=str(tmp_path / "cache"),
+                          out=str(tmp_path / "out"), progress=False)
+    job = next(j for j in plan.plan(config) if j.kind == "train")
+    opened, read_header = [], h5format.read_header
+    monkeypatch.setattr(h5format, "read_header", lambda source: opened.append(source) or read_header(source))
+    header = run.ready_dataset(config, job.dof)
+    spec = run.train_spec(config, job, header)
+    assert [s for s in opened if isinstance(s, (str, Path))] == [str(tiny_data)]  # the --data file, opened once
+    assert spec.data == str(tiny_data) and header.shapes["train"][1] == 8
+
+
 @pytest.mark.parametrize("args, message", [
     (["--alpha", "-1"], "--alpha must be a finite number >= 0"),
     (["--alpha", "nan"], "--alpha must be a finite number >= 0"),
@@ -297,6 +315,37 @@ def test_method_options_reach_their_method_only(tmp_path):
     assert plan("--methods", "pixel-average", "alpha-vae", "--width", "0.1")  # shared: only chosen methods take it
     r = CliRunner().invoke(run_benchmark, ["--quick", "--plan", "--methods", "pixel-average", "--frame-cnn-lr", "0.1"])
     assert r.exit_code == 2 and "frame-cnn is not among --methods" in r.output
+
+
+def test_the_committed_v3_run_keeps_its_cache_keys():
+    """A model trained by benchmarks/tools/v2_run.sh's V3_D command is found as done by later code: its render,
+    train and ensemble folders keep their `{id}-{hash}` names (known answers from commit a7559b1, which
+    trained them). A change here re-trains every cached model of that run; make it on purpose only."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "tools" / "v2_run.sh"
+    options = subprocess.run(["bash", "-c", f'eval "$(sed -n "/^COMMON=/,/^V3_STAGES=/p" {script})"; echo $V3_D'],
+                             capture_output=True, text=True, check=True).stdout.split()
+
+    def folders(*extra):
+        r = CliRunner().invoke(run_benchmark, [*options, *extra, "--plan"])
+        assert r.exit_code == 0, r.output
+        return [f"{j['id']}-{j['hash']}" for j in map(json.loads, r.output.splitlines()) if j["kind"] != "eval"]
+
+    assert folders("--no-ensemble") == [
+        "render-dof2-90f9788550a6f52d", "train-mean-frame-dof2-09b233068aabfe0c",
+        "train-alpha-vae-a0-dof2-s10-f60fea55a95f5202", "train-alpha-vae-a0-dof2-s11-da7d495d9b212a30",
+        "train-alpha-vae-a0-dof2-s12-54d325d42cb33cfd", "train-alpha-vae-a0-dof2-s13-06c16faa9f9e5796",
+        "train-alpha-vae-a0-dof2-s14-d89017cc9f316dbf",
+        "train-alpha-vae-a100-avg-gaussian-dof2-s10-336624a0d18b2fdc",
+        "train-alpha-vae-a100-avg-gaussian-dof2-s11-69306a1ce682c5e7",
+        "train-alpha-vae-a100-avg-gaussian-dof2-s12-fc2fb2c4ef14e4a0",
+        "train-alpha-vae-a100-avg-gaussian-dof2-s13-6b537617e5aa6954",
+        "train-alpha-vae-a100-avg-gaussian-dof2-s14-8c2444183d6ac15a"]
+    # The ensembles' batched checkpoints (cache.ensemble_dir of all members: the job's own hash).
+    assert folders()[2:] == ["train-alpha-vae-ensemble-dof2-s10-d30a2f67bce2680b",
+                             "train-alpha-vae-ensemble-dof2-s11-2f2690364cf2e4d6",
+                             "train-alpha-vae-ensemble-dof2-s12-c18f9b4c7441565a",
+                             "train-alpha-vae-ensemble-dof2-s13-9022fa0eb215ccbb",
+                             "train-alpha-vae-ensemble-dof2-s14-2e6ddbf44bada8ad"]
 
 
 def test_lr_trials_are_train_jobs_and_the_best_val_loss_is_scored(tmp_path, tiny_data):

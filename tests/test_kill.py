@@ -194,7 +194,7 @@ def test_a_stopped_benchmark_leaves_no_file_no_worker_and_no_results(tmp_path, s
 
 
 def test_the_benchmark_job_loop_stops_after_the_job_in_hand(tmp_path, monkeypatch):
-    from benchmarks.engine import suite
+    from benchmarks.engine import plan, run
     from benchmarks.engine.config import quick_config
 
     ran = []
@@ -204,13 +204,13 @@ def test_the_benchmark_job_loop_stops_after_the_job_in_hand(tmp_path, monkeypatc
         if len(ran) == 1:
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(suite, "run_job", run_job)
+    monkeypatch.setattr(run, "run_job", run_job)
     handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     config = quick_config(dofs=(1, 2), methods=("copy-x0",), cache=str(tmp_path / "cache"), out=str(tmp_path / "out"),
                           progress=False)
-    jobs = suite.plan(config)
+    jobs = plan.plan(config)
     with pytest.raises(Interrupted) as info:
-        suite.run_benchmark(config)
+        run.run_benchmark(config)
     assert ran == [jobs[0].id] and info.value.exit_code == 130
     assert str(info.value) == (f"SIGINT received: run-benchmark stopped after job {jobs[0].id} (1 of {len(jobs)}); "
                                f"finished jobs are cached in {tmp_path / 'cache'}; run the same command again to resume")

@@ -1,1 +1,1 @@
-"""The benchmark engine: the run configuration, the plan of jobs, their cache and executor, and the method plug-ins."""
+"""The benchmark engine: run configuration, jobs, plan, cache, executor, loading, aggregation and method plug-ins."""

@@ -207,11 +207,12 @@ def drop_splits(part: dict, keep: list[str]) -> dict:
 
 def score_predictions(config: ScoreConfig) -> Path:
     """Score the predictions of `config` and write its output folder; returns the folder."""
-    from benchmarks.engine import suite
+    from benchmarks.engine.aggregate import RunResult, check_out
+    from benchmarks.engine.load import reference_table
     from benchmarks.results import report
     from benchmarks.scoring import evaluate
     start = time.perf_counter()
-    out = suite.check_out(config)
+    out = check_out(config)
     path = Path(config.data)
     dof = h5format.read_header(path).dof
     inputs = export.read_inputs(config.inputs)
@@ -224,7 +225,7 @@ def score_predictions(config: ScoreConfig) -> Path:
               "lr_trials": None}
     row = evaluate.Row(label=config.name, predict=served.predict, fields=fields, shown=True, log=None)
     try:
-        table = suite.reference_table(config, path)
+        table = reference_table(config, path)
         part = evaluate.evaluate_dof(dof, path, [row], inputs.gaps, all_taus=inputs.all_taus, progress=config.progress,
                                     table=table, device=resolve_device(config.device))
     finally:
@@ -232,8 +233,8 @@ def score_predictions(config: ScoreConfig) -> Path:
     if served.served != inputs.n:
         raise RuntimeError(f"scored {served.served} of {inputs.n} predictions")
     part = drop_splits(part, inputs.splits)
-    result = suite.RunResult(datasets={dof: part["dataset"]}, records=part["records"], ceiling=part["ceiling"],
-                             examples={dof: part["examples"]}, strips={dof: part["strips"]}, curves={},
-                             paths=part["paths"], triplets=part["triplets"], tables={dof: part["table"]},
-                             wall_s=time.perf_counter() - start)
+    result = RunResult(datasets={dof: part["dataset"]}, records=part["records"], ceiling=part["ceiling"],
+                       examples={dof: part["examples"]}, strips={dof: part["strips"]}, curves={},
+                       paths=part["paths"], triplets=part["triplets"], tables={dof: part["table"]},
+                       wall_s=time.perf_counter() - start)
     return report.write_output(config, result, out)

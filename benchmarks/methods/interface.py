@@ -6,7 +6,7 @@ benchmark reaches its optional hooks only through `hooks(module)`, which fills e
 out with the default stated in `Hooks`. benchmarks.engine.plugins.check_interface checks a module against both at
 run time, taking the names and call shapes from here, so the interface is written once: in this file.
 
-How the benchmark calls a method (benchmarks/engine/suite.py, benchmarks/scoring/evaluate.py):
+How the benchmark calls a method (benchmarks/engine/run.py, benchmarks/scoring/evaluate.py):
 - `train(config, spec, out_dir, device=..., progress=...)` once per trained model, into its own cache folder;
   a method with TRAINS = False is never trained, and is loaded with `load(config, None, device)`.
 - `predict(model, x0, x2, tau)` on batches that scoring hands over on the CPU, whatever `device` the model

@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--latent", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=5, help="epochs per model (benchmarks.engine.suite's default)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per model (benchmarks.engine.config's default)")
     ap.add_argument("--gaps", default="2,5,10,20", help="the benchmark's gaps (training mixes them)")
     ap.add_argument("--alphas", type=int, default=4, help="alpha values per DoF")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per DoF")

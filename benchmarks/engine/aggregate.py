@@ -1,0 +1,73 @@
+"""The output folder of a run: the cached evaluation outputs gathered into one RunResult, written by the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.engine.cache import eval_output, is_done
+from benchmarks.engine.config import BenchmarkConfig
+from benchmarks.engine.jobs import EvalJob
+from benchmarks.engine.plan import plan, skipped
+from ibutil.errors import UserError
+from ibutil.io import ensure_writable_folder
+
+
+def check_out(config: BenchmarkConfig) -> Path:
+    """Refuse an existing output folder (without overwrite) or one that cannot be created."""
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --out must be a folder")
+    ensure_writable_folder(out.parent)
+    return out
+
+
+@dataclass
+class RunResult:
+    """Everything the report needs."""
+
+    datasets: dict[int, dict[str, str]]  # dof -> {"file", "sha256"}
+    records: list[dict[str, Any]]
+    ceiling: list[dict[str, Any]]  # metrics of the true frame (the best any method can score on the mask metrics)
+    examples: dict[int, dict[str, np.ndarray]]  # dof -> row label -> (N_EXAMPLES, 3, H, W), largest gap, tau 0.5
+    strips: dict[int, dict[str, np.ndarray]]  # dof -> label -> (INTERP_STEPS, 3, H, W)
+    curves: dict[str, str]  # seed-0 trained model "dof2 alpha-vae a=100 avg-gaussian" -> its log.csv
+    paths: list[dict[str, Any]] = field(default_factory=list)  # smoothness along the tau path (dof 1, 2)
+    triplets: list[dict[str, Any]] = field(default_factory=list)  # per-triplet metrics at tau 0.5 (scoring)
+    tables: dict[int, dict | None] = field(default_factory=dict)  # dof -> the reference table's kind and step
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run here
+    wall_s: float = 0.0
+    missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
+
+
+def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[str]]:
+    """Build the output folder from the evaluation outputs present; returns it and the missing jobs' names."""
+    from benchmarks.results import report
+
+    out = check_out(config)
+    jobs = plan(config)
+    result = RunResult(datasets={}, records=[], ceiling=[], examples={}, strips={}, curves={}, wall_s=wall_s,
+                       skipped=skipped(config))
+    for job in (j for j in jobs if isinstance(j, EvalJob)):
+        path = eval_output(config, job)
+        if not path.exists():
+            result.missing += [j.id for j in jobs if j.dof == job.dof and not is_done(config, j)]
+            continue
+        part = torch.load(path, weights_only=False)
+        result.datasets[part["dof"]] = part["dataset"]
+        result.records += part["records"]
+        result.ceiling += part["ceiling"]
+        result.paths += part["paths"]
+        result.triplets += part.get("triplets", [])
+        result.tables[part["dof"]] = part["table"]
+        result.examples[part["dof"]], result.strips[part["dof"]] = part["examples"], part["strips"]
+        result.curves.update(part["curves"])
+    if not result.datasets:
+        raise UserError(f"nothing to aggregate yet: no evaluation job has run (missing: {', '.join(result.missing)})")
+    return report.write_output(config, result, out), result.missing
