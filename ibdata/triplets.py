@@ -28,6 +28,20 @@ def normalize_gaps(gaps) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in seq}))
 
 
+def check_gaps(header: DatasetHeader, gaps, splits=None) -> None:
+    """UserError unless every gap k fits the sequences of every split in `splits` (all of the file's when None):
+    a triplet (t-k, t, t+k) needs 2k+1 <= T frames. run-benchmark checks every split (it trains on train and
+    selects on val), export-triplets the scored ones, a TripletDataset its own."""
+    for split in header.shapes if splits is None else splits:
+        n_frames = header.shapes[split][1]
+        too_large = [k for k in gaps if 2 * k + 1 > n_frames]
+        if too_large:
+            k = too_large[0]
+            raise UserError(f"--gap {k} is too large for {header.path}: a triplet (t-k, t, t+k) needs 2k+1 = {2 * k + 1} "
+                            f"frames but the {split} split's sequences have T = {n_frames}; use gaps <= "
+                            f"{(n_frames - 1) // 2}")
+
+
 def triplet_index(n_seq: int, n_frames: int, gaps: tuple[int, ...]) -> np.ndarray:
     """Every (sequence, t, k) with k <= t < T-k, as an (N, 3) int64 array ordered by k, then s, then t."""
     rows = [np.array([(s, t, k) for s in range(n_seq) for t in range(k, n_frames - k)], dtype=np.int64)
@@ -66,11 +80,7 @@ class TripletDataset(Dataset):
         if self.scored_only and self.scored is None:
             raise UserError(f"{self.path}: the {split} split has no scored frames (only heldout has them); "
                             "drop scored_only")
-        too_large = [k for k in self.gaps if 2 * k + 1 > self.n_frames]
-        if too_large:
-            raise UserError(f"gap {too_large[0]} is too large for {self.path}: a triplet (t-k, t, t+k) needs "
-                            f"2k+1 = {2 * too_large[0] + 1} frames but sequences have T = {self.n_frames}; "
-                            f"use gaps <= {(self.n_frames - 1) // 2}")
+        check_gaps(self.header, self.gaps, [split])
         self.index = triplet_index(self.n_seq, self.n_frames, self.gaps)  # (N, 3): s, t, k
         if self.scored_only:
             self.index = self.index[self.scored[self.index[:, 0], self.index[:, 1]]]

@@ -22,21 +22,13 @@ from benchmarks.engine.plan import plan, train_jobs
 from benchmarks.methods.interface import TrainSpec, TrainSummary, write_summary
 from benchmarks.scoring import evaluate
 from ibdata import h5format
+from ibdata.triplets import check_gaps
 from ibutil.device import resolve_device
 from ibutil.errors import UserError
 from ibutil.io import torch_save_atomic
 from ibutil.preempt import StopFlag
 
 VAL_SPLIT = "val"  # the split every learned method selects on
-
-
-def check_gaps(config: BenchmarkConfig, dof: int, header: h5format.DatasetHeader) -> None:
-    """Every gap must fit the sequences of every split of the dataset: 2k+1 <= T."""
-    n_frames = min(t for _, t in header.shapes.values())
-    for k in config.gaps:
-        if 2 * k + 1 > n_frames:
-            raise UserError(f"--gap {k} is too large for dof {dof} ({header.path}): sequences have {n_frames} "
-                            f"frames, so gaps can be at most {(n_frames - 1) // 2}")
 
 
 def ready_dataset(config: BenchmarkConfig, dof: int) -> h5format.DatasetHeader:
@@ -48,7 +40,7 @@ def ready_dataset(config: BenchmarkConfig, dof: int) -> h5format.DatasetHeader:
         if not path.exists():
             raise UserError(f"the dof {dof} dataset is not rendered yet; run the job render-dof{dof} first")
         header = h5format.read_header(path)
-    check_gaps(config, dof, header)
+    check_gaps(header, config.gaps)  # every split: training reads train and val, scoring the rest
     return header
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from benchmarks.engine.config import BenchmarkConfig
 from ibdata import h5format
-from ibdata.triplets import TripletDataset, normalize_gaps
+from ibdata.triplets import TripletDataset, check_gaps, normalize_gaps
 from ibutil.errors import UserError
 from ibutil.io import atomic_path, ensure_writable_folder
 
@@ -88,17 +88,6 @@ def scored_groups(path, splits: list[str], gaps: tuple[int, ...],
             yield split, k, j, ds
 
 
-def check_gaps(data, gaps: tuple[int, ...]) -> None:
-    """Every gap fits the file's sequences (2k + 1 <= T), as run-benchmark requires. `data`: a path or a header."""
-    from benchmarks.scoring import evaluate
-    header = h5format.read_header(data)
-    n_frames = min(header.n_frames(s) for s in evaluate.evaluation_splits(header))
-    for k in gaps:
-        if 2 * k + 1 > n_frames:
-            raise UserError(f"--gap {k} is too large for {header.path}: sequences have {n_frames} frames, so gaps can be "
-                            f"at most {(n_frames - 1) // 2}")
-
-
 def export_triplets(config: ExportConfig) -> tuple[Path, int]:
     """Write the inputs file of `config`; returns its path and the number of rows."""
     path, out = Path(config.data), Path(config.out)
@@ -110,7 +99,10 @@ def export_triplets(config: ExportConfig) -> tuple[Path, int]:
     header = h5format.read_header(path)  # read once, passed down
     dof = header.dof
     splits = export_splits(header, config.splits)
-    check_gaps(header, config.gaps)
+    # Every split score-predictions walks (it scores the file as run-benchmark does), not only the exported ones;
+    # nothing here trains, so train and val need not fit.
+    from benchmarks.scoring import evaluate
+    check_gaps(header, config.gaps, evaluate.evaluation_splits(header))
     groups = list(scored_groups(header, splits, config.gaps, config.all_taus))
     if not groups:
         raise UserError(f"{path} has no scored triplet at gaps {' '.join(map(str, config.gaps))}")
