@@ -99,10 +99,7 @@ def export_triplets(config: ExportConfig) -> tuple[Path, int]:
     header = h5format.read_header(path)  # read once, passed down
     dof = header.dof
     splits = export_splits(header, config.splits)
-    # Every split score-predictions walks (it scores the file as run-benchmark does), not only the exported ones;
-    # nothing here trains, so train and val need not fit.
-    from benchmarks.scoring import evaluate
-    check_gaps(header, config.gaps, evaluate.evaluation_splits(header))
+    check_gaps(header, config.gaps, splits)  # the exported splits: score-predictions scores those; nothing here trains
     groups = list(scored_groups(header, splits, config.gaps, config.all_taus))
     if not groups:
         raise UserError(f"{path} has no scored triplet at gaps {' '.join(map(str, config.gaps))}")

@@ -100,15 +100,14 @@ class Group:
     k: int
     j: int
     n: int
-    offset: int | None  # first inputs row of the group; None: a split the inputs do not hold
+    offset: int  # first inputs row of the group
 
 
 class Served:
     """A predict(x0, x2, tau) that answers with the predictions file's rows.
 
-    During scoring it follows evaluate_dof's order (`groups`: every scored split of the dataset, those
-    the inputs hold at their rows); the x0 and x2 it is given must be the inputs' own. Splits the inputs
-    do not hold are answered with x0 and their records dropped afterwards (score.drop_splits). After the
+    During scoring it follows evaluate_dof's order (`groups`: the splits the inputs hold, in evaluation
+    order, each at its rows); the x0 and x2 it is given must be the inputs' own. After the
     last group, calls are the figures': a pair at tau found among the inputs' test triplets of the
     largest gap gets its prediction, others raise LookupError (examples.pick_figures leaves the row out).
     """
@@ -140,12 +139,10 @@ class Served:
         if float(tau) != group.j / (2 * group.k) or self.within + n > group.n:
             raise RuntimeError(f"scoring asked for {n} pairs at tau {float(tau):g}, expected the {group} group: "
                                "export.scored_groups no longer follows evaluate.evaluate_dof")
-        a = None if group.offset is None else group.offset + self.within
+        a = group.offset + self.within
         self.within += n
         if self.within == group.n:
             self.at, self.within = self.at + 1, 0
-        if a is None:
-            return x0  # a split not exported: its records are dropped
         for name, x in (("x0", x0), ("x2", x2)):
             given = to_uint8(x).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
             if not np.array_equal(given, self.x[name][a:a + n]):
@@ -174,14 +171,18 @@ class Served:
         return torch.cat([self.rows(r, r + 1) for r in found])
 
 
-def plan_groups(path, inputs: export.Inputs) -> list[Group]:
-    """Every group evaluate_dof scores on `path` at the inputs' gaps and taus, with the inputs' row of each."""
+def scored_splits(path, inputs: export.Inputs) -> list[str]:
+    """The splits score-predictions scores: the inputs', in evaluate_dof's order."""
     from benchmarks.scoring import evaluate  # (matplotlib via report): not imported for the CLI's --help
+    return [s for s in evaluate.evaluation_splits(path) if s in inputs.splits]
+
+
+def plan_groups(path, inputs: export.Inputs) -> list[Group]:
+    """Every group evaluate_dof scores on `path` at the inputs' splits, gaps and taus, with the inputs' row of each."""
     groups, offset, header = [], 0, h5format.read_header(path)  # read once, passed down
-    for split, k, j, ds in export.scored_groups(header, evaluate.evaluation_splits(header), inputs.gaps, inputs.all_taus):
-        held = split in inputs.splits
-        groups.append(Group(split, k, j, len(ds.index), offset if held else None))
-        offset += len(ds.index) if held else 0
+    for split, k, j, ds in export.scored_groups(header, scored_splits(header, inputs), inputs.gaps, inputs.all_taus):
+        groups.append(Group(split, k, j, len(ds.index), offset))
+        offset += len(ds.index)
     if offset != inputs.n:
         raise UserError(f"--inputs {inputs.path} holds {inputs.n} rows but {path} scores {offset} at its splits, gaps "
                         "and taus; export it again from this file with export-triplets")
@@ -195,14 +196,6 @@ def check_source(config: ScoreConfig, inputs: export.Inputs) -> None:
         raise UserError(f"--data {config.data} (sha256 {sha[:12]}…) is not the file {inputs.path} was exported from "
                         f"({inputs.source_file}, sha256 {inputs.source_sha256[:12]}…); give that file as --data or "
                         "export again from this one")
-
-
-def drop_splits(part: dict, keep: list[str]) -> dict:
-    """An evaluate_dof result restricted to the splits in `keep` (the inputs' splits)."""
-    out = dict(part)
-    for name in ("records", "ceiling", "paths", "triplets"):
-        out[name] = [r for r in part[name] if r["split"] in keep]
-    return out
 
 
 def score_predictions(config: ScoreConfig) -> Path:
@@ -227,12 +220,12 @@ def score_predictions(config: ScoreConfig) -> Path:
     try:
         table = reference_table(config, path)
         part = evaluate.evaluate_dof(dof, path, [row], inputs.gaps, all_taus=inputs.all_taus, progress=config.progress,
-                                    table=table, device=resolve_device(config.device))
+                                    table=table, device=resolve_device(config.device),
+                                    splits=scored_splits(path, inputs))
     finally:
         served.close()
     if served.served != inputs.n:
         raise RuntimeError(f"scored {served.served} of {inputs.n} predictions")
-    part = drop_splits(part, inputs.splits)
     result = RunResult(datasets={dof: part["dataset"]}, records=part["records"], ceiling=part["ceiling"],
                        examples={dof: part["examples"]}, strips={dof: part["strips"]}, curves={},
                        paths=part["paths"], triplets=part["triplets"], tables={dof: part["table"]},

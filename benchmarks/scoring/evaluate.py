@@ -169,18 +169,27 @@ def scored_groups(path, split: str, gaps: tuple[int, ...], all_taus: bool) -> li
 
 
 def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_taus: bool = True,
-                 progress: bool = True, table=None, device=None, score_train: bool = False) -> dict:
+                 progress: bool = True, table=None, device=None, score_train: bool = False,
+                 splits: list[str] | None = None) -> dict:
     """Score every row on every evaluation split, gap, tau and well-posedness subset of one dataset.
 
     `table` (metrics.table_for) adds sharpness and the pose or position metrics, and for pose tables
     the path smoothness (needs all_taus); `device` is where the table metrics run. `score_train` scores
-    the train split too (records with split "train": a diagnostic, kept out of the headline tables).
+    the train split too (records with split "train": a diagnostic, kept out of the headline tables). `splits`
+    scores only those of the evaluation splits, in evaluation order (score-predictions: the splits a
+    predictions file holds).
     """
     records, ceiling, paths = [], [], []
     triplets: list[dict] = []  # per row and (split, gap) at tau 0.5: the target frames (s, t) and their metrics (N,)
     smooth = isinstance(table, pose.PoseTable) and all_taus
     header = h5format.read_header(path)  # read once, passed down
-    for split in evaluation_splits(header, score_train):
+    scored = evaluation_splits(header, score_train)
+    if splits is not None:
+        unknown = sorted(set(splits) - set(scored))
+        if unknown:
+            raise UserError(f"{path} scores the splits {', '.join(scored)}, not {', '.join(unknown)}")
+        scored = [s for s in scored if s in splits]
+    for split in scored:
         arrays = h5format.read_split(path, split)
         frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
         masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
