@@ -17,8 +17,9 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
+from ibutil import io as ibio
 from ibutil.errors import UserError
-from ibutil.io import ensure_writable_folder, write_text_atomic
+from ibutil.io import ensure_writable_folder, temp_path, write_text_atomic
 
 FORMAT = "inbetween-sequences"
 FORMAT_VERSION = 2
@@ -47,33 +48,9 @@ def croissant_path(path: Path) -> Path:
     return path.with_name(path.stem + ".croissant.json")
 
 
-def temp_path(path: Path, pid: int | None = None) -> Path:
-    """The hidden temporary name a process writes `path` under: .NAME.tmp-PID in the same folder."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
-
-
 def remove_stale_temps(path: Path) -> list[Path]:
     """Delete the temporary files of `path` and its sidecars left by processes that are dead; returns them."""
-    path = Path(path)
-    removed = []
-    for target in (path, manifest_path(path), card_path(path), croissant_path(path)):
-        for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-            pid = tmp.name.rsplit("-", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+    return ibio.remove_stale_temps(path, manifest_path(path), card_path(path), croissant_path(path))
 
 
 def card_path(path: Path) -> Path:

@@ -22,6 +22,36 @@ def ensure_writable_folder(folder: str | os.PathLike, option: str = "--out") -> 
         raise UserError(f"output folder {folder} is not writable; choose another {option}")
 
 
+def temp_path(path: str | os.PathLike, pid: int | None = None) -> Path:
+    """The hidden temporary name a process writes `path` under: .NAME.tmp-PID in the same folder (the one naming
+    rule of every atomic write, so that remove_stale_temps finds what a killed process left)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def remove_stale_temps(*paths: str | os.PathLike) -> list[Path]:
+    """Delete the temporary names of `paths` (temp_path) whose process is dead, e.g. after a SIGKILL, which nothing
+    in-process can clean up; returns them. A live process's temporary (a parallel writer) is left alone."""
+    removed = []
+    for target in map(Path, paths):
+        for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _remove(tmp)
+                removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary name beside `path`; on success rename it to `path`, on any error remove it.
@@ -32,7 +62,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temps(path)  # what a killed writer of `path` left
+    tmp = temp_path(path)
     _remove(tmp)
     try:
         yield tmp

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ibdata import h5format
 from ibutil.errors import UserError
-from ibutil.io import ensure_writable_folder
+from ibutil.io import atomic_path, ensure_writable_folder
 from render import backend
 from render.dataset import GENERATOR, config_from_json
 from render.presets import RenderConfig, scene_for
@@ -88,11 +88,6 @@ def cached(cache: str | os.PathLike, key: dict, build) -> dict[str, np.ndarray]:
     meta = {"key": key, "build_seconds": round(time.perf_counter() - start, 3), "renderer": info,
             "frames": int(len(arrays["frames"])) if "frames" in arrays else None}
     arrays = {**arrays, "meta": np.array(json.dumps(meta, sort_keys=True))}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:  # a file handle, so numpy does not append a second .npz
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)  # readers see a complete table or none
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # readers see a complete table or none; a file handle,
+        np.savez_compressed(fh, **arrays)  # so numpy does not append a second .npz
     return arrays
