@@ -36,13 +36,15 @@ REFINE = 16  # rows in play beyond which a query's projection on FINE_DIMS (~50 
 BLOCK = 16  # rows per block when the caller gives no grouping (consecutive rows); pose tables pass grid tiles
 PROBE = 2  # blocks whose rows propose the first exactly scored row
 DENSE = 1 / 32  # a query whose blocks leave more than this share of the rows in play bounds every row in one product
-# Margin on the bounds (squared unit distances, at most 4) for float64 rounding. The block bound uses
-# e^2 - 1e-12 (e^2 = ||z(q) - c||^2 by expansion: its error is below (d + 3) 2^-53 * 16 < 2e-13), so it
-# is a lower bound as computed; the residual norm ||s|| comes from ||q - m||^2 - ||b||^2, whose rounding
-# (< 1e-15) moves ||s|| by at most sqrt(1e-15) < 4e-8 and so L by less than 4 * 4e-8 = 1.6e-7; the
-# rows' and blocks' coordinates and exact distances are float64 too (errors near 1e-13). 1e-6 covers the
-# sum six times over, and costs nothing measurable: it only lets a few more rows reach the exact step.
-SLACK = 1e-6
+# Margin on the bounds (squared unit distances, at most 4) for float64 rounding, worst case (Higham's gamma_n =
+# n 2^-53 / (1 - n 2^-53) for an n-term dot product). A query's projection a_j = q.P_j / ||q|| - P_j.m is off by at
+# most 3 gamma_D < 1.1e-12 (unit vectors, D = 3072); so ||a||^2 over F <= 256 directions by 2 * 1.1e-12 * ||a||_1
+# < 7.1e-11, and ||q/||q|| - m||^2 by < 1.5e-12: the residual's square s^2, their difference, by delta < 7.5e-11, and
+# s (the square root) by at most sqrt(delta) < 8.7e-6, which moves L by at most 2 * 2 * 8.7e-6 < 3.5e-5. The
+# block bound uses e^2 - 1e-12 (e^2 = ||z(q) - c||^2 by expansion, off by less than gamma_(d+3) * 16 < 2e-13), and
+# the rows' coordinates and the exact distances are float64 values off by about 1e-13. 1e-4 covers the sum about
+# three times; it lets a few more rows (a third of a row per query on the default tables) reach the exact step.
+SLACK = 1e-4
 CHUNK = 4096  # rows per float64 step of the build: (CHUNK, D) float64 = 100 MB at D = 3072
 EXACT_BATCH = 64  # queries per dense bound: (EXACT_BATCH, N) float64
 PAIRS = 2048  # (query, row) pairs per exact step: (PAIRS, D) float64 = 50 MB at D = 3072
@@ -119,6 +121,9 @@ class Index:
     norms: np.ndarray  # (N,) float64 norm of each row / 255
     mean: torch.Tensor  # (D,) float64
     basis: torch.Tensor  # (F, D) float64, the first d rows make the coarse bound
+    lift: torch.Tensor  # (F + 1, D) float64: the mean, then the basis, so that lift[:k + 1] serves k directions
+    basis_mean: torch.Tensor  # (F,) float64 P m
+    mean_sq: torch.Tensor  # () float64 ||m||^2
     coords: torch.Tensor  # (N, F + 1) float64 z(u) on all F directions: the fine bound
     near: torch.Tensor  # (N, d + 1) float64 z(u) on the first d: the coarse bound
     near_sq: torch.Tensor  # (N,) float64 ||z(u)||^2 of `near`
@@ -134,13 +139,15 @@ class Index:
         t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.int64 if k == "groups" else torch.float64)
              for k in ARRAYS}
         near = coarse(t["coords"], t["centres"].shape[1] - 1)
-        return cls(r, norms, near=near, near_sq=(near * near).sum(dim=1), centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
+        return cls(r, norms, lift=torch.cat([t["mean"][None], t["basis"]]), basis_mean=t["basis"] @ t["mean"],
+                   mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
+                   centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Cosine distance 1 - cos in float64 of queries (B, D) float64 (norms (B,)) to table rows `rows` (B, C) -> (B, C)."""
-    gathered = torch.from_numpy(index.rows[rows].astype(np.float64))  # (B, C, D) pixels in 0..255
-    dot = torch.bmm(gathered, torch.from_numpy(queries)[:, :, None])[..., 0].numpy()  # (B, C)
+    gathered = index.rows[rows].astype(np.float64)  # (B, C, D) pixels in 0..255
+    dot = np.matmul(queries[:, None, :], gathered.transpose(0, 2, 1))[:, 0]  # (B, C): one BLAS product per query
     return 1.0 - dot / (255.0 * norms[:, None] * np.maximum(index.norms[rows], 1e-300))
 
 
@@ -189,8 +196,7 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     b, d = len(queries), index.near.shape[1] - 1
     q = queries.double()
     norms = q.norm(dim=1)  # (B,)
-    centred = q / norms[:, None] - index.mean  # (B, D)
-    z = _project(centred, index.basis[:d])  # (B, d + 1)
+    z = _project(index, q, norms, d)  # (B, d + 1)
     e2 = torch.addmm(index.centre_sq[None] + (z * z).sum(dim=1, keepdim=True), z, index.centres.T, alpha=-2.0)
     block = ((e2 - 1e-12).clamp_min(0.0).sqrt() - index.radii).clamp_min(0.0).square()  # (B, K) <= L of its rows
     # 1. The first row: the lowest row bound among the rows of the PROBE lowest blocks.
@@ -202,7 +208,7 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     # then (a query left with many) the fine bound.
     limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
     qi, ri = _candidates(index, z, block, limit)
-    qi, ri = _refine(index, centred, qi, ri, limit)
+    qi, ri = _refine(index, q, norms, qi, ri, limit)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
     arg, best = _nearest_of(index, q_np, norms_np, qi, ri, first_np, d1)
@@ -210,24 +216,25 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
             len(ri))
 
 
-def _project(centred: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """z of centred unit queries (B, D) on the directions `basis` (k, D): (B, k + 1); the residual norm by
-    Pythagoras (its rounding is part of SLACK's budget), which saves a second (B, k) x (k, D) product."""
-    a = centred @ basis.T  # (B, k)
-    s = ((centred * centred).sum(dim=1) - (a * a).sum(dim=1)).clamp_min(0.0).sqrt()
+def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torch.Tensor:
+    """z of queries (B, D) float64 with norms (B,) on the first k directions: (B, k + 1). One product with the
+    mean and the directions, no centred copy of the queries; the residual's norm by Pythagoras (SLACK's budget)."""
+    t = (q @ index.lift[:k + 1].T) / norms[:, None]  # (B, k + 1): unit q . m, unit q . P_j
+    a = t[:, 1:] - index.basis_mean[:k]  # (B, k)
+    s = (1.0 - 2.0 * t[:, 0] + index.mean_sq - (a * a).sum(dim=1)).clamp_min(0.0).sqrt()  # ||unit q - m||^2 - ||a||^2
     return torch.cat([a, s[:, None]], dim=1)
 
 
-def _refine(index: Index, centred: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
+def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
             limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries with more
     than REFINE pairs (the others keep theirs: projecting them would cost more than scoring their few rows)."""
-    heavy = torch.nonzero(torch.bincount(qi, minlength=len(centred)) > REFINE).flatten()  # (H,)
+    heavy = torch.nonzero(torch.bincount(qi, minlength=len(q)) > REFINE).flatten()  # (H,)
     if not len(heavy) or index.coords.shape[1] == index.near.shape[1]:
         return qi, ri
-    at = torch.full((len(centred),), -1, dtype=torch.int64, device=qi.device)
+    at = torch.full((len(q),), -1, dtype=torch.int64, device=qi.device)
     at[heavy] = torch.arange(len(heavy), device=qi.device)  # query -> its row of zf
-    zf = _project(centred[heavy], index.basis)  # (H, F + 1)
+    zf = _project(index, q[heavy], norms[heavy], len(index.basis))  # (H, F + 1)
     keep = at[qi] < 0  # (P,) pairs of light queries stay
     for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 16 MB each
         keep[part] = _bound(zf[at[qi[part]]], index.coords[ri[part]]) <= limit[qi[part]]
