@@ -127,6 +127,7 @@ class Index:
     coords: torch.Tensor  # (N, F + 1) float64 z(u) on all F directions: the fine bound
     near: torch.Tensor  # (N, d + 1) float64 z(u) on the first d: the coarse bound
     near_sq: torch.Tensor  # (N,) float64 ||z(u)||^2 of `near`
+    coord_sq: torch.Tensor  # (N,) float64 ||z(u)||^2 of `coords`
     centres: torch.Tensor  # (K, d + 1) float64
     centre_sq: torch.Tensor  # (K,) float64 ||c||^2
     radii: torch.Tensor  # (K,) float64
@@ -141,6 +142,7 @@ class Index:
         near = coarse(t["coords"], t["centres"].shape[1] - 1)
         return cls(r, norms, lift=torch.cat([t["mean"][None], t["basis"]]), basis_mean=t["basis"] @ t["mean"],
                    mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
+                   coord_sq=(t["coords"] ** 2).sum(dim=1),
                    centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
 
 
@@ -197,17 +199,18 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     q = queries.double()
     norms = q.norm(dim=1)  # (B,)
     z = _project(index, q, norms, d)  # (B, d + 1)
-    e2 = torch.addmm(index.centre_sq[None] + (z * z).sum(dim=1, keepdim=True), z, index.centres.T, alpha=-2.0)
+    e2 = torch.addmm(index.centre_sq[None] + (z * z).sum(dim=1, keepdim=True), z, index.centres.T, alpha=-2.0)  # (B, K)
     block = ((e2 - 1e-12).clamp_min(0.0).sqrt() - index.radii).clamp_min(0.0).square()  # (B, K) <= L of its rows
     # 1. The first row: the lowest row bound among the rows of the PROBE lowest blocks.
     probe = index.groups[block.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
-    first = probe.gather(1, _bound(z[:, None], index.near[probe]).argmin(dim=1, keepdim=True))[:, 0]  # (B,)
+    zsq = (z * z).sum(dim=1)  # (B,)
+    first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
     q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
     d1 = exact_distance(index, q_np, norms_np, first_np[:, None])[:, 0]
     # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
     # then (a query left with many) the fine bound.
     limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
-    qi, ri = _candidates(index, z, block, limit)
+    qi, ri = _candidates(index, z, zsq, block, limit)
     qi, ri = _refine(index, q, norms, qi, ri, limit)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
@@ -235,32 +238,37 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
     at = torch.full((len(q),), -1, dtype=torch.int64, device=qi.device)
     at[heavy] = torch.arange(len(heavy), device=qi.device)  # query -> its row of zf
     zf = _project(index, q[heavy], norms[heavy], len(index.basis))  # (H, F + 1)
+    zf_sq = (zf * zf).sum(dim=1)
     keep = at[qi] < 0  # (P,) pairs of light queries stay
     for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 16 MB each
-        keep[part] = _bound(zf[at[qi[part]]], index.coords[ri[part]]) <= limit[qi[part]]
+        h, r = at[qi[part]], ri[part]
+        keep[part] = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0] <= limit[qi[part]]
     return qi[keep], ri[keep]
 
 
-def _candidates(index: Index, z: torch.Tensor, block: torch.Tensor, limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(query, row) pairs (P,) x2 of every row with a row bound <= limit, queries z (B, d + 1), block bounds (B, K),
+def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, block: torch.Tensor,
+                limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, row) pairs (P,) x2 of every row with a row bound <= limit, queries z (B, d + 1) with squared norms
+    zsq (B,), block bounds (B, K),
     limit (B,): through the blocks whose bound is <= limit, or (a query for which more than DENSE of the rows
     lie in such blocks: a blurred or grey frame, near many poses) through one product with every row."""
     passing = block <= limit[:, None]  # (B, K)
     dense = passing.sum(dim=1) * index.groups.shape[1] > DENSE * len(index.near)  # (B,)
     qb, kb = torch.nonzero(passing & ~dense[:, None], as_tuple=True)  # (P,) query, block
     rows = index.groups[kb]  # (P, G)
-    keep = _bound(z[qb][:, None], index.near[rows]) <= limit[qb][:, None]  # (P, G)
+    keep = _bound(z[qb], zsq[qb], index.near[rows], index.near_sq[rows]) <= limit[qb][:, None]  # (P, G)
     qi, ri = [qb[:, None].expand_as(rows)[keep]], [rows[keep]]
     for i in torch.nonzero(dense).flatten().split(EXACT_BATCH):
-        # L by expansion, less its rounding bound (as for the blocks): (n, N)
-        bound = torch.addmm(index.near_sq[None] + (z[i] * z[i]).sum(dim=1, keepdim=True), z[i], index.near.T,
-                            alpha=-2.0) - 1e-12
+        # L by expansion, less its rounding bound (as in _bound): (n, N)
+        bound = torch.addmm(index.near_sq[None] + zsq[i, None], z[i], index.near.T, alpha=-2.0) - 1e-12
         qd, rd = torch.nonzero(bound <= limit[i][:, None], as_tuple=True)
         qi.append(i[qd])
         ri.append(rd)
     return torch.cat(qi), torch.cat(ri)
 
 
-def _bound(zq: torch.Tensor, zu: torch.Tensor) -> torch.Tensor:
-    """L = ||z(q) - z(u)||^2, summed from the differences (no cancellation): (..., d + 1) x2 -> (...)."""
-    return ((zq - zu) ** 2).sum(dim=-1)
+def _bound(zq: torch.Tensor, zq_sq: torch.Tensor, zu: torch.Tensor, zu_sq: torch.Tensor) -> torch.Tensor:
+    """L = ||z(q) - z(u)||^2 of queries zq (n, k + 1) (squared norms (n,)) to their rows zu (n, C, k + 1) (squared
+    norms (n, C)) -> (n, C): by expansion, one batched product, less 1e-12, the most its rounding can add (gamma_(k+3)
+    * 16 < 5e-13 for k <= 256), so it stays a lower bound as computed."""
+    return zq_sq[:, None] + zu_sq - 2.0 * torch.bmm(zu, zq[:, :, None])[..., 0] - 1e-12
