@@ -201,11 +201,11 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     q = queries.double()
     norms = q.norm(dim=1)  # (B,)
     z = _project(index, q, norms, d)  # (B, d + 1)
-    e2 = torch.addmm(index.centre_sq[None] + (z * z).sum(dim=1, keepdim=True), z, index.centres.T, alpha=-2.0)  # (B, K)
-    block = ((e2 - 1e-12).clamp_min(0.0).sqrt() - index.radii).clamp_min(0.0).square()  # (B, K) <= L of its rows
-    # 1. The first row: the lowest row bound among the rows of the PROBE lowest blocks.
-    probe = index.groups[block.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
     zsq = (z * z).sum(dim=1)  # (B,)
+    # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
+    e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
+    # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
+    probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
     first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
     q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
     d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS], first_np[i:i + PAIRS, None])[:, 0]
@@ -213,7 +213,10 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
     # then (a query left with many) the fine bound.
     limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
-    qi, ri = _candidates(index, z, zsq, block, limit)
+    # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
+    # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
+    passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
+    qi, ri = _candidates(index, z, zsq, passing, limit)
     qi, ri = _refine(index, q, norms, qi, ri, limit)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
@@ -249,15 +252,16 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
     return qi[keep], ri[keep]
 
 
-def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, block: torch.Tensor,
+def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch.Tensor,
                 limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(query, row) pairs (P,) x2 of every row with a row bound <= limit, queries z (B, d + 1) with squared norms
-    zsq (B,), block bounds (B, K),
-    limit (B,): through the blocks whose bound is <= limit, or (a query for which more than DENSE of the rows
-    lie in such blocks: a blurred or grey frame, near many poses) through one product with every row."""
-    passing = block <= limit[:, None]  # (B, K)
+    zsq (B,), limit (B,), `passing` (B, K) the blocks that may hold such rows: through those blocks' rows, or (a
+    query for which more than DENSE of the rows lie in them: a blurred or grey frame, near many poses) through
+    one product with every row."""
     dense = passing.sum(dim=1) * index.groups.shape[1] > DENSE * len(index.near)  # (B,)
-    qb, kb = torch.nonzero(passing & ~dense[:, None], as_tuple=True)  # (P,) query, block
+    qb, kb = torch.nonzero(passing, as_tuple=True)  # (P,) query, block
+    if dense.any():
+        qb, kb = qb[~dense[qb]], kb[~dense[qb]]
     rows = index.groups[kb]  # (P, G)
     keep = _bound(z[qb], zsq[qb], index.near[rows], index.near_sq[rows]) <= limit[qb][:, None]  # (P, G)
     qi, ri = [qb[:, None].expand_as(rows)[keep]], [rows[keep]]
