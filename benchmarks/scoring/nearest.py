@@ -1,4 +1,4 @@
-"""Exact nearest neighbour by cosine similarity over a fixed table of images, at a small fraction of a brute-force product.
+"""Exact nearest neighbour by cosine similarity over a fixed table of images, at a fraction of a brute-force product.
 
 Brute force compares a query with every table row in D = H*W*3 dimensions. Here an orthonormal basis P
 (d, D) of the table's principal directions around its mean m splits every unit-norm row u and query q:
@@ -13,11 +13,14 @@ block with centre c and radius rho = max ||z(u) - c|| over its rows bounds every
 L(q, u) >= (||z(q) - c|| - rho)^2. So a query costs one bound per block, the rows of a few blocks, and
 the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
 
-1. z(q); the bound of every block; the row with the lowest bound among the rows of the PROBE blocks with
-   the lowest block bounds is scored exactly: distance d1 = 1 - cos, so ||q - u1||^2 = 2 d1.
+1. z(q) on the first DIMS directions; ||z(q) - c|| for every block; the row with the lowest bound among the
+   rows of the PROBE blocks with the nearest centres is scored exactly: d1 = 1 - cos, ||q - u1||^2 = 2 d1.
 2. Every row that could be as near as u1 has L <= 2 d1: it lies in a block whose bound is <= 2 d1 + SLACK
-   and has its own bound <= 2 d1 + SLACK. Those rows are scored exactly, and the nearest of them and u1
-   is the answer: no row is skipped that could be nearer, or as near (a tie).
+   and has its own bound <= 2 d1 + SLACK. A query left with more than REFINE such rows (a blurred or grey
+   frame) bounds them again on all FINE_DIMS directions (a tighter bound: more directions, smaller
+   residuals); one whose blocks hold more than DENSE of the table bounds every row in one product instead.
+   The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
+   could be nearer, or as near (a tie).
 
 Ties (equal float64 cosine) go to the lowest row index. Every bound is computed in float64 from float64
 coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below).
@@ -46,7 +49,7 @@ DENSE = 1 / 32  # a query whose blocks leave more than this share of the rows in
 # three times; it lets a few more rows (a third of a row per query on the default tables) reach the exact step.
 SLACK = 1e-4
 CHUNK = 4096  # rows per float64 step of the build: (CHUNK, D) float64 = 100 MB at D = 3072
-EXACT_BATCH = 64  # queries per dense bound: (EXACT_BATCH, N) float64
+DENSE_BATCH = 64  # queries per product with every row: (DENSE_BATCH, N) float64
 # (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
 # faults (50 MB steps took twice the wall time, in page faults of fresh memory).
 PAIRS = 256
@@ -149,7 +152,7 @@ class Index:
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Cosine distance 1 - cos in float64 of queries (B, D) float64 (norms (B,)) to table rows `rows` (B, C) -> (B, C)."""
+    """Cosine distance 1 - cos in float64 of queries (B, D) float64 (norms (B,)) to table rows `rows` (B, C): (B, C)."""
     gathered = index.rows[rows].astype(np.float64)  # (B, C, D) pixels in 0..255
     dot = np.matmul(queries[:, None, :], gathered.transpose(0, 2, 1))[:, 0]  # (B, C): one BLAS product per query
     return 1.0 - dot / (255.0 * norms[:, None] * np.maximum(index.norms[rows], 1e-300))
@@ -208,8 +211,8 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
     first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
     q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
-    d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS], first_np[i:i + PAIRS, None])[:, 0]
-                         for i in range(0, b, PAIRS)])
+    d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
+                                        first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
     # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
     # then (a query left with many) the fine bound.
     limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
@@ -248,7 +251,8 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
     keep = at[qi] < 0  # (P,) pairs of light queries stay
     for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 2 MB each
         h, r = at[qi[part]], ri[part]
-        keep[part] = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0] <= limit[qi[part]]
+        bound = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0]  # (n,)
+        keep[part] = bound <= limit[qi[part]]
     return qi[keep], ri[keep]
 
 
@@ -265,7 +269,7 @@ def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch
     rows = index.groups[kb]  # (P, G)
     keep = _bound(z[qb], zsq[qb], index.near[rows], index.near_sq[rows]) <= limit[qb][:, None]  # (P, G)
     qi, ri = [qb[:, None].expand_as(rows)[keep]], [rows[keep]]
-    for i in torch.nonzero(dense).flatten().split(EXACT_BATCH):
+    for i in torch.nonzero(dense).flatten().split(DENSE_BATCH):
         # L by expansion, less its rounding bound (as in _bound): (n, N)
         bound = torch.addmm(index.near_sq[None] + zsq[i, None], z[i], index.near.T, alpha=-2.0) - 1e-12
         qd, rd = torch.nonzero(bound <= limit[i][:, None], as_tuple=True)
