@@ -69,7 +69,7 @@ def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, 
     np.testing.assert_array_equal(pose.recover(images, table)[0], brute_force(truth, table.rows())[0])
 
 
-def test_blocks_are_tiles_of_grid_neighbours():
+def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest_into_the_residual():
     # A 6 x 6 grid in 4 x 4 tiles: the overhanging tiles repeat the last row / column.
     np.testing.assert_array_equal(nearest.tiles((6, 6), 4), [
         [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 18, 19, 20, 21],
@@ -77,6 +77,8 @@ def test_blocks_are_tiles_of_grid_neighbours():
         [24, 25, 26, 27, 30, 31, 32, 33, 30, 31, 32, 33, 30, 31, 32, 33],
         [28, 29, 29, 29, 34, 35, 35, 35, 34, 35, 35, 35, 34, 35, 35, 35]])
     np.testing.assert_array_equal(nearest.tiles((5,), 2), [[0, 1], [2, 3], [4, 4]])
+    # The coarse z: the directions left out join the residual norm, [a_1, ||(a_2, r)||].
+    np.testing.assert_array_equal(nearest.coarse(torch.tensor([[3.0, 5.0, 12.0]]), 1).numpy(), [[3.0, 13.0]])
     # The DoF 2 table's blocks: 4 x 4 poses, each row of the grid in exactly one block.
     blocks = pose.search_blocks(2, 10.0)
     assert blocks.shape == (81, 16) and sorted(blocks.ravel().tolist()) == list(range(1296))
