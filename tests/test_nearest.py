@@ -45,24 +45,45 @@ def dof2(tmp_path_factory):
     return table, truth.reshape(len(truth), -1), np.concatenate([blurred, shifted, grey, flat]).reshape(-1, 768), root
 
 
-@pytest.mark.parametrize("candidates, float64_copy", [(nearest.CANDIDATES, nearest.FLOAT64_COPY), (1, 0)])
-def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, candidates, float64_copy):
+# Every path of the search: the defaults; every query through the product with every row (DENSE 0) and the fine
+# bound (REFINE 0); and every query through the blocks alone, with one probe block and no fine bound.
+PATHS = [{}, {"DENSE": 0.0, "REFINE": 0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1}]
+
+
+@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only"])
+def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, knobs):
     table, truth, hedged, _ = dof2
-    monkeypatch.setattr(nearest, "CANDIDATES", candidates)  # 1: nearly every query takes the fallback
-    monkeypatch.setattr(nearest, "FLOAT64_COPY", float64_copy)  # 0: re-rank from the uint8 rows, as on DoF 2
+    for name, value in knobs.items():
+        monkeypatch.setattr(nearest, name, value)
     index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
     for queries in (truth, hedged):
-        found, distance, fallback = nearest.search(index, torch.from_numpy(queries))
+        found, distance, scored = nearest.search(index, torch.from_numpy(queries))
         expected, expected_distance = brute_force(queries, table.rows())
         np.testing.assert_array_equal(found.numpy(), expected)
         np.testing.assert_allclose(distance.numpy(), expected_distance, rtol=0, atol=1e-12)
         # ... and the float32 product that scored the committed runs finds the same frames.
         np.testing.assert_array_equal(found.numpy(), float32_product(queries, table))
-        if candidates == 1:
-            assert fallback > 0
+        assert 0 <= scored < len(queries) * len(table.frames) // 10  # the bounds rule out most rows
     # The true frames sit between grid poses: recover() (the benchmark's entry) agrees too.
     images = truth.reshape(-1, 16, 16, 3).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(pose.recover(images, table)[0], brute_force(truth, table.rows())[0])
+
+
+def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest_into_the_residual():
+    # A 6 x 6 grid in 4 x 4 tiles: the overhanging tiles repeat the last row / column.
+    np.testing.assert_array_equal(nearest.tiles((6, 6), 4), [
+        [0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 18, 19, 20, 21],
+        [4, 5, 5, 5, 10, 11, 11, 11, 16, 17, 17, 17, 22, 23, 23, 23],
+        [24, 25, 26, 27, 30, 31, 32, 33, 30, 31, 32, 33, 30, 31, 32, 33],
+        [28, 29, 29, 29, 34, 35, 35, 35, 34, 35, 35, 35, 34, 35, 35, 35]])
+    np.testing.assert_array_equal(nearest.tiles((5,), 2), [[0, 1], [2, 3], [4, 4]])
+    # The coarse z: the directions left out join the residual norm, [a_1, ||(a_2, r)||].
+    np.testing.assert_array_equal(nearest.coarse(torch.tensor([[3.0, 5.0, 12.0]]), 1).numpy(), [[3.0, 13.0]])
+    # The DoF 2 table's blocks: 4 x 4 poses, each row of the grid in exactly one block.
+    blocks = pose.search_blocks(2, 10.0)
+    assert blocks.shape == (81, 16) and sorted(blocks.ravel().tolist()) == list(range(1296))
+    assert pose.grid(2, 10.0)[blocks[1]].min(axis=0).tolist() == [0.0, 40.0]
+    assert pose.grid(2, 10.0)[blocks[1]].max(axis=0).tolist() == [30.0, 70.0]
 
 
 def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch):
@@ -70,7 +91,7 @@ def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch):
     rows = table.rows()[:200].copy()
     rows[150] = rows[40]  # two identical table frames: the same cosine to every query
     rows[170] = rows[40]
-    monkeypatch.setattr(nearest, "CANDIDATES", 1)  # the bound cannot order the copies: the fallback must find 40
+    monkeypatch.setattr(nearest, "PROBE", 1)  # the bound cannot order the copies: the exact step must find 40
     index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
     query = torch.from_numpy(rows[[40, 150, 170]].astype(np.float32) / 255.0)
     found, distance, _ = nearest.search(index, query)
@@ -85,8 +106,13 @@ def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):
     again = pose.pose_table(table.config, root / "cache", step_deg=10.0, progress=False)
     assert all(np.array_equal(again.search[k], table.search[k]) for k in table.search)
     monkeypatch.undo()
-    assert table.search is not None and table.search["coords"].shape == (1296, nearest.DIMS + 1)
-    basis = table.search["basis"].astype(np.float64)
-    np.testing.assert_allclose(basis @ basis.T, np.eye(nearest.DIMS), atol=1e-5)  # orthonormal: the bound holds
+    assert table.search is not None and table.search["coords"].shape == (1296, nearest.FINE_DIMS + 1)
+    assert table.search["centres"].shape == (81, nearest.DIMS + 1)
+    basis = table.search["basis"]
+    np.testing.assert_allclose(basis @ basis.T, np.eye(nearest.FINE_DIMS), atol=1e-12)  # orthonormal: the bound holds
+    # Every row lies within its block's radius of the centre (on the first DIMS directions): the block bound holds.
+    near = nearest.coarse(torch.from_numpy(table.search["coords"]), nearest.DIMS).numpy()[table.search["groups"]]
+    gap = np.linalg.norm(near - table.search["centres"][:, None], axis=2)  # (K, G)
+    assert (gap <= table.search["radii"][:, None]).all()
     # The same table gives the same bytes (seeded basis).
     np.testing.assert_array_equal(nearest.build(table.rows())["coords"], table.search["coords"])

@@ -2,15 +2,28 @@
 
 Brute force compares a query with every table row in D = H*W*3 dimensions. Here an orthonormal basis P
 (d, D) of the table's principal directions around its mean m splits every unit-norm row u and query q:
-u - m = P^T a + r and q - m = P^T b + s, with the residuals r, s orthogonal to P. Then
+u - m = P^T a + r and q - m = P^T b + s, with the residuals r, s orthogonal to P. With z(u) = [a, ||r||]
+and z(q) = [b, ||s||] in d + 1 dimensions,
 
-    ||q - u||^2 = ||b - a||^2 + ||s - r||^2 >= ||b - a||^2 + (||s|| - ||r||)^2 =: L(q, u)
+    ||q - u||^2 = ||b - a||^2 + ||s - r||^2 >= ||b - a||^2 + (||s|| - ||r||)^2 = ||z(q) - z(u)||^2 =: L(q, u)
 
-(the triangle inequality), a lower bound that costs d + 1 multiplications per row instead of D. The
-search ranks the rows by L, scores the CANDIDATES lowest exactly (float64 cosine from the uint8 pixels),
-and is done when the next bound exceeds the best exact distance by SLACK; a query where it does not
-(rare) is scored exactly on every row whose bound is within SLACK of the best, so no row that could
-be nearer is ever skipped. Ties (equal float64 cosine) go to the lowest row index.
+(the triangle inequality), a lower bound that costs d + 1 numbers per row instead of D. The rows are also
+grouped into blocks of neighbours (for a pose table: tiles of the pose grid, whose frames look alike); a
+block with centre c and radius rho = max ||z(u) - c|| over its rows bounds every row in it at once:
+L(q, u) >= (||z(q) - c|| - rho)^2. So a query costs one bound per block, the rows of a few blocks, and
+the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
+
+1. z(q) on the first DIMS directions; ||z(q) - c|| for every block; the row with the lowest bound among the
+   rows of the PROBE blocks with the nearest centres is scored exactly: d1 = 1 - cos, ||q - u1||^2 = 2 d1.
+2. Every row that could be as near as u1 has L <= 2 d1: it lies in a block whose bound is <= 2 d1 + SLACK
+   and has its own bound <= 2 d1 + SLACK. A query left with more than REFINE such rows (a blurred or grey
+   frame) bounds them again on all FINE_DIMS directions (a tighter bound: more directions, smaller
+   residuals); one whose blocks hold more than DENSE of the table bounds every row in one product instead.
+   The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
+   could be nearer, or as near (a tie).
+
+Ties (equal float64 cosine) go to the lowest row index. Every bound is computed in float64 from float64
+coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below).
 """
 
 from __future__ import annotations
@@ -20,101 +33,253 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DIMS = 64  # principal directions of the bound: (B, N) x (d + 1) work per batch instead of (B, N) x D
-CANDIDATES = 8  # rows scored exactly per query before the bound is checked
-# Margin on the bound for float32 rounding: each bound is a (d + 1)-term dot product of numbers of size
-# <= 2, whose rounding error is below (d + 1) * 2^-24 * 4 < 2e-5, fifty times smaller than this.
-SLACK = 1e-3
-EXACT_BATCH = 64  # queries per exact re-rank: (EXACT_BATCH, CANDIDATES, D) float64
-# Tables up to this many pixel values keep a float64 copy (64 MiB at most: DoF 1's 720 frames), so the re-rank
-# gathers rows without converting them; larger tables (DoF 2: 100 M values) convert the few rows it reads.
-FLOAT64_COPY = 2**23
+DIMS = 64  # principal directions of the bound every query gets: d + 1 numbers per row and block instead of D
+FINE_DIMS = 256  # ... and of the tighter bound for a query that the first leaves with more than REFINE rows
+REFINE = 16  # rows in play beyond which a query's projection on FINE_DIMS (~50 exact distances' work) pays
+BLOCK = 16  # rows per block when the caller gives no grouping (consecutive rows); pose tables pass grid tiles
+PROBE = 2  # blocks whose rows propose the first exactly scored row
+DENSE = 1 / 32  # a query whose blocks leave more than this share of the rows in play bounds every row in one product
+# Margin on the bounds (squared unit distances, at most 4) for float64 rounding, worst case (Higham's gamma_n =
+# n 2^-53 / (1 - n 2^-53) for an n-term dot product). A query's projection a_j = q.P_j / ||q|| - P_j.m is off by at
+# most 3 gamma_D < 1.1e-12 (unit vectors, D = 3072); so ||a||^2 over F <= 256 directions by 2 * 1.1e-12 * ||a||_1
+# < 7.1e-11, and ||q/||q|| - m||^2 by < 1.5e-12: the residual's square s^2, their difference, by delta < 7.5e-11, and
+# s (the square root) by at most sqrt(delta) < 8.7e-6, which moves L by at most 2 * 2 * 8.7e-6 < 3.5e-5. The
+# block bound uses e^2 - 1e-12 (e^2 = ||z(q) - c||^2 by expansion, off by less than gamma_(d+3) * 16 < 2e-13), and
+# the rows' coordinates and the exact distances are float64 values off by about 1e-13. 1e-4 covers the sum about
+# three times; it lets a few more rows (a third of a row per query on the default tables) reach the exact step.
+SLACK = 1e-4
+CHUNK = 4096  # rows per float64 step of the build: (CHUNK, D) float64 = 100 MB at D = 3072
+DENSE_BATCH = 64  # queries per product with every row: (DENSE_BATCH, N) float64
+# (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
+# faults (50 MB steps took twice the wall time, in page faults of fresh memory).
+PAIRS = 256
 
 
-def build(rows: np.ndarray, dims: int = DIMS, seed: int = 0) -> dict[str, np.ndarray]:
-    """The search arrays of a table, rows (N, D) uint8 (any non-negative pixels): mean (D,), basis (d, D),
-    coords (N, d + 1) = [a, ||r||] per row, and tsq (N,) = ||a||^2 + ||r||^2, all float32.
+def tiles(shape: tuple[int, ...], side: int) -> np.ndarray:
+    """Blocks of a table whose rows are a row-major grid of `shape` (a pose grid): side^k tiles of grid
+    neighbours, (K, side^k) int64 row indices. A tile that overhangs the grid's end repeats its last row or
+    column (a repeated row changes nothing: its bound and distance are the same)."""
+    starts = np.stack(np.meshgrid(*[np.arange(0, n, side) for n in shape], indexing="ij"), -1).reshape(-1, len(shape))
+    offsets = np.stack(np.meshgrid(*[np.arange(side)] * len(shape), indexing="ij"), -1).reshape(-1, len(shape))
+    cells = np.minimum(starts[:, None] + offsets[None], np.asarray(shape) - 1)  # (K, side^k, k) grid coordinates
+    return np.ravel_multi_index(tuple(np.moveaxis(cells, -1, 0)), shape).astype(np.int64)
+
+
+def build(rows: np.ndarray, dims: int = DIMS, groups: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The search arrays of a table, rows (N, D) uint8 (any non-negative pixels), grouped into blocks `groups`
+    (K, G) row indices (every row in at least one block; None: consecutive runs of BLOCK rows). float64:
+    mean (D,), basis (F, D) (F = FINE_DIMS directions, strongest first), coords (N, F + 1) = z(u) per row on all
+    F, and on the first d = `dims`: the blocks' centres (K, d + 1) and radii (K,); groups (K, G).
 
     The basis is torch.pca_lowrank's (randomized, seeded here, so the same table gives the same bytes);
     any orthonormal basis keeps the search exact, a better one only makes it faster.
     """
+    n = len(rows)
+    if groups is None:
+        groups = np.minimum(np.arange(0, n, BLOCK)[:, None] + np.arange(BLOCK), n - 1)
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.ndim != 2 or groups.min() < 0 or groups.max() >= n or len(np.unique(groups)) != n:
+        raise ValueError(f"groups must be (K, G) row indices covering all {n} rows")
     x = torch.from_numpy(np.ascontiguousarray(rows)).float()  # (N, D)
     x /= x.norm(dim=1, keepdim=True).clamp_min(1e-12)  # unit rows (an all-black row stays zero)
-    mean = x.mean(dim=0)
-    x -= mean
-    d = max(1, min(dims, x.shape[0] - 1, x.shape[1]))
+    x -= x.mean(dim=0)
+    fine = max(1, min(max(dims, FINE_DIMS), n - 1, x.shape[1]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _, _, v = torch.pca_lowrank(x, q=d, center=False, niter=2)  # (D, d)
-    basis = torch.linalg.qr(v.double())[0].T.float().contiguous()  # (d, D) orthonormal rows
+        _, _, v = torch.pca_lowrank(x, q=fine, center=False, niter=2)  # (D, fine): the directions, float32 is enough
+    del x
+    basis = torch.linalg.qr(v.double())[0].T.contiguous()  # (fine, D) orthonormal rows, float64, strongest first
+    chunks = torch.from_numpy(np.ascontiguousarray(rows)).split(CHUNK)  # float64 a chunk at a time: 100 MB each
+    mean = sum(_unit64(c).sum(dim=0) for c in chunks) / n  # (D,)
     coords = []
-    for chunk in x.split(4096):
-        a = chunk @ basis.T  # (n, d)
-        coords.append(torch.cat([a, (chunk - a @ basis).norm(dim=1, keepdim=True)], dim=1))
-    coords = torch.cat(coords)  # (N, d + 1)
-    return {"mean": mean.numpy(), "basis": basis.numpy(), "coords": coords.numpy(),
-            "tsq": (coords * coords).sum(dim=1).numpy()}
+    for c in chunks:
+        u = _unit64(c) - mean
+        a = u @ basis.T  # (n, fine)
+        coords.append(torch.cat([a, (u - a @ basis).norm(dim=1, keepdim=True)], dim=1))
+    coords = torch.cat(coords)  # (N, fine + 1): z(u) on every direction
+    members = coarse(coords, min(dims, fine))[torch.from_numpy(groups)]  # (K, G, d + 1)
+    centres = members.mean(dim=1)  # (K, d + 1)
+    radii = (members - centres[:, None]).norm(dim=2).max(dim=1).values * (1 + 1e-12)  # rounded up
+    return {"mean": mean.numpy(), "basis": basis.numpy(), "coords": coords.numpy(), "centres": centres.numpy(),
+            "radii": radii.numpy(), "groups": groups}
+
+
+def coarse(z: torch.Tensor, d: int) -> torch.Tensor:
+    """z on the first d directions, (..., F + 1) -> (..., d + 1): the directions left out join the residual."""
+    return torch.cat([z[..., :d], z[..., d:].norm(dim=-1, keepdim=True)], dim=-1)
+
+
+def _unit64(chunk: torch.Tensor) -> torch.Tensor:
+    """uint8 rows (n, D) -> float64 unit rows (n, D); an all-black row stays zero."""
+    u = chunk.double()
+    return u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+ARRAYS = ("mean", "basis", "coords", "centres", "radii", "groups")  # what build() returns and a cache holds
 
 
 @dataclass(frozen=True)
 class Index:
-    """A table's rows and search arrays on one device."""
+    """A table's rows and search arrays: the bounds run in torch on one device, the exact step on the CPU."""
 
-    rows: torch.Tensor  # (N, D) uint8, the exact re-rank reads these
-    norms: torch.Tensor  # (N,) float64 norm of each row / 255
-    mean: torch.Tensor  # (D,) float32
-    basis: torch.Tensor  # (d, D) float32
-    coords: torch.Tensor  # (N, d + 1) float32
-    tsq: torch.Tensor  # (N,) float32
-    exact_rows: torch.Tensor  # (N, D) what the re-rank gathers: float64 pixels (small tables) or the uint8 rows
+    rows: np.ndarray  # (N, D) uint8, the exact step reads these
+    norms: np.ndarray  # (N,) float64 norm of each row / 255
+    mean: torch.Tensor  # (D,) float64
+    basis: torch.Tensor  # (F, D) float64, the first d rows make the coarse bound
+    lift: torch.Tensor  # (F + 1, D) float64: the mean, then the basis, so that lift[:k + 1] serves k directions
+    basis_mean: torch.Tensor  # (F,) float64 P m
+    mean_sq: torch.Tensor  # () float64 ||m||^2
+    coords: torch.Tensor  # (N, F + 1) float64 z(u) on all F directions: the fine bound
+    near: torch.Tensor  # (N, d + 1) float64 z(u) on the first d: the coarse bound
+    near_sq: torch.Tensor  # (N,) float64 ||z(u)||^2 of `near`
+    coord_sq: torch.Tensor  # (N,) float64 ||z(u)||^2 of `coords`
+    centres: torch.Tensor  # (K, d + 1) float64
+    centre_sq: torch.Tensor  # (K,) float64 ||c||^2
+    radii: torch.Tensor  # (K,) float64
+    groups: torch.Tensor  # (K, G) int64
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
-        r = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
-        norms = torch.cat([c.double().norm(dim=1) for c in r.split(4096)]) / 255.0
-        t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.float32) for k in ("mean", "basis", "coords", "tsq")}
-        return cls(r, norms, **t, exact_rows=r.double() if r.numel() <= FLOAT64_COPY else r)
+        r = np.ascontiguousarray(rows)
+        norms = torch.cat([c.double().norm(dim=1) for c in torch.from_numpy(r).split(CHUNK)]).numpy() / 255.0
+        t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.int64 if k == "groups" else torch.float64)
+             for k in ARRAYS}
+        near = coarse(t["coords"], t["centres"].shape[1] - 1)
+        return cls(r, norms, lift=torch.cat([t["mean"][None], t["basis"]]), basis_mean=t["basis"] @ t["mean"],
+                   mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
+                   coord_sq=(t["coords"] ** 2).sum(dim=1),
+                   centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
 
 
-def exact_distance(index: Index, queries: torch.Tensor, norms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Cosine distance 1 - cos in float64 of queries (B, D) (norms (B,)) to the table rows `rows` (B, C) -> (B, C)."""
-    dot = torch.einsum("bd,bcd->bc", queries.double(), index.exact_rows[rows].double())  # pixels in 0..255
-    return 1.0 - dot / (255.0 * norms[:, None] * index.norms[rows].clamp_min(1e-300))
+def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine distance 1 - cos in float64 of queries (B, D) float64 (norms (B,)) to table rows `rows` (B, C): (B, C)."""
+    gathered = index.rows[rows].astype(np.float64)  # (B, C, D) pixels in 0..255
+    dot = np.matmul(queries[:, None, :], gathered.transpose(0, 2, 1))[:, 0]  # (B, C): one BLAS product per query
+    return 1.0 - dot / (255.0 * norms[:, None] * np.maximum(index.norms[rows], 1e-300))
 
 
-def _pick(distance: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The nearest of candidate rows (B, C) by distance (B, C), the lowest row index among equals: (B,) x2."""
-    best = distance.min(dim=1).values
-    arg = torch.where(distance == best[:, None], rows, n).min(dim=1).values
+def _nearest_of(index: Index, queries: np.ndarray, norms: np.ndarray, qi: np.ndarray, ri: np.ndarray,
+                arg: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly score the (query, row) pairs qi, ri (P,) (repeats allowed) and fold them into each query's nearest
+    so far, arg (B,) at distance best (B,): the nearest, the lowest row among equals, (B,) int64 and float64."""
+    n = len(index.rows)
+    key = np.unique(qi * n + ri)  # sorted by query, then row; repeats dropped
+    qi, ri = np.divmod(key, n)
+    arg, best = arg.copy(), best.copy()
+    count = np.bincount(qi, minlength=len(arg))  # rows per query
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    # Queries in order of their row count, as many at a time as fit PAIRS rows when padded to the largest count
+    # with their own first row (a repeat changes neither the minimum nor the lowest index): (batch, C) per step;
+    # a query with more than PAIRS rows alone, PAIRS of its rows at a time.
+    order = np.argsort(count, kind="stable")
+    order = order[count[order] > 0]
+    width = count[order]
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and (j + 1 - i) * width[j] <= PAIRS:
+            j += 1
+        q, c = order[i:j], min(int(width[j - 1]), PAIRS)
+        for piece in range(0, int(width[j - 1]), PAIRS):  # one piece, unless a query has more than PAIRS rows
+            pos = start[q][:, None] + np.minimum(piece + np.arange(c)[None], count[q][:, None] - 1)  # (batch, C)
+            _merge(arg, best, q, exact_distance(index, queries[q], norms[q], ri[pos]), ri[pos])
+        i = j
     return arg, best
+
+
+def _merge(arg: np.ndarray, best: np.ndarray, q: np.ndarray, distance: np.ndarray, rows: np.ndarray) -> None:
+    """Fold the exact distances (n, C) of rows (n, C) into the nearest so far of queries q (n,): in place, a lower
+    distance wins, and among equal distances the lower row."""
+    low = distance.min(axis=1)
+    a = np.where(distance == low[:, None], rows, np.iinfo(np.int64).max).min(axis=1)
+    better = (low < best[q]) | ((low == best[q]) & (a < arg[q]))
+    arg[q] = np.where(better, a, arg[q])
+    best[q] = np.where(better, low, best[q])
 
 
 def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Nearest table row of each query (B, D) float (non-zero) by cosine: row (B,) int64, cosine distance
-    1 - cos (B,) float64, and how many queries needed the fallback (the bound left more than CANDIDATES rows)."""
-    n = len(index.rows)
-    norms = queries.double().norm(dim=1)  # (B,)
-    unit = queries.float() / queries.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
-    centred = unit - index.mean
-    b = centred @ index.basis.T  # (B, d)
-    s = (centred - b @ index.basis).norm(dim=1, keepdim=True)  # (B, 1) residual norm
-    q = torch.cat([b, s], dim=1)  # (B, d + 1)
-    qsq = (q * q).sum(dim=1)  # (B,)
-    # L - qsq = tsq - 2 q . coords: one (B, d+1) x (d+1, N) product; L >= 2 * (1 - cos) - rounding
-    partial = torch.addmm(index.tsq[None], q, index.coords.T, alpha=-2.0)  # (B, N)
-    k = min(CANDIDATES + 1, n)
-    low, cand = partial.topk(k, dim=1, largest=False)  # ascending
-    head = cand[:, :CANDIDATES]
-    exact = torch.cat([exact_distance(index, queries[i:i + EXACT_BATCH], norms[i:i + EXACT_BATCH],
-                                      head[i:i + EXACT_BATCH]) for i in range(0, len(head), EXACT_BATCH)])
-    arg, best = _pick(exact, head, n)
-    fallback = 0
-    if k > CANDIDATES:
-        # Squared unit distance is 2 (1 - cos): a row can only beat `best` if its bound is below 2 best.
-        threshold = 2.0 * best.float() - qsq + SLACK  # (B,) on the scale of `partial`
-        for i in torch.nonzero(low[:, CANDIDATES] <= threshold).flatten().tolist():
-            rows = torch.nonzero(partial[i] <= threshold[i]).flatten()[None]  # (1, C') every row that may be nearer
-            a, d = _pick(exact_distance(index, queries[i:i + 1], norms[i:i + 1], rows), rows, n)
-            arg[i], best[i] = a[0], d[0]
-            fallback += 1
-    return arg, best.clamp_min(0.0), fallback
+    1 - cos (B,) float64, and how many exact distances it took beyond the first row of each query."""
+    b, d = len(queries), index.near.shape[1] - 1
+    q = queries.double()
+    norms = q.norm(dim=1)  # (B,)
+    z = _project(index, q, norms, d)  # (B, d + 1)
+    zsq = (z * z).sum(dim=1)  # (B,)
+    # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
+    e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
+    # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
+    probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
+    first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
+    q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
+    d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
+                                        first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
+    # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
+    # then (a query left with many) the fine bound.
+    limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
+    # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
+    # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
+    passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
+    qi, ri = _candidates(index, z, zsq, passing, limit)
+    qi, ri = _refine(index, q, norms, qi, ri, limit)
+    other = ri != first[qi]
+    qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
+    arg, best = _nearest_of(index, q_np, norms_np, qi, ri, first_np, d1)
+    return (torch.from_numpy(arg).to(queries.device), torch.from_numpy(best).clamp_min(0.0).to(queries.device),
+            len(ri))
+
+
+def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torch.Tensor:
+    """z of queries (B, D) float64 with norms (B,) on the first k directions: (B, k + 1). One product with the
+    mean and the directions, no centred copy of the queries; the residual's norm by Pythagoras (SLACK's budget)."""
+    t = (q @ index.lift[:k + 1].T) / norms[:, None]  # (B, k + 1): unit q . m, unit q . P_j
+    a = t[:, 1:] - index.basis_mean[:k]  # (B, k)
+    s = (1.0 - 2.0 * t[:, 0] + index.mean_sq - (a * a).sum(dim=1)).clamp_min(0.0).sqrt()  # ||unit q - m||^2 - ||a||^2
+    return torch.cat([a, s[:, None]], dim=1)
+
+
+def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
+            limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries with more
+    than REFINE pairs (the others keep theirs: projecting them would cost more than scoring their few rows)."""
+    heavy = torch.nonzero(torch.bincount(qi, minlength=len(q)) > REFINE).flatten()  # (H,)
+    if not len(heavy) or index.coords.shape[1] == index.near.shape[1]:
+        return qi, ri
+    at = torch.full((len(q),), -1, dtype=torch.int64, device=qi.device)
+    at[heavy] = torch.arange(len(heavy), device=qi.device)  # query -> its row of zf
+    zf = _project(index, q[heavy], norms[heavy], len(index.basis))  # (H, F + 1)
+    zf_sq = (zf * zf).sum(dim=1)
+    keep = at[qi] < 0  # (P,) pairs of light queries stay
+    for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 2 MB each
+        h, r = at[qi[part]], ri[part]
+        bound = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0]  # (n,)
+        keep[part] = bound <= limit[qi[part]]
+    return qi[keep], ri[keep]
+
+
+def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch.Tensor,
+                limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, row) pairs (P,) x2 of every row with a row bound <= limit, queries z (B, d + 1) with squared norms
+    zsq (B,), limit (B,), `passing` (B, K) the blocks that may hold such rows: through those blocks' rows, or (a
+    query for which more than DENSE of the rows lie in them: a blurred or grey frame, near many poses) through
+    one product with every row."""
+    dense = passing.sum(dim=1) * index.groups.shape[1] > DENSE * len(index.near)  # (B,)
+    qb, kb = torch.nonzero(passing, as_tuple=True)  # (P,) query, block
+    if dense.any():
+        qb, kb = qb[~dense[qb]], kb[~dense[qb]]
+    rows = index.groups[kb]  # (P, G)
+    keep = _bound(z[qb], zsq[qb], index.near[rows], index.near_sq[rows]) <= limit[qb][:, None]  # (P, G)
+    qi, ri = [qb[:, None].expand_as(rows)[keep]], [rows[keep]]
+    for i in torch.nonzero(dense).flatten().split(DENSE_BATCH):
+        # L by expansion, less its rounding bound (as in _bound): (n, N)
+        bound = torch.addmm(index.near_sq[None] + zsq[i, None], z[i], index.near.T, alpha=-2.0) - 1e-12
+        qd, rd = torch.nonzero(bound <= limit[i][:, None], as_tuple=True)
+        qi.append(i[qd])
+        ri.append(rd)
+    return torch.cat(qi), torch.cat(ri)
+
+
+def _bound(zq: torch.Tensor, zq_sq: torch.Tensor, zu: torch.Tensor, zu_sq: torch.Tensor) -> torch.Tensor:
+    """L = ||z(q) - z(u)||^2 of queries zq (n, k + 1) (squared norms (n,)) to their rows zu (n, C, k + 1) (squared
+    norms (n, C)) -> (n, C): by expansion, one batched product, less 1e-12, the most its rounding can add (gamma_(k+3)
+    * 16 < 5e-13 for k <= 256), so it stays a lower bound as computed."""
+    return zq_sq[:, None] + zu_sq - 2.0 * torch.bmm(zu, zq[:, :, None])[..., 0] - 1e-12

@@ -28,7 +28,9 @@ DEFAULT_STEP_DEG = {1: 0.5, 2: 2.0}
 # What a frame with no light at all (all zeros, so no cosine) scores: the largest possible values.
 BLACK_NN_DISTANCE = 1.0
 BLACK_POSE_ERROR_DEG = 180.0
-BATCH = 256  # predictions per similarity matmul: (BATCH, table frames) float32 stays small
+BATCH = 256  # predictions per search call
+# Grid steps per side of a search block (benchmarks.scoring.nearest): 16 neighbouring poses, whose frames look alike.
+BLOCK_SIDE = {1: 16, 2: 4}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class PoseTable:
         """The exact search index of the table on `device` (benchmarks.scoring.nearest), made once per device."""
         key = str(device)
         if key not in self._index:
-            arrays = self.search if self.search is not None else nearest.build(self.rows())
+            arrays = self.search if self.search is not None else \
+                nearest.build(self.rows(), groups=search_blocks(self.config.dof, self.step_deg))
             self._index[key] = nearest.Index.on(self.rows(), arrays, device)
         return self._index[key]
 
@@ -82,6 +85,11 @@ def grid(dof: int, step_deg: float) -> np.ndarray:
         return angles[:, None]
     rx, ry = np.meshgrid(angles, angles, indexing="ij")
     return np.stack([rx.ravel(), ry.ravel()], axis=1)
+
+
+def search_blocks(dof: int, step_deg: float) -> np.ndarray:
+    """The search blocks of grid(dof, step_deg): tiles of BLOCK_SIDE[dof] steps per factor, (K, G) row indices."""
+    return nearest.tiles((round(360.0 / step_deg),) * dof, BLOCK_SIDE[dof])
 
 
 def rotations(config: RenderConfig, factors: np.ndarray) -> np.ndarray:
@@ -113,10 +121,12 @@ def pose_table(config: RenderConfig, cache: str | os.PathLike, step_deg: float |
     arrays = tables.cached(cache, key, build)
     frames = arrays["frames"]
     # The search index (seconds to build) is cached beside its table, keyed by the table and the index settings.
-    search = tables.cached(cache, key | {"kind": "pose-search", "dims": nearest.DIMS},
-                           lambda: (nearest.build(frames.reshape(len(frames), -1)), {}))
+    blocks = search_blocks(config.dof, step)
+    search = tables.cached(cache, key | {"kind": "pose-search", "format": 2, "dims": nearest.DIMS,
+                                         "fine_dims": nearest.FINE_DIMS, "block_side": BLOCK_SIDE[config.dof]},
+                           lambda: (nearest.build(frames.reshape(len(frames), -1), groups=blocks), {}))
     return PoseTable(config, step, arrays["factors"], frames, json.loads(str(arrays["meta"])),
-                     search={k: search[k] for k in ("mean", "basis", "coords", "tsq")})
+                     search={k: search[k] for k in nearest.ARRAYS})
 
 
 def _as_rows(pred, device: torch.device) -> torch.Tensor:

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 
 # Run as a file by --compare, with an earlier commit's packages first on the path: only names both share are used.
-from benchmarks.scoring import evaluate, metrics, pose, tables
+try:
+    from benchmarks.scoring import evaluate, metrics, pose, tables
+except ImportError:  # a commit from before the folder move (issue 21, e.g. edb3cca): the same modules, one level up
+    from benchmarks import metrics, pose, tables
+    from benchmarks import scoring as evaluate
 from ibdata import h5format
 from ibdata.frames import to_float
 from render.dataset import render_dataset
