@@ -119,7 +119,7 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
     """
     import torch
 
-    from benchmarks.engine import cache, jobs, plan, run
+    from benchmarks.engine import cache, jobs, plan, reference_models, run
     from benchmarks.engine.aggregate import aggregate as aggregate_outputs  # `aggregate` is the flag
     from benchmarks.results import report
     from benchmarks.results.stats import Row
@@ -146,6 +146,9 @@ def run_benchmark(ctx, quick, demo, method_files, overwrite, show_plan, only, ag
         if config.reference:  # an unreadable --reference, or one on other data already here, stops before any work
             files = {dof: cache.dataset_path(config, dof) for dof in cache.dataset_dofs(config)}
             report.check_reference_data(config.reference, files)
+        # Shipped models: a file that is not what its model.json says stops here; one on other data is left out.
+        for line in reference_models.check(config):
+            click.echo(line, err=True)
         if show_plan:
             for job in plan.plan(config):
                 click.echo(json.dumps(jobs.job_json(job)))
