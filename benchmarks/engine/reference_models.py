@@ -24,10 +24,10 @@ from typing import Any
 from benchmarks import methods
 from benchmarks.engine.cache import dataset_dofs
 from benchmarks.engine.config import BenchmarkConfig, render_config
+from benchmarks.scoring.tables import dataset_config
 from ibdata import h5format
 from ibutil.errors import UserError
 from ibutil.io import atomic_path, write_text_atomic
-from render.dataset import config_from_json
 from render.presets import RenderConfig
 
 MANIFEST = "model.json"  # in each model's folder, beside the files it lists
@@ -92,12 +92,9 @@ def render_identity(render: RenderConfig) -> dict[str, Any]:
 def header_identity(header: h5format.DatasetHeader) -> dict[str, Any] | None:
     """The render identity of a file's header; None for a file render-dataset did not write (no render config)."""
     try:
-        render = config_from_json(header.config)
-    except (TypeError, UserError):
+        return render_identity(dataset_config(header))  # the render config the pose tables are built from, too
+    except UserError:
         return None
-    if (render.dof, render.size) != (header.dof, header.image_size):
-        return None
-    return render_identity(render)
 
 
 def scored_identities(config: BenchmarkConfig) -> dict[int, dict[str, Any] | None]:

@@ -168,9 +168,9 @@ def reference_models_section(result) -> list[str]:
     shown = [m for m in result.reference_models if m["dof"] in result.datasets]
     if not shown and not result.reference_models_left_out:
         return []
-    lines = ["**Reference models** (rows marked `[ref model RUN sSEED]`): trained checkpoints shipped with the "
-             "repository (`--reference-models`), loaded and scored here by the same code as the rows trained "
-             "here, not trained by this run. Each trained on a dataset with the render identity of the one "
+    lines = ["**Reference models** (rows marked `[ref model RUN sSEED]`): trained checkpoints from `--reference-models` "
+             "(under --demo the repository's `reference/models/`), loaded and scored by the same code as the rows "
+             "trained here, not trained by this run. Each trained on a dataset with the render identity of the one "
              "scored here (same DoF, seed, protocol, object, image size and supersampling; its sequence counts "
              "and lengths may differ, and its train sequences are never the scored ones).", ""]
     for m in shown:
