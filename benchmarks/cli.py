@@ -89,7 +89,7 @@ class MethodCommand(MultiValueCommand):
               help="Tiny CI profile: 16 px data, tiny models, gaps 1 3, 30 steps; about a minute. Its latent "
                    "models are too small to decode frames: use it to test the pipeline, not to read numbers.")
 @click.option("--demo", is_flag=True,
-              help="The README's main job: dof 1 and 2 at 32 px, every method, 250 steps each, gaps 2 5; "
+              help="The README's main job: dof 1 and 2 at 32 px, every method, 250 steps each, gaps 2 5 10; "
                    "about 5 minutes on 2 cores, every latent model decodes recognisable frames.")
 @click.option("--method-file", "method_files", multiple=True, type=click.Path(dir_okay=False), metavar="PATH.py",
               help="A method of your own: a Python file with the method interface (docs/your-method.md). It runs "

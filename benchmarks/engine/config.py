@@ -126,10 +126,12 @@ REFERENCE_MODELS = Path(__file__).resolve().parents[2] / "reference" / "models"
 # methods' DEMO dicts: width 0.125 and latent 32 for the latent models, 16 channels for the frame CNN)
 # are enough for every latent model to decode recognisable frames; the committed runs train to the
 # validation plateau instead. It scores the middle frame only (tau = 0.5), its dof 2 set is smaller than
-# the preset (render_config), and its pose tables are 4 degrees (90 dof 1 and 8,100 dof 2 frames). The
+# the preset (render_config), and its pose tables are 4 degrees (90 dof 1 and 8,100 dof 2 frames). Its figures
+# show the largest gap (examples.pick_figures), 10: the dof 1 teapot turns 20 degrees across the strip (10 at
+# gap 5, too little to see), and gap 10 is where the latent models' in-betweening matters. The
 # models the repository ships (REFERENCE_MODELS, where there is that folder) stand beside its rows, so a
 # newcomer sees what the latent models do when trained to the plateau, not only after 250 steps.
-DEMO = dict(dofs=(1, 2), gaps=(2, 5), seeds=1, steps=250, batch_size=32, render_size=32, eval_every=125,
+DEMO = dict(dofs=(1, 2), gaps=(2, 5, 10), seeds=1, steps=250, batch_size=32, render_size=32, eval_every=125,
             all_taus=False, table_step_deg=4.0,
             reference_models=str(REFERENCE_MODELS) if REFERENCE_MODELS.is_dir() else None)
 PROFILES = {"quick": QUICK, "demo": DEMO}
