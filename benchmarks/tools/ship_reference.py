@@ -55,11 +55,13 @@ class ShipConfig:
     def __post_init__(self):
         object.__setattr__(self, "data", tuple(str(p) for p in self.data))
         methods.get(self.method)  # UserError naming the methods
+        if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name[0] == "."):
+            raise UserError(f"--name {self.name!r} must be a plain folder name (no /, not hidden)")
 
 
-def run_config(ship: ShipConfig) -> tuple[BenchmarkConfig, dict]:
+def run_config(ship: ShipConfig) -> tuple[BenchmarkConfig, dict, dict]:
     """The finished run's BenchmarkConfig, rebuilt from its config.json with --run-cache (and --data) for where
-    its outputs are now, and its results.json."""
+    its outputs are now; its results.json and config.json."""
     folder = Path(ship.results)
     try:
         recorded = json.loads((folder / "config.json").read_text())
@@ -84,7 +86,7 @@ def run_config(ship: ShipConfig) -> tuple[BenchmarkConfig, dict]:
                 raise UserError(f"the run scored --data {p}, which is not here; pass --data PATH where that file is")
         values["data"] = tuple(given)
     values |= {"cache": ship.run_cache, "progress": False}
-    return BenchmarkConfig(**values), doc
+    return BenchmarkConfig(**values), doc, recorded
 
 
 def find_model(config: BenchmarkConfig, ship: ShipConfig):
@@ -135,8 +137,7 @@ def run_command(folder: Path, recorded: dict) -> tuple[str, str | None]:
 
 def ship(config: ShipConfig) -> Path:
     """Copy the model into config.out/NAME with its model.json (reference_models.write_model); returns the folder."""
-    bench, doc = run_config(config)
-    recorded = json.loads((Path(config.results) / "config.json").read_text())
+    bench, doc, recorded = run_config(config)
     if config.dof not in bench.dofs and not bench.data:
         raise UserError(f"{config.results} did not run dof {config.dof} (it ran dof {', '.join(map(str, bench.dofs))})")
     job, summary = find_model(bench, config)
