@@ -92,7 +92,7 @@ def test_first_seed_plans_later_seeds_only():
 def test_demo_profile_settings():
     from benchmarks.engine.config import profile_config, render_config
     c = profile_config("demo")
-    assert (c.dofs, c.gaps, c.steps, c.batch_size, c.render_size, c.all_taus) == ((1, 2), (2, 5), 250, 32, 32, False)
+    assert (c.dofs, c.gaps, c.steps, c.batch_size, c.render_size, c.all_taus) == ((1, 2), (2, 5, 10), 250, 32, 32, False)
     assert c.method_configs["alpha-vae"].width == 0.125 and c.method_configs["alpha-vae"].latent == 32
     assert c.method_configs["acai"].width == 0.125 and c.method_configs["frame-cnn"].channels == 16
     dof2 = render_config(c, 2)

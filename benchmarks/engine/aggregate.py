@@ -13,6 +13,7 @@ from benchmarks.engine.cache import eval_output, is_done
 from benchmarks.engine.config import BenchmarkConfig
 from benchmarks.engine.jobs import EvalJob
 from benchmarks.engine.plan import plan, skipped
+from benchmarks.engine.reference_models import matching
 from ibutil.errors import UserError
 from ibutil.io import ensure_writable_folder
 
@@ -42,6 +43,9 @@ class RunResult:
     triplets: list[dict[str, Any]] = field(default_factory=list)  # per-triplet metrics at tau 0.5 (scoring)
     tables: dict[int, dict | None] = field(default_factory=dict)  # dof -> the reference table's kind and step
     skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run here
+    # The shipped models scored as reference rows (their model.json, by DoF) and one line per model left out.
+    reference_models: list[dict[str, Any]] = field(default_factory=list)
+    reference_models_left_out: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
 
@@ -52,8 +56,10 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
 
     out = check_out(config)
     jobs = plan(config)
+    shipped, left_out = matching(config)
     result = RunResult(datasets={}, records=[], ceiling=[], examples={}, strips={}, curves={}, wall_s=wall_s,
-                       skipped=skipped(config))
+                       skipped=skipped(config), reference_models_left_out=left_out,
+                       reference_models=[m.manifest for models in shipped.values() for m in models])
     for job in (j for j in jobs if isinstance(j, EvalJob)):
         path = eval_output(config, job)
         if not path.exists():

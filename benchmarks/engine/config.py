@@ -49,6 +49,9 @@ class BenchmarkConfig:
     progress: bool = True  # show progress bars
     # Their rows stand beside this run's where the datasets are byte-identical (report.references_for).
     reference: tuple[str, ...] = ()  # committed run folders (e.g. docs/results/grid) to show beside this run's rows
+    # Each model's rows stand beside this run's where its training data has the scored data's render identity
+    # (benchmarks.engine.reference_models); they are loaded and scored, never trained.
+    reference_models: str | None = None  # folder of shipped trained models (e.g. reference/models) to score as reference rows; '' for none
     # Method name -> its Config; a dict of field overrides is turned into one (over the --quick profile's
     # values when quick), and methods not named get their defaults.
     method_configs: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class BenchmarkConfig:
         fill("methods", tuple(dict.fromkeys(self.methods)))
         fill("data", tuple(dict.fromkeys(str(p) for p in self.data)))
         fill("gaps", normalize_gaps(tuple(self.gaps)))
+        fill("reference_models", str(self.reference_models) if self.reference_models else None)  # '': none
         if self.profile not in ("full", *PROFILES):
             raise UserError(f"unknown profile {self.profile!r}; choose full, {', '.join(PROFILES)}")
         for d in self.dofs:
@@ -104,6 +108,9 @@ class BenchmarkConfig:
             raise UserError(f"--threads must be >= 0, not {self.threads}")
         check_table_step(self.table_step_deg)
         check_device_name(self.device)
+        if self.reference_models is not None and not Path(self.reference_models).is_dir():
+            raise UserError(f"--reference-models {self.reference_models} is not a folder; give one such as "
+                            f"{REFERENCE_MODELS}, or '' for none")
 
 
 # The --quick profile: tiny renders and models that finish in a few minutes on 2 cores (the methods'
@@ -112,14 +119,21 @@ class BenchmarkConfig:
 # defaults), so the table renders take seconds; results.md says so beside the pose tables.
 QUICK = dict(gaps=(1, 3), seeds=1, epochs=1, steps=30, batch_size=32, render_size=16, eval_every=10,
              table_step_deg=10.0)
+# The trained models the repository ships (benchmarks.engine.reference_models; absent from an installed wheel).
+REFERENCE_MODELS = Path(__file__).resolve().parents[2] / "reference" / "models"
 # The --demo profile (scripts/demo.sh, the README's main job): dof 1 and 2 at 32 px, every method, the
 # alpha-VAE at alpha 0 and 100, in about 5 minutes on 2 cores. 250 steps of 32 triplets at lr 1e-3 (the
 # methods' DEMO dicts: width 0.125 and latent 32 for the latent models, 16 channels for the frame CNN)
 # are enough for every latent model to decode recognisable frames; the committed runs train to the
 # validation plateau instead. It scores the middle frame only (tau = 0.5), its dof 2 set is smaller than
-# the preset (render_config), and its pose tables are 4 degrees (90 dof 1 and 8,100 dof 2 frames).
-DEMO = dict(dofs=(1, 2), gaps=(2, 5), seeds=1, steps=250, batch_size=32, render_size=32, eval_every=125,
-            all_taus=False, table_step_deg=4.0)
+# the preset (render_config), and its pose tables are 4 degrees (90 dof 1 and 8,100 dof 2 frames). Its figures
+# show the largest gap (examples.pick_figures), 10: the dof 1 teapot turns 20 degrees across the strip (10 at
+# gap 5, too little to see), and gap 10 is where the latent models' in-betweening matters. The
+# models the repository ships (REFERENCE_MODELS, where there is that folder) stand beside its rows, so a
+# newcomer sees what the latent models do when trained to the plateau, not only after 250 steps.
+DEMO = dict(dofs=(1, 2), gaps=(2, 5, 10), seeds=1, steps=250, batch_size=32, render_size=32, eval_every=125,
+            all_taus=False, table_step_deg=4.0,
+            reference_models=str(REFERENCE_MODELS) if REFERENCE_MODELS.is_dir() else None)
 PROFILES = {"quick": QUICK, "demo": DEMO}
 
 

@@ -1,4 +1,5 @@
-"""What an eval job scores: each entry's selected model loaded as a row (evaluate.Row), and the reference table."""
+"""What an eval job scores: each entry's selected model loaded as a row (evaluate.Row), each shipped reference model
+as a row marked reference, and the reference table."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from benchmarks.engine import plugins
 from benchmarks.engine.cache import model_dir
 from benchmarks.engine.config import BenchmarkConfig
 from benchmarks.engine.jobs import Entry, TrainJob
+from benchmarks.engine.reference_models import ReferenceModel, verify
 from benchmarks.methods.interface import read_summary
 from benchmarks.scoring import evaluate, metrics
 from ibutil.errors import UserError
@@ -56,9 +58,29 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob]) -> e
               **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
               "lr_trials": config.lr_trials if methods.learned(module) else None}
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
-    # A plug-in's every output is checked (shape, device, range, NaN): a built-in's are by tests/test_methods.py.
-    plugin = methods.PLUGINS.get(entry.method)
-    predict = (plugins.checked(module, model, plugin.source) if plugin is not None
-               else lambda x0, x2, tau: module.predict(model, x0, x2, tau))
-    return evaluate.Row(label=entry.label, predict=predict, fields=fields, shown=entry.seed in (None, config.first_seed),
-                       log=str(log) if log else None)
+    return evaluate.Row(label=entry.label, predict=predictor(entry.method, model), fields=fields,
+                        shown=entry.seed in (None, config.first_seed), log=str(log) if log else None)
+
+
+def predictor(method: str, model: Any):
+    """(x0, x2, tau) -> frames of a loaded model through its method's predict. A plug-in's every output is checked
+    (shape, device, range, NaN): a built-in's are by tests/test_methods.py."""
+    module, plugin = methods.get(method), methods.PLUGINS.get(method)
+    if plugin is not None:
+        return plugins.checked(module, model, plugin.source)
+    return lambda x0, x2, tau: module.predict(model, x0, x2, tau)
+
+
+def reference_row(config: BenchmarkConfig, model: ReferenceModel) -> evaluate.Row:
+    """A shipped model (benchmarks.engine.reference_models) as a row: its files verified against model.json, loaded
+    by its method's `load` from its folder and predicting through the method's `predict`, exactly as a model trained
+    here; its records carry `reference` (the label's `[ref model RUN sSEED]`) and the summary it was trained with."""
+    verify(model)  # the eval job's hash holds model.json's sha256s: score only those bytes
+    module, chosen = methods.get(model.method), model.config()
+    summary = read_summary(model.folder)
+    loaded = module.load(chosen, model.folder, config.device)
+    fields = {"method": model.method, **methods.record_fields(module, chosen), "seed": model.seed,
+              **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
+              "lr_trials": None, "reference": model.mark}
+    return evaluate.Row(label=f"{module.label(chosen)} [ref {model.mark}]", predict=predictor(model.method, loaded),
+                        fields=fields, shown=True, log=None)

@@ -15,6 +15,7 @@ from benchmarks import methods
 from benchmarks.engine.cache import config_hash, dataset_dofs, render_hash
 from benchmarks.engine.config import BenchmarkConfig
 from benchmarks.engine.jobs import EnsembleJob, Entry, EvalJob, Job, RenderJob, TrainJob
+from benchmarks.engine.reference_models import matching
 from benchmarks.scoring import evaluate
 from ibutil.errors import UserError
 from ibutil.selection import lr_grid
@@ -61,6 +62,7 @@ def plan(config: BenchmarkConfig) -> list[Job]:
     jobs: list[Job] = [RenderJob(dof, identity[dof]) for dof, given in dofs.items() if given is None]
     renders = {dof: (f"render-dof{dof}",) if given is None else () for dof, given in dofs.items()}
     evals = []
+    shipped = matching(config)[0]  # dof -> the reference models scored there (their manifests hash their files)
     for dof in dofs:
         trains: list[TrainJob] = []
         models: list[tuple[str, ...]] = []
@@ -82,7 +84,8 @@ def plan(config: BenchmarkConfig) -> list[Job]:
         evals.append(EvalJob(dof, tuple(entries(config)), tuple(models),
                              config_hash([identity[dof], list(config.gaps), config.all_taus, hashes,
                                           evaluate.SCORING_VERSION, config.table_step_deg]
-                                         + (["score-train"] if config.score_train else [])),
+                                         + (["score-train"] if config.score_train else [])
+                                         + ([[m.manifest for m in shipped[dof]]] if shipped[dof] else [])),
                              renders[dof] + tuple(j.id for j in trains)))
     return jobs + evals
 

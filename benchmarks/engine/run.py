@@ -17,8 +17,9 @@ from benchmarks.engine.aggregate import aggregate, check_out
 from benchmarks.engine.cache import dataset_dofs, dataset_path, ensemble_dir, eval_output, is_done, model_dir
 from benchmarks.engine.config import BenchmarkConfig, render_config, steps_per_run
 from benchmarks.engine.jobs import EnsembleJob, Job, RenderJob, TrainJob
-from benchmarks.engine.load import load_row, reference_table
+from benchmarks.engine.load import load_row, reference_row, reference_table
 from benchmarks.engine.plan import plan, train_jobs
+from benchmarks.engine.reference_models import matching
 from benchmarks.methods.interface import TrainSpec, TrainSummary, write_summary
 from benchmarks.scoring import evaluate
 from ibdata import h5format
@@ -128,6 +129,7 @@ def run_job(config: BenchmarkConfig, job: Job) -> None:
         header = ready_dataset(config, job.dof)
         jobs = train_jobs(plan(config))
         rows = [load_row(config, e, [jobs[m] for m in trial_ids]) for e, trial_ids in zip(job.entries, job.models)]
+        rows += [reference_row(config, m) for m in matching(config)[0][job.dof]]  # shipped models: scored, not trained
         table = reference_table(config, header.path)
         torch_save_atomic(evaluate.evaluate_dof(job.dof, header.path, rows, config.gaps, all_taus=config.all_taus,
                                                progress=config.progress, table=table,

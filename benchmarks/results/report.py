@@ -32,10 +32,11 @@ from ibutil.run import RECORD_KEYS as TRAIN_RECORD_KEYS  # noqa: E402
 # sharpness, then the pose and the position metrics
 NEW_METRICS = tuple(dict.fromkeys(n for names in TABLE_METRIC_NAMES.values() for n in names))
 # A record: what it scores, its metrics, then its model's training summary (ibutil.run's fields) and lr_trials.
+# "reference": the mark of a shipped reference model's rows (None for the rows trained here).
 RECORD_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "tau", "well_posed", "seed", *METRIC_NAMES, *NEW_METRICS,
-               "n_triplets", *TRAIN_RECORD_KEYS, "lr_trials")
+               "n_triplets", *TRAIN_RECORD_KEYS, "lr_trials", "reference")
 PATH_KEYS = ("dof", "split", "method", "alpha", "kl", "gap", "well_posed", "seed", "smoothness", "n_paths",
-             "n_undefined")
+             "n_undefined", "reference")
 DIAGNOSTIC_SPLITS = ("train",)  # scored on request (--score-train), never a headline: a table of their own
 DIAGNOSTIC_METRICS = ("mse", "table", "table3")
 # The tables of each subset, in order: per DoF, the pose (1, 2) or position (6) metrics replace "table".
@@ -109,6 +110,7 @@ def markdown(config, result, references: list[dict] = ()) -> str:
              "tau and both subsets. See docs/benchmark.md for the protocol and the metrics.", ""]
     for name, reason in result.skipped.items():
         lines += [f"**Skipped:** {reason}", ""]
+    lines += reference_models_section(result)
     for ref in references:
         lines += [f"**Reference rows** (marked `{REFERENCE_MARK} {ref['name']}]`): the committed records of `{ref['run']}`, "
                   f"scored on byte-identical datasets (dof {', '.join(map(str, ref['dofs']))}: the same sha256). "
@@ -158,6 +160,25 @@ def markdown(config, result, references: list[dict] = ()) -> str:
     else:
         lines += ["", "Built by --aggregate from job outputs in the cache: the jobs' wall times are not known here.", ""]
     return "\n".join(lines)
+
+
+def reference_models_section(result) -> list[str]:
+    """What the rows marked `[ref model RUN sSEED]` are: shipped trained models scored here (one line each, with
+    the command that trained them), and the shipped models left out with why."""
+    shown = [m for m in result.reference_models if m["dof"] in result.datasets]
+    if not shown and not result.reference_models_left_out:
+        return []
+    lines = ["**Reference models** (rows marked `[ref model RUN sSEED]`): trained checkpoints from `--reference-models` "
+             "(under --demo the repository's `reference/models/`), loaded and scored by the same code as the rows "
+             "trained here, not trained by this run. Each trained on a dataset with the render identity of the one "
+             "scored here (same DoF, seed, protocol, object, image size and supersampling; its sequence counts "
+             "and lengths may differ, and its train sequences are never the scored ones).", ""]
+    for m in shown:
+        steps = f"selected step {m.get('selected_step')} of {m.get('steps')}" if m.get("steps") else "steps unknown"
+        lines.append(f"- `{m['name']}` (dof {m['dof']}, seed {m['seed']}; {steps}; from `{m['run']}`): "
+                     f"`{m['command']}`")
+    lines += [f"- {line}" for line in result.reference_models_left_out]
+    return lines + [""]
 
 
 def several_taus(records: list[dict]) -> bool:
@@ -517,11 +538,12 @@ def references_for(runs, datasets: dict[int, dict], tables: dict[int, dict | Non
                                 f"run on a {mine_step:g}° one; pass --table-step-deg {theirs_step:g} so that pose errors "
                                 "compare")
         scored = {(r["dof"], r["split"], r["gap"], r.get("tau")) for r in records}
-        ref_records += [r | {"reference": ref["name"]} for r in ref["doc"]["records"]
-                        if (r["dof"], r.get("split", "test"), r["gap"], r.get("tau", HEADLINE_TAU)) in scored]
+        # A reference run's own reference-model rows are not its rows: left out.
+        ref_records += [r | {"reference": ref["name"]} for r in ref["doc"]["records"] if not r.get("reference")
+                        and (r["dof"], r.get("split", "test"), r["gap"], r.get("tau", HEADLINE_TAU)) in scored]
         scored_paths = {(p["dof"], p["split"], p["gap"]) for p in paths}
         ref_paths += [p | {"reference": ref["name"]} for p in ref["doc"].get("paths", [])
-                      if (p["dof"], p["split"], p["gap"]) in scored_paths]
+                      if not p.get("reference") and (p["dof"], p["split"], p["gap"]) in scored_paths]
         refs.append({"run": ref["run"], "name": ref["name"], "dofs": common})
     return refs, ref_records, ref_paths
 
@@ -555,7 +577,8 @@ def write_output(config, result, out: Path) -> Path:
         doc = {"datasets": {str(d): v for d, v in sorted(result.datasets.items())}, "records": records,
                "ceiling": result.ceiling, "paths": [{k: p.get(k) for k in PATH_KEYS} for p in result.paths],
                "tables": {str(d): v for d, v in sorted(result.tables.items())}, "skipped": result.skipped,
-               "references": refs}
+               "references": refs,
+               "reference_models": [m for m in result.reference_models if m["dof"] in result.datasets]}
         (tmp / "results.json").write_text(json.dumps(doc, indent=1))
         with open(tmp / "results.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=RECORD_KEYS)
@@ -574,7 +597,7 @@ def write_output(config, result, out: Path) -> Path:
                         tmp / f"inbetween-dof{dof}.png")
             figure_grid(result.strips[dof], f"DoF {dof}: every method from x(t-{gap}) to x(t+{gap}), tau = 0..1",
                         tmp / f"interpolation-dof{dof}.png")
-        both = [{k: r.get(k) for k in (*RECORD_KEYS, "reference")} for r in shown.records]
+        both = [{k: r.get(k) for k in RECORD_KEYS} for r in shown.records]
         headline = [r for r in both if r["split"] == "test" and r["tau"] == HEADLINE_TAU and r["well_posed"]]
         figure_mse_vs_gap(headline, dofs, tmp / "mse-vs-gap.png")
         if several_taus(records):

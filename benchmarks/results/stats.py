@@ -37,12 +37,12 @@ class Row:
     alpha: float | None = None  # the alpha-VAE's divergence weight (None: a method without one)
     kl: str | None = None  # the alpha-VAE's KL form (None: none, as at alpha = 0)
     width: float | None = None  # the alpha-VAE width of a one-width run (claims --by-width; None elsewhere)
-    reference: str | None = None  # the reference run a record was read from (report.references_for)
+    reference: str | None = None  # the reference run a record was read from (report.references_for), or a shipped model
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> Row:
         return cls(record["method"], record.get("alpha"), record.get("kl") or None, record.get("width"),
-                   record.get("reference"))
+                   record.get("reference") or None)  # "": a CSV's empty cell
 
     @property
     def label(self) -> str:

@@ -10,7 +10,7 @@ from ibdata.frames import to_float
 from ibdata.triplets import triplet_index
 
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
-TRIPLET_ROW = ("method", "alpha", "kl", "seed")  # what names a row in triplets.csv.gz
+TRIPLET_ROW = ("method", "alpha", "kl", "seed", "reference")  # what names a row in triplets.csv.gz
 N_EXAMPLES = 6  # test pairs shown in each in-between grid
 INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
 
