@@ -54,12 +54,18 @@ def load_row(config: BenchmarkConfig, entry: Entry, trials: list[TrainJob]) -> e
         job, summary = select(config, trials)
         folder, chosen = model_dir(config, job), job.config
     model = module.load(chosen, folder, config.device)
-    fields = {"method": entry.method, **methods.record_fields(module, entry.config), "seed": entry.seed,
-              **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
-              "lr_trials": config.lr_trials if methods.learned(module) else None}
+    fields = row_fields(entry.method, entry.config, entry.seed, summary,
+                        config.lr_trials if methods.learned(module) else None)
     log = folder / "log.csv" if folder is not None and (folder / "log.csv").exists() else None
     return evaluate.Row(label=entry.label, predict=predictor(entry.method, model), fields=fields,
                         shown=entry.seed in (None, config.first_seed), log=str(log) if log else None)
+
+
+def row_fields(method: str, config: Any, seed: int | None, summary, lr_trials: int | None) -> dict:
+    """The record fields of a scored row: method, its variant's fields, seed, its training summary (empty
+    for a method that trains nothing) and the lr trials it was selected from."""
+    return {"method": method, **methods.record_fields(methods.get(method), config), "seed": seed,
+            **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)), "lr_trials": lr_trials}
 
 
 def predictor(method: str, model: Any):
@@ -79,8 +85,6 @@ def reference_row(config: BenchmarkConfig, model: ReferenceModel) -> evaluate.Ro
     module, chosen = methods.get(model.method), model.config()
     summary = read_summary(model.folder)
     loaded = module.load(chosen, model.folder, config.device)
-    fields = {"method": model.method, **methods.record_fields(module, chosen), "seed": model.seed,
-              **(summary.record() if summary is not None else dict.fromkeys(RECORD_KEYS)),
-              "lr_trials": None, "reference": model.mark}
+    fields = row_fields(model.method, chosen, model.seed, summary, None) | {"reference": model.mark}
     return evaluate.Row(label=f"{module.label(chosen)} [ref {model.mark}]", predict=predictor(model.method, loaded),
                         fields=fields, shown=True, log=None)
