@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
@@ -261,8 +262,12 @@ def _img(x: np.ndarray) -> np.ndarray:
 def figure_grid(rows: dict[str, np.ndarray], title: str, path: Path) -> None:
     """A grid: one row per label, one column per example; (n, 3, H, W) in [0, 1] per row."""
     n_rows, n_cols = len(rows), max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols + 2.2, 1.1 * n_rows + 0.4), squeeze=False)
-    for i, (label, imgs) in enumerate(rows.items()):
+    # Long labels (`... [ref model RUN sSEED]`) wrap at 26 characters, and the label column widens to the longest
+    # line, so the image panels keep their size and the title keeps its own band above them.
+    labels = [textwrap.fill(label, 26, break_on_hyphens=False) for label in rows]
+    label_in = 0.4 + 0.065 * max(len(line) for label in labels for line in label.splitlines())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols + label_in, 1.1 * n_rows + 0.4), squeeze=False)
+    for i, (label, imgs) in zip(range(n_rows), zip(labels, rows.values())):
         for j in range(n_cols):
             ax = axes[i, j]
             ax.set_xticks([]), ax.set_yticks([])
