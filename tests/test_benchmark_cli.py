@@ -377,6 +377,26 @@ def test_lr_trials_are_train_jobs_and_the_best_val_loss_is_scored(tmp_path, tiny
             assert rec["budget_gflop"] == 1.0 and rec["train_flops"] == best["train_flops"]
 
 
+def test_evaluation_wall_time_is_recorded_beside_training(quick_run):
+    """results.json's "evaluation": per DoF the eval job's wall time, its table's, and each row's scoring with the
+    frames it scored (every triplet of its records); results.md puts it beside the training seconds."""
+    out = quick_run[0]
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["evaluation"]) == {"1", "2", "6"}
+    for dof, t in doc["evaluation"].items():
+        rows_s = sum(r["seconds"] for r in t["rows"])
+        assert 0 < rows_s <= t["seconds"] <= t["job_seconds"] and 0 <= t["table_seconds"] <= t["job_seconds"]
+        assert len(t["rows"]) == 5 + 2 * 5  # every row-maker of the run, trained or not
+        for r in t["rows"]:
+            scored = sum(rec["n_triplets"] for rec in doc["records"] if rec["dof"] == int(dof)
+                         and (rec["method"], rec["alpha"], rec["kl"], rec["seed"]) == (r["method"], r["alpha"],
+                                                                                     r["kl"], r["seed"]))
+            assert r["frames"] == scored > 0 and r["seconds"] > 0
+    md = (out / "results.md").read_text()
+    assert "| dof | eval job | table | shared | rows | train | eval / train | eval without table / train |" in md
+    assert "| 2 | alpha-vae α=100 (avg-gaussian) | 1 |" in md  # a row's own line
+
+
 def test_plan_jobs_one_by_one_then_aggregate_equal_the_plain_run(quick_run, tmp_path):
     out, cache, args, _ = quick_run
     plan_args = [a for a in args if a != "--quiet"]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
 
 from benchmarks.scoring import metrics as M
+from ibdata import h5format
 from ibutil.errors import UserError
+from render.dataset import render_dataset
+from render.presets import RenderConfig
 
 
 def _random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -65,6 +69,61 @@ def test_ssim_matches_skimage_with_documented_settings(size, window):
         ref = structural_similarity(a[i], b[i], win_size=window, data_range=1.0, channel_axis=0)
         assert ours[i] == pytest.approx(ref, abs=1e-12)
     assert np.all(ours < 0.9)
+
+
+def reference_ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """SSIM as metrics.ssim computed it up to commit 3dcc6b1 (torch float64, box sums by shifted slices), which
+    scored the committed runs: (N, 3, H, W) x2 -> (N,)."""
+    x, y = torch.from_numpy(pred), torch.from_numpy(target)
+    win = M.ssim_window(*x.shape[2:])
+
+    def means(v):  # (N, 3, H, W) -> (N, 3, H-win+1, W-win+1) means of the windows inside the image
+        h, w = v.shape[2] - win + 1, v.shape[3] - win + 1
+        rows = v[:, :, :h].clone()
+        for i in range(1, win):
+            rows += v[:, :, i:i + h]
+        out = rows[:, :, :, :w].clone()
+        for i in range(1, win):
+            out += rows[:, :, :, i:i + w]
+        return out / (win * win)
+
+    c1, c2, cov_norm = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2, win * win / (win * win - 1)
+    ux, uy = means(x), means(y)
+    vx, vy = cov_norm * (means(x * x) - ux * ux), cov_norm * (means(y * y) - uy * uy)
+    vxy = cov_norm * (means(x * y) - ux * uy)
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy()
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory) -> np.ndarray:
+    """Every frame of a tiny rendered 32 px DoF 2 set (the benchmark's size, window 7): (N, 3, 32, 32) in [0, 1]."""
+    path = render_dataset(RenderConfig(dof=2, size=32, frames=8, train_sequences=1, test_sequences=4),
+                          tmp_path_factory.mktemp("ssim") / "d2.h5", workers=1, progress=False)
+    frames = np.concatenate([h5format.read_split(path, s).frames.reshape(-1, 32, 32, 3) for s in ("train", "test")])
+    return frames.transpose(0, 3, 1, 2).astype(np.float64) / 255.0
+
+
+def test_ssim_equals_the_committed_implementation_on_renders_and_hedges(renders):
+    """The OpenCV SSIM scores what the committed runs were scored with, to float rounding (1e-10; about 1e-14
+    seen): real renders against the next frame, and blurred, shifted, grey, flat and noisy predictions, over
+    several SSIM_BLOCKs with a partial last one, with and without the targets' shared stats."""
+    target = renders[1:]
+    hwc = renders[:-1].transpose(0, 2, 3, 1).astype(np.float32)
+    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 1.5) for im in hwc]).transpose(0, 3, 1, 2)
+    rng = np.random.default_rng(0)
+    preds = {"next frame": renders[:-1], "itself": target, "blurred": blurred.astype(np.float64),
+             "shifted": np.roll(target, 2, axis=3), "grey": target.mean(axis=1, keepdims=True).repeat(3, axis=1),
+             "flat": np.full_like(target, 0.5), "noise": rng.uniform(0, 1, target.shape)}
+    assert len(target) > 2 * M.SSIM_BLOCK and len(target) % M.SSIM_BLOCK
+    stats = M.ssim_stats(target)
+    for name, pred in preds.items():
+        ref = reference_ssim(pred, target)
+        np.testing.assert_allclose(M.ssim(pred, target), ref, rtol=0, atol=1e-10, err_msg=name)
+        assert np.array_equal(M.ssim(pred, target, stats), M.ssim(pred, target)), name
+    assert np.all(reference_ssim(preds["itself"], target) > 1 - 1e-12)
+    with pytest.raises(ValueError):  # stats of other targets
+        M.ssim(renders[:3], renders[:3], stats)
 
 
 def test_ssim_refuses_tiny_images():

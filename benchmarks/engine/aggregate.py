@@ -47,6 +47,9 @@ class RunResult:
     reference_models: list[dict[str, Any]] = field(default_factory=list)
     reference_models_left_out: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    # dof -> the eval job's wall times (evaluate.evaluate_dof's "timing": seconds, rows; job_seconds, table_seconds);
+    # absent for an output evaluated before they were recorded
+    evaluation: dict[int, dict] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # jobs whose outputs were absent (aggregate only)
 
 
@@ -74,6 +77,8 @@ def aggregate(config: BenchmarkConfig, wall_s: float = 0.0) -> tuple[Path, list[
         result.tables[part["dof"]] = part["table"]
         result.examples[part["dof"]], result.strips[part["dof"]] = part["examples"], part["strips"]
         result.curves.update(part["curves"])
+        if "timing" in part:
+            result.evaluation[part["dof"]] = part["timing"]
     if not result.datasets:
         raise UserError(f"nothing to aggregate yet: no evaluation job has run (missing: {', '.join(result.missing)})")
     return report.write_output(config, result, out), result.missing

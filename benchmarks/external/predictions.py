@@ -229,5 +229,5 @@ def score_predictions(config: ScoreConfig) -> Path:
     result = RunResult(datasets={dof: part["dataset"]}, records=part["records"], ceiling=part["ceiling"],
                        examples={dof: part["examples"]}, strips={dof: part["strips"]}, curves={},
                        paths=part["paths"], triplets=part["triplets"], tables={dof: part["table"]},
-                       wall_s=time.perf_counter() - start)
+                       wall_s=time.perf_counter() - start, evaluation={dof: part["timing"]})
     return report.write_output(config, result, out)

@@ -146,6 +146,7 @@ def markdown(config, result, references: list[dict] = ()) -> str:
                 lines += [f"#### {METRIC_TITLES[metric]}", "", *body] if body else []
         lines += diagnostic_section(result, dof)
     lines += compute_table(result.records)
+    lines += evaluation_table(result.evaluation, result.records)
     lines += ["## Figures", ""]
     for dof in sorted(result.datasets):
         lines.append(f"![in-betweens dof {dof}](inbetween-dof{dof}.png)")
@@ -238,6 +239,42 @@ def compute_table(records: list[dict]) -> list[str]:
     for (dof, label, seed), r in seen.items():
         lines.append(f"| {dof} | {label} | {show(seed)} | {show(r['params'])} | {show(r['train_seconds'])} | "
                      f"{show(r['train_flops'])} | {show(r['selected_step'])} | {show(r['lr'])} | {show(r.get('dtype'))} |")
+    return lines + [""]
+
+
+def evaluation_table(evaluation: dict[int, dict], records: list[dict]) -> list[str]:
+    """Markdown lines: each DoF's evaluation wall time (the eval job, its table and rows) beside the training time of
+    the rows it scored, then each row's. `evaluation`: RunResult.evaluation; `records` give the training seconds."""
+    if not evaluation:
+        return []
+    trained: dict[tuple, float] = {}  # (dof, label, seed) -> train_seconds, one per model as in compute_table
+    for r in records:
+        if r.get("params") is not None and r.get("train_seconds") is not None:
+            trained.setdefault((r["dof"], Row.of(r).label, r["seed"]), float(r["train_seconds"]))
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b > 0 else "–"
+
+    lines = ["Evaluation wall time per DoF (seconds): the eval job (loading the models and the reference table, then "
+             "scoring every row on every split, gap and tau), measured when it ran (a cached evaluation keeps the time "
+             "of the run that made it). `table`: loading the reference table, or rendering it on its first use (then "
+             "cached for every later run); `shared`: what the rows share (the ceiling, the targets' share of every "
+             "metric, path smoothness, the figures); `train`: the summed training time of the models above, for this "
+             "DoF (only the selected learning rate's, under --lr-trials).", "",
+             "| dof | eval job | table | shared | rows | train | eval / train | eval without table / train |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dof, t in sorted(evaluation.items()):
+        rows_s = sum(r["seconds"] for r in t["rows"])
+        train = sum(v for (d, _, _), v in trained.items() if d == dof)
+        job, table = t.get("job_seconds", t["seconds"]), t.get("table_seconds", 0.0)
+        lines.append(f"| {dof} | {job:.3g} | {table:.3g} | {t['seconds'] - rows_s:.3g} | {rows_s:.3g} | {train:.3g} | "
+                     f"{ratio(job, train)} | {ratio(job - table, train)} |")
+    lines += ["", "| dof | row | seed | eval s | frames scored | ms per frame |", "|---|---|---|---|---|---|"]
+    for dof, t in sorted(evaluation.items()):
+        for r in t["rows"]:
+            seed = "–" if r.get("seed") is None else r["seed"]
+            lines.append(f"| {dof} | {Row.of(r).label} | {seed} | {r['seconds']:.3g} | {r['frames']} | "
+                         f"{ratio(r['seconds'] * 1e3, r['frames'])} |")
     return lines + [""]
 
 
@@ -583,7 +620,8 @@ def write_output(config, result, out: Path) -> Path:
                "ceiling": result.ceiling, "paths": [{k: p.get(k) for k in PATH_KEYS} for p in result.paths],
                "tables": {str(d): v for d, v in sorted(result.tables.items())}, "skipped": result.skipped,
                "references": refs,
-               "reference_models": [m for m in result.reference_models if m["dof"] in result.datasets]}
+               "reference_models": [m for m in result.reference_models if m["dof"] in result.datasets],
+               "evaluation": {str(d): v for d, v in sorted(result.evaluation.items())}}
         (tmp / "results.json").write_text(json.dumps(doc, indent=1))
         with open(tmp / "results.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=RECORD_KEYS)

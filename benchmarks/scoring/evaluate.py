@@ -12,6 +12,7 @@ At tau = 0.5 each row's per-triplet metrics are kept too (TRIPLET_METRICS), for 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,8 +178,11 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     the path smoothness (needs all_taus); `device` is where the table metrics run. `score_train` scores
     the train split too (records with split "train": a diagnostic, kept out of the headline tables). `splits`
     scores only those of the evaluation splits, in evaluation order (score-predictions: the splits a
-    predictions file holds).
+    predictions file holds). Its "timing": the wall seconds of the whole scoring and, per row, of its predictions
+    and metrics (evaluate()) with the frames it scored.
     """
+    start = time.perf_counter()
+    row_seconds, row_frames = [0.0] * len(rows), [0] * len(rows)  # per row: wall time in evaluate() and frames scored
     records, ceiling, paths = [], [], []
     triplets: list[dict] = []  # per row and (split, gap) at tau 0.5: the target frames (s, t) and their metrics (N,)
     smooth = isinstance(table, pose.PoseTable) and all_taus
@@ -217,7 +221,10 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
                 path_wp.append(wp)
             shared = truths(pairs, factors, table, device)  # the targets' share of every metric, once for all rows
             for i, row in enumerate(rows):
+                began = time.perf_counter()
                 per, index = evaluate(row.predict, pairs, tau, factors, table, device, shared)
+                row_seconds[i] += time.perf_counter() - began
+                row_frames[i] += len(pairs["target"])
                 records += subset_records(where | row.fields, per, wp)
                 if tau == 0.5:
                     triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in TRIPLET_ROW}
@@ -235,9 +242,15 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
     test = h5format.read_split(path, "test")
     examples, strips = pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
+    # Wall time of this scoring: in all, and per row its predictions and metrics (the rest is shared by the rows:
+    # the ceiling, the targets' share of every metric, path smoothness, the figures' frames).
+    timing = {"seconds": round(time.perf_counter() - start, 3),
+              "rows": [{f: row.fields.get(f) for f in TRIPLET_ROW} | {"label": row.label, "seconds": round(sec, 3),
+                                                                       "frames": n}
+                       for row, sec, n in zip(rows, row_seconds, row_frames)]}
     return {"dof": dof, "dataset": {"file": str(path), "sha256": header.sha256}, "records": records,
             "ceiling": ceiling, "paths": paths, "triplets": triplets, "table": table_info(table), "examples": examples,
-            "strips": strips, "curves": curves}
+            "strips": strips, "curves": curves, "timing": timing}
 
 
 def table_info(table) -> dict | None:
