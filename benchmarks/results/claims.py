@@ -38,8 +38,8 @@ from pathlib import Path
 import click
 
 from benchmarks.results import stats
-from benchmarks.results.report import TRIPLET_KEYS
 from benchmarks.results.stats import MISSING, Estimate, Row, num, pval
+from benchmarks.scoring.examples import TRIPLET_KEYS
 from ibutil.cli import DataclassOptions, user_errors
 from ibutil.errors import UserError
 from ibutil.io import write_text_atomic

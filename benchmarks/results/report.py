@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.results import stats  # noqa: E402
 from benchmarks.results.stats import REFERENCE_MARK, Row  # noqa: E402
-from benchmarks.scoring.examples import HEADLINE_TAU, TRIPLET_ROW  # noqa: E402
+from benchmarks.scoring.examples import HEADLINE_TAU, TRIPLET_KEYS, TRIPLET_ROW  # noqa: E402
 from benchmarks.scoring.metrics import METRIC_NAMES, PSNR_CAP_DB, TABLE_METRIC_NAMES  # noqa: E402
 from ibdata.h5format import sha256_file  # noqa: E402
 from ibutil.errors import UserError  # noqa: E402
@@ -472,8 +472,6 @@ def summary_lines(records: list[dict], out: Path, mine: str | tuple[str, ...] = 
         lines.append(f"Open {out}/inbetween-dof{dofs[-1]}.png first: every method's in-betweens beside the true frame.")
     return lines
 
-
-TRIPLET_KEYS = ("dof", "split", "gap", *TRIPLET_ROW, "s", "t", "well_posed")  # then the metric columns
 
 
 def write_triplets(triplets: list[dict[str, Any]], path: Path) -> None:

@@ -11,6 +11,8 @@ from ibdata.triplets import triplet_index
 
 HEADLINE_TAU = 0.5  # the tables' tau: the middle frame
 TRIPLET_ROW = ("method", "alpha", "kl", "seed", "reference")  # what names a row in triplets.csv.gz
+# the leading columns of triplets.csv.gz (one line per scored triplet), then the metric columns
+TRIPLET_KEYS = ("dof", "split", "gap", *TRIPLET_ROW, "s", "t", "well_posed")
 N_EXAMPLES = 6  # test pairs shown in each in-between grid
 INTERP_STEPS = 7  # points on each interpolation strip, both true end frames included
 
