@@ -46,11 +46,12 @@ def dof2(tmp_path_factory):
 
 
 # Every path of the search: the defaults; every query through the product with every row (DENSE 0) and the fine
-# bound (REFINE 0); and every query through the blocks alone, with one probe block and no fine bound.
-PATHS = [{}, {"DENSE": 0.0, "REFINE": 0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1}]
+# bound (REFINE 0); every query through the blocks alone, with one probe block and no fine bound; and every query
+# with a row left after its bounds scored against every row by float64 products (EXACT_DENSE 0).
+PATHS = [{}, {"DENSE": 0.0, "REFINE": 0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1}, {"EXACT_DENSE": 0.0}]
 
 
-@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only"])
+@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only", "exact-dense"])
 def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, knobs):
     table, truth, hedged, _ = dof2
     for name, value in knobs.items():
@@ -86,17 +87,33 @@ def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest
     assert pose.grid(2, 10.0)[blocks[1]].max(axis=0).tolist() == [30.0, 70.0]
 
 
-def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch):
+@pytest.mark.parametrize("exact_dense", [nearest.EXACT_DENSE, 0.0], ids=["pairs", "products"])
+def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, exact_dense):
     table, truth, _, _ = dof2
     rows = table.rows()[:200].copy()
     rows[150] = rows[40]  # two identical table frames: the same cosine to every query
     rows[170] = rows[40]
     monkeypatch.setattr(nearest, "PROBE", 1)  # the bound cannot order the copies: the exact step must find 40
+    monkeypatch.setattr(nearest, "EXACT_DENSE", exact_dense)
     index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
     query = torch.from_numpy(rows[[40, 150, 170]].astype(np.float32) / 255.0)
     found, distance, _ = nearest.search(index, query)
     assert found.tolist() == [40, 40, 40]
     assert distance.max() < 1e-12
+
+
+def test_the_products_route_returns_the_pair_steps_distances_bit_for_bit(dof2, monkeypatch):
+    """A grey or flat frame leaves most rows after its bounds; scored by products with every row it must give the
+    same rows and the same float64 distances as the pair step (DENSE_MARGIN re-scores the nearest few exactly)."""
+    table, truth, hedged, _ = dof2
+    index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
+    queries = torch.from_numpy(np.concatenate([truth, hedged]))
+    monkeypatch.setattr(nearest, "EXACT_DENSE", 2.0)  # never: every query through the pair step
+    by_pairs = nearest.search(index, queries)
+    monkeypatch.setattr(nearest, "EXACT_DENSE", 0.0)  # every query with a row in play through the products
+    by_products = nearest.search(index, queries)
+    np.testing.assert_array_equal(by_products[0].numpy(), by_pairs[0].numpy())
+    assert np.array_equal(by_products[1].numpy(), by_pairs[1].numpy())  # bit for bit, not within a tolerance
 
 
 def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):
