@@ -163,7 +163,13 @@ def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: n
     """Cosine distance 1 - cos in float64 of queries (B, D) float64 (norms (B,)) to table rows `rows` (B, C): (B, C)."""
     gathered = index.rows[rows].astype(np.float64)  # (B, C, D) pixels in 0..255
     dot = np.matmul(queries[:, None, :], gathered.transpose(0, 2, 1))[:, 0]  # (B, C): one BLAS product per query
-    return 1.0 - dot / (255.0 * norms[:, None] * np.maximum(index.norms[rows], 1e-300))
+    return cosine_distance(dot, norms, index.norms[rows])
+
+
+def cosine_distance(dot: np.ndarray, norms: np.ndarray, row_norms: np.ndarray) -> np.ndarray:
+    """1 - cos from the dot products (B, C) of queries (norms (B,)) with uint8-scale rows (norms / 255: (B, C) or
+    (C,)): the one formula of both exact routes, so they give the same float64 distance for the same dot."""
+    return 1.0 - dot / (255.0 * norms[:, None] * np.maximum(row_norms, 1e-300))
 
 
 def _nearest_of(index: Index, queries: np.ndarray, norms: np.ndarray, qi: np.ndarray, ri: np.ndarray,
@@ -244,17 +250,15 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def _dense_near(index: Index, queries: np.ndarray, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
     """(query, row) pairs (P,) x2 of the rows within DENSE_MARGIN of the nearest, for the queries `which` (H,) of
-    queries (B, D) float64 with norms (B,): every row's distance by float64 products with CHUNK rows at a time, the
-    formula of exact_distance in another summation order. The pair step then scores these few rows exactly."""
+    queries (B, D) float64 with norms (B,): every row's distance by float64 products with CHUNK rows at a time
+    (cosine_distance, the dots in another summation order). The pair step then scores these few rows exactly."""
     qi, ri = [], []
     for part in np.array_split(which, -(-len(which) // DENSE_BATCH)):
         q = queries[part]  # (n, D)
         dist = np.empty((len(part), len(index.rows)))  # (n, N)
         for start in range(0, len(index.rows), CHUNK):
             rows = index.rows[start:start + CHUNK].astype(np.float64)  # (C, D) pixels in 0..255
-            dot = q @ rows.T  # (n, C)
-            dist[:, start:start + CHUNK] = 1.0 - dot / (255.0 * norms[part][:, None]
-                                                        * np.maximum(index.norms[start:start + CHUNK], 1e-300))
+            dist[:, start:start + CHUNK] = cosine_distance(q @ rows.T, norms[part], index.norms[start:start + CHUNK])
         near_q, near_r = np.nonzero(dist <= dist.min(axis=1, keepdims=True) + DENSE_MARGIN)
         qi.append(part[near_q])
         ri.append(near_r)
