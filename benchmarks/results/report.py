@@ -221,12 +221,19 @@ def smoothness_section(paths: list[dict], dof: int, splits: list[str], records: 
             *body]
 
 
-def compute_table(records: list[dict]) -> list[str]:
-    """Markdown lines: each trained model's parameters, training time, FLOPs, selected step and lr (first DoF seen)."""
+def trained_models(records: list[dict]) -> dict[tuple, dict]:
+    """(dof, label, seed) -> the first record of each model the run trained or loaded (records with params): the
+    compute table's rows, and the training time the evaluation table sets against."""
     seen: dict[tuple, dict] = {}
     for r in records:
         if r.get("params") is not None:
             seen.setdefault((r["dof"], Row.of(r).label, r["seed"]), r)
+    return seen
+
+
+def compute_table(records: list[dict]) -> list[str]:
+    """Markdown lines: each trained model's parameters, training time, FLOPs, selected step and lr (first DoF seen)."""
+    seen = trained_models(records)
     if not seen:
         return []
 
@@ -247,11 +254,7 @@ def evaluation_table(evaluation: dict[int, dict], records: list[dict]) -> list[s
     the rows it scored, then each row's. `evaluation`: RunResult.evaluation; `records` give the training seconds."""
     if not evaluation:
         return []
-    trained: dict[tuple, float] = {}  # (dof, label, seed) -> train_seconds, one per model as in compute_table
-    for r in records:
-        if r.get("params") is not None and r.get("train_seconds") is not None:
-            trained.setdefault((r["dof"], Row.of(r).label, r["seed"]), float(r["train_seconds"]))
-
+    trained = trained_models(records)  # one record per model, as in compute_table
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}" if b > 0 else "–"
 
@@ -265,7 +268,7 @@ def evaluation_table(evaluation: dict[int, dict], records: list[dict]) -> list[s
              "|---|---|---|---|---|---|---|---|"]
     for dof, t in sorted(evaluation.items()):
         rows_s = sum(r["seconds"] for r in t["rows"])
-        train = sum(v for (d, _, _), v in trained.items() if d == dof)
+        train = sum(float(r.get("train_seconds") or 0.0) for (d, _, _), r in trained.items() if d == dof)
         job, table = t.get("job_seconds", t["seconds"]), t.get("table_seconds", 0.0)
         lines.append(f"| {dof} | {job:.3g} | {table:.3g} | {t['seconds'] - rows_s:.3g} | {rows_s:.3g} | {train:.3g} | "
                      f"{ratio(job, train)} | {ratio(job - table, train)} |")
