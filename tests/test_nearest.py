@@ -46,12 +46,13 @@ def dof2(tmp_path_factory):
 
 
 # Every path of the search: the defaults; every query through the product with every row (DENSE 0) and the fine
-# bound (REFINE 0); every query through the blocks alone, with one probe block and no fine bound; and every query
-# with a row left after its bounds scored against every row by float64 products (EXACT_DENSE 0).
-PATHS = [{}, {"DENSE": 0.0, "REFINE": 0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1}, {"EXACT_DENSE": 0.0}]
+# bound (REFINE 0), none screened; every query through the blocks alone, with one probe block and no fine bound; and
+# every query with a row in play after its coarse bound through the float32 screen of every row (SCREEN 0).
+PATHS = [{}, {"DENSE": 0.0, "REFINE": 0, "SCREEN": 2.0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1, "SCREEN": 2.0},
+         {"SCREEN": 0.0}, {"SCREEN": 0.0, "DENSE": 0.0}]
 
 
-@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only", "exact-dense"])
+@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only", "screen", "screen-dense"])
 def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, knobs):
     table, truth, hedged, _ = dof2
     for name, value in knobs.items():
@@ -87,14 +88,14 @@ def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest
     assert pose.grid(2, 10.0)[blocks[1]].max(axis=0).tolist() == [30.0, 70.0]
 
 
-@pytest.mark.parametrize("exact_dense", [nearest.EXACT_DENSE, 0.0], ids=["pairs", "products"])
-def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, exact_dense):
+@pytest.mark.parametrize("screen", [2.0, 0.0], ids=["pairs", "screen"])
+def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, screen):
     table, truth, _, _ = dof2
     rows = table.rows()[:200].copy()
     rows[150] = rows[40]  # two identical table frames: the same cosine to every query
     rows[170] = rows[40]
     monkeypatch.setattr(nearest, "PROBE", 1)  # the bound cannot order the copies: the exact step must find 40
-    monkeypatch.setattr(nearest, "EXACT_DENSE", exact_dense)
+    monkeypatch.setattr(nearest, "SCREEN", screen)
     index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
     query = torch.from_numpy(rows[[40, 150, 170]].astype(np.float32) / 255.0)
     found, distance, _ = nearest.search(index, query)
@@ -102,18 +103,48 @@ def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, exact_dense):
     assert distance.max() < 1e-12
 
 
-def test_the_products_route_returns_the_pair_steps_distances_bit_for_bit(dof2, monkeypatch):
-    """A grey or flat frame leaves most rows after its bounds; scored by products with every row it must give the
-    same rows and the same float64 distances as the pair step (DENSE_MARGIN re-scores the nearest few exactly)."""
+def test_the_screen_returns_the_pair_steps_rows_and_distances_bit_for_bit(dof2, monkeypatch):
+    """A blurred, grey or flat frame leaves many rows after its coarse bound; screened against every row in float32
+    (with its rounding bound) it must give the same rows and the same float64 distances as the fine bound and the
+    pair step, the exact step scoring the few rows the screen leaves."""
     table, truth, hedged, _ = dof2
     index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
     queries = torch.from_numpy(np.concatenate([truth, hedged]))
-    monkeypatch.setattr(nearest, "EXACT_DENSE", 2.0)  # never: every query through the pair step
+    monkeypatch.setattr(nearest, "SCREEN", 2.0)  # never: every query through the fine bound and the pair step
     by_pairs = nearest.search(index, queries)
-    monkeypatch.setattr(nearest, "EXACT_DENSE", 0.0)  # every query with a row in play through the products
-    by_products = nearest.search(index, queries)
-    np.testing.assert_array_equal(by_products[0].numpy(), by_pairs[0].numpy())
-    assert np.array_equal(by_products[1].numpy(), by_pairs[1].numpy())  # bit for bit, not within a tolerance
+    monkeypatch.setattr(nearest, "SCREEN", 0.0)  # every query with a row in play through the screen
+    by_screen = nearest.search(index, queries)
+    np.testing.assert_array_equal(by_screen[0].numpy(), by_pairs[0].numpy())
+    assert np.array_equal(by_screen[1].numpy(), by_pairs[1].numpy())  # bit for bit, not within a tolerance
+    assert by_screen[2] < by_pairs[2]  # the screen leaves fewer rows for the exact step than the fine bound
+    # A query with a negative pixel (outside what scoring sends: predictions are clamped to [0, 1]) is bounded by
+    # |q| . u instead; it still gets brute force's row.
+    signed = queries[:8].clone()
+    signed[:, ::7] -= 0.3
+    expected = brute_force(signed.numpy(), table.rows())[0]
+    np.testing.assert_array_equal(nearest.search(index, signed)[0].numpy(), expected)
+
+
+def test_the_screens_rounding_bound_holds_and_survives_matmul_precision_settings(dof2, monkeypatch):
+    """The float32 partial sums are within screen_error of the float64 dot products on real frames, and a user's
+    torch.set_float32_matmul_precision('medium') (bfloat16 products) is set aside while the screen runs."""
+    table, truth, hedged, _ = dof2
+    index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
+    q = torch.from_numpy(np.concatenate([truth, hedged])).double()
+    exact = q.numpy() @ table.rows().astype(np.float64).T  # (B, N)
+    screened = nearest.screen_dots(q.float(), index.screen_rows())
+    error = nearest.screen_error(q.shape[1])
+    assert 1e-5 < error < 2e-5  # (256 + 3 + 2) u at D = 768
+    assert (np.abs(screened - exact) <= error * exact).all()
+    was = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        monkeypatch.setattr(nearest, "SCREEN", 0.0)
+        found = nearest.search(index, q.float())[0].numpy()
+        assert torch.get_float32_matmul_precision() == "medium"  # restored
+    finally:
+        torch.set_float32_matmul_precision(was)
+    np.testing.assert_array_equal(found, brute_force(q.numpy(), table.rows())[0])
 
 
 def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):

@@ -21,14 +21,19 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
    residuals); one whose blocks hold more than DENSE of the table bounds every row in one product instead.
    The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
    could be nearer, or as near (a tie).
+3. A query left with more than SCREEN of the table after the coarse bound (a blurred, grey or flat frame,
+   about as far from many poses as from its nearest) skips 2.: its dot product with every row is computed in
+   float32 (the screen, as cheap as the bare product), with a proven bound on its rounding, and only the rows
+   that may be as near as the nearest by those bounds are scored exactly.
 
 Ties (equal float64 cosine) go to the lowest row index. Every bound is computed in float64 from float64
-coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below).
+coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below); the
+screen's float32 rounding is bounded by screen_error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,14 +55,16 @@ DENSE = 1 / 32  # a query whose blocks leave more than this share of the rows in
 SLACK = 1e-4
 CHUNK = 4096  # rows per float64 step of the build: (CHUNK, D) float64 = 100 MB at D = 3072
 DENSE_BATCH = 64  # queries per product with every row: (DENSE_BATCH, N) float64
-# A query whose bounds leave more than this share of the rows for the exact step (a grey or flat frame, near-equally
-# far from every pose) is scored against every row by float64 products over the table in CHUNK-row pieces: gathering
-# a float64 copy of each of its rows (the pair step) cost a grey DoF 2 query 0.58 s against 2 ms for the products.
-EXACT_DENSE = 1 / 16
-# The products' distances differ from exact_distance's by at most ~1e-12 (float64 dot products of D <= 3072 unit-
-# scale terms in another order); rows within this of their minimum are re-scored by exact_distance, so the nearest
-# row and its distance are computed exactly as on the pair step.
-DENSE_MARGIN = 1e-9
+# A query whose coarse bound leaves more than this share of the rows in play (a blurred, grey or flat frame: about
+# equally far from many poses) is screened against every row at once by float32 products (_screen): its fine bound
+# and exact step would gather thousands of rows in float64 (a pixel average blurred by sigma 3 px took 10 ms on the
+# DoF 2 table, 2.3 ms screened, against 1.1 ms for the bare float32 product; 1/64 timed best of 1/16 .. 1/128).
+SCREEN = 1 / 64
+SCREEN_K = 256  # terms per float32 partial dot product of the screen (its rounding bound: below)
+SCREEN_BATCH = 64  # queries per screen product: (SCREEN_BATCH, N) float64 dots
+# Rows whose cosine, by the screen's bounds (screen_error), may be within this of the best row's are scored exactly
+# (the exact step's own float64 rounding is below 1e-12): every row as near as the nearest, or nearer, is scored.
+SCREEN_MARGIN = 1e-9
 # (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
 # faults (50 MB steps took twice the wall time, in page faults of fresh memory).
 PAIRS = 256
@@ -145,6 +152,19 @@ class Index:
     centre_sq: torch.Tensor  # (K,) float64 ||c||^2
     radii: torch.Tensor  # (K,) float64
     groups: torch.Tensor  # (K, G) int64
+    float_rows: dict = field(default_factory=dict, repr=False, compare=False)  # the screen's operand, made once
+
+    def screen_rows(self) -> torch.Tensor:
+        """The table's pixels as SCREEN_K-column blocks (J, N, SCREEN_K) float32 on the CPU (0..255, exact; the last
+        block zero-padded), made on first use: 4 bytes per pixel (398 MB for the DoF 2 table), so only a search
+        that screens a query pays for it."""
+        if "cpu" not in self.float_rows:
+            n, d = self.rows.shape
+            j = -(-d // SCREEN_K)
+            padded = torch.zeros(n, j * SCREEN_K)
+            padded[:, :d] = torch.from_numpy(self.rows)
+            self.float_rows["cpu"] = padded.view(n, j, SCREEN_K).transpose(0, 1).contiguous()
+        return self.float_rows["cpu"]
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
@@ -233,36 +253,82 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
     # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
     passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
-    qi, ri = _candidates(index, z, zsq, passing, limit)
+    qi, ri, heavy = _candidates(index, z, zsq, passing, limit)
+    screened = _screen(index, q, norms_np, torch.nonzero(heavy).flatten().cpu().numpy()) if heavy.any() else None
     qi, ri = _refine(index, q, norms, qi, ri, limit)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
+    if screened is not None:
+        sq, sr = screened
+        other = sr != first_np[sq]
+        qi, ri = np.concatenate([qi, sq[other]]), np.concatenate([ri, sr[other]])
     scored = len(ri)
-    many = np.bincount(qi, minlength=b) > EXACT_DENSE * len(index.rows)  # (B,) queries the pair step would crawl
-    if many.any():
-        keep = ~many[qi]
-        qd, rd = _dense_near(index, q_np, norms_np, np.nonzero(many)[0])
-        qi, ri = np.concatenate([qi[keep], qd]), np.concatenate([ri[keep], rd])
     arg, best = _nearest_of(index, q_np, norms_np, qi, ri, first_np, d1)
     return (torch.from_numpy(arg).to(queries.device), torch.from_numpy(best).clamp_min(0.0).to(queries.device),
             scored)
 
 
-def _dense_near(index: Index, queries: np.ndarray, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(query, row) pairs (P,) x2 of the rows within DENSE_MARGIN of the nearest, for the queries `which` (H,) of
-    queries (B, D) float64 with norms (B,): every row's distance by float64 products with CHUNK rows at a time
-    (cosine_distance, the dots in another summation order). The pair step then scores these few rows exactly."""
+def _screen(index: Index, queries: torch.Tensor, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(query, row) pairs (P,) x2 of every row that may be as near as the nearest, for the queries `which` (H,) of
+    queries (B, D) float64 with norms (B,): every row's dot product by float32 products (screen_dots), within a
+    relative screen_error of the true one. A row stays if its cosine's upper bound reaches the best lower bound of
+    the query's rows, less SCREEN_MARGIN; the exact step then scores these few."""
+    table = index.screen_rows()  # (J, N, K) float32 pixels
+    error = screen_error(index.rows.shape[1])
+    row_norms = np.maximum(index.norms, 1e-300) * 255.0  # (N,) ||u|| (as cosine_distance clamps a black row)
     qi, ri = [], []
-    for part in np.array_split(which, -(-len(which) // DENSE_BATCH)):
-        q = queries[part]  # (n, D)
-        dist = np.empty((len(part), len(index.rows)))  # (n, N)
-        for start in range(0, len(index.rows), CHUNK):
-            rows = index.rows[start:start + CHUNK].astype(np.float64)  # (C, D) pixels in 0..255
-            dist[:, start:start + CHUNK] = cosine_distance(q @ rows.T, norms[part], index.norms[start:start + CHUNK])
-        near_q, near_r = np.nonzero(dist <= dist.min(axis=1, keepdims=True) + DENSE_MARGIN)
-        qi.append(part[near_q])
-        ri.append(near_r)
+    with _ieee_float32():
+        for part in np.array_split(which, -(-len(which) // SCREEN_BATCH)):
+            q = queries[torch.from_numpy(part)].cpu()  # (n, D) float64
+            dots = screen_dots(q.float(), table)  # (n, N) q . u
+            # The rounding's scale: q . u itself for non-negative queries, |q| . u for one with a negative pixel.
+            scale = screen_dots(q.abs().float(), table) if bool((q < 0).any()) else dots
+            slack = error * scale  # (n, N) the most each dot is off by
+            length = norms[part][:, None] * row_norms[None]  # (n, N) ||q|| ||u||
+            low, high = (dots - slack) / length, (dots + slack) / length  # (n, N) bounds on each row's cosine
+            near_q, near_r = np.nonzero(high >= low.max(axis=1, keepdims=True) - SCREEN_MARGIN)
+            qi.append(part[near_q])
+            ri.append(near_r)
     return np.concatenate(qi), np.concatenate(ri)
+
+
+def screen_error(d: int) -> float:
+    """The screen's worst relative error on a dot product of D = d non-negative terms (of its terms' magnitudes in
+    general): each float32 partial sum of SCREEN_K products is off by at most gamma_SCREEN_K of its terms' magnitudes
+    (gamma_n = n u / (1 - n u), u = 2^-24: Higham's bound, for any summation order), their float32 sum over the
+    J = d / SCREEN_K blocks by gamma_J more, the query's rounding to float32 by u per term, and the float64 results'
+    rounding by far less; 2u more covers those: (256 + 12 + 2) u = 1.6e-5 at D = 3072."""
+    u = 2.0 ** -24
+
+    def gamma(n: int) -> float:
+        return n * u / (1 - n * u)
+
+    return gamma(SCREEN_K) + gamma(-(-d // SCREEN_K)) + 2 * u
+
+
+def screen_dots(q: torch.Tensor, table: torch.Tensor) -> np.ndarray:
+    """Dot products of queries q (n, D) float32 with the screen's rows (J, N, K) float32: per block of K columns one
+    float32 product (the bmm), summed over the J blocks in float32, CHUNK rows at a time -> (n, N) float64."""
+    j, n_rows, k = table.shape
+    padded = torch.zeros(len(q), j * k)
+    padded[:, :q.shape[1]] = q
+    blocks = padded.view(len(q), j, k).transpose(0, 1)  # (J, n, K)
+    out = torch.empty(len(q), n_rows)
+    for start in range(0, n_rows, CHUNK):
+        out[:, start:start + CHUNK] = torch.bmm(blocks, table[:, start:start + CHUNK].transpose(1, 2)).sum(dim=0)
+    return out.double().numpy()
+
+
+class _ieee_float32:
+    """Float32 products at full float32 precision while the screen runs (torch may trade it for speed when a user
+    sets torch.set_float32_matmul_precision('high' or 'medium'): TF32 or bfloat16 products break screen_error)."""
+
+    def __enter__(self):
+        self.was = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc):
+        torch.set_float32_matmul_precision(self.was)
 
 
 def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torch.Tensor:
@@ -294,12 +360,15 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
 
 
 def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch.Tensor,
-                limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(query, row) pairs (P,) x2 of every row with a row bound <= limit, queries z (B, d + 1) with squared norms
     zsq (B,), limit (B,), `passing` (B, K) the blocks that may hold such rows: through those blocks' rows, or (a
     query for which more than DENSE of the rows lie in them: a blurred or grey frame, near many poses) through
-    one product with every row."""
-    dense = passing.sum(dim=1) * index.groups.shape[1] > DENSE * len(index.near)  # (B,)
+    one product with every row; and which queries (B,) bool have more than SCREEN of the rows in play: their pairs
+    are left out (the screen scores them against every row)."""
+    n = len(index.near)
+    heavy = torch.zeros(len(z), dtype=torch.bool, device=z.device)
+    dense = passing.sum(dim=1) * index.groups.shape[1] > DENSE * n  # (B,)
     qb, kb = torch.nonzero(passing, as_tuple=True)  # (P,) query, block
     if dense.any():
         qb, kb = qb[~dense[qb]], kb[~dense[qb]]
@@ -309,10 +378,16 @@ def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch
     for i in torch.nonzero(dense).flatten().split(DENSE_BATCH):
         # L by expansion, less its rounding bound (as in _bound): (n, N)
         bound = torch.addmm(index.near_sq[None] + zsq[i, None], z[i], index.near.T, alpha=-2.0) - 1e-12
-        qd, rd = torch.nonzero(bound <= limit[i][:, None], as_tuple=True)
-        qi.append(i[qd])
+        within = bound <= limit[i][:, None]  # (n, N)
+        many = within.sum(dim=1) > SCREEN * n  # (n,)
+        heavy[i[many]] = True
+        qd, rd = torch.nonzero(within[~many], as_tuple=True)
+        qi.append(i[~many][qd])
         ri.append(rd)
-    return torch.cat(qi), torch.cat(ri)
+    qi, ri = torch.cat(qi), torch.cat(ri)
+    heavy |= torch.bincount(qi, minlength=len(z)) > SCREEN * n  # ... and those the blocks left with as many
+    light = ~heavy[qi]
+    return qi[light], ri[light], heavy
 
 
 def _bound(zq: torch.Tensor, zq_sq: torch.Tensor, zu: torch.Tensor, zu_sq: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,12 @@ try:
 except ImportError:  # a commit from before the folder move (issue 21, e.g. edb3cca): the same modules, one level up
     from benchmarks import metrics, pose, tables
     from benchmarks import scoring as evaluate
-from ibdata import h5format
-from ibdata.frames import to_float
+try:
+    from ibdata import h5format
+    from ibdata.frames import to_float
+except ImportError:  # ... and from before ibdata (edb3cca): its ibutil lacks what this ibdata imports
+    from inbetween.data import to_float
+    from render import h5format
 from render.dataset import render_dataset
 from render.presets import RenderConfig
 
