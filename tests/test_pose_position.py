@@ -67,6 +67,31 @@ def test_grey_and_black_frames_are_far_from_the_table(dof1):
         pose.pose_metrics(x[:2], factors[0, :3], table)
 
 
+def test_a_frame_drawn_many_times_is_searched_once_with_the_same_answer(dof1, monkeypatch):
+    """recover() searches each byte-distinct frame of a batch once (mean-frame draws one frame for every pair): the
+    rows and distances equal a search of each frame alone, including a frame that differs from another only off
+    the pixels distinct() keys on."""
+    path, table, _ = dof1
+    x, _, _ = _test_split(path)
+    blurred = np.stack([cv2.GaussianBlur(im.transpose(1, 2, 0), (0, 0), 1.5) for im in x[:40:8]]).transpose(0, 3, 1, 2)
+    near_twin = blurred[0].copy()
+    near_twin[0, 0, 1] += 0.25  # entry 3 of its HWC row, not a multiple of 61: the same key as blurred[0]
+    batch = np.concatenate([np.repeat(blurred[:1], 30, axis=0), blurred[1:], near_twin[None], x[:3]])  # (38, ...)
+    calls = []
+    search = pose.nearest.search
+    monkeypatch.setattr(pose.nearest, "search", lambda index, rows: calls.append(len(rows)) or search(index, rows))
+    index, distance = pose.recover(batch, table)
+    assert calls == [1 + 4 + 1 + 3]  # 38 frames, 9 distinct ones: one search of 9 rows
+    monkeypatch.undo()
+    alone = [pose.recover(frame[None], table) for frame in batch]
+    np.testing.assert_array_equal(index, [i[0] for i, _ in alone])
+    assert np.array_equal(distance, np.concatenate([d for _, d in alone]))  # bit for bit
+    assert index[35] != index[0] or distance[35] != distance[0]  # the near twin was searched on its own
+    rows = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 2, 3, 1))).reshape(38, -1).float()
+    first, inverse = pose.distinct(rows)
+    assert len(first) == 9 and inverse[:30].tolist() == [0] * 30
+
+
 def test_table_is_cached_by_config_hash(dof1, monkeypatch):
     path, table, cache = dof1
     files = sorted((cache / "tables").glob("pose-table-*.npz"))
