@@ -221,7 +221,7 @@ def score_predictions(quiet, **options):
     from benchmarks.external.predictions import score_predictions as score
     from benchmarks.results import report
 
-    with user_errors(), reference_remedy():
+    with user_errors(), reference_remedy(), preemption_exits():
         config = ScoreConfig(**SCORE_OPTIONS.values(options).get("score", {}), progress=not quiet)
         path = score(config)
         click.echo(f"results in {path}/ (report.html, results.md, results.json, results.csv, config.json, figures)")

@@ -143,3 +143,34 @@ def test_rows_scored_on_shared_targets_equal_rows_scored_alone(bounce):
         together, _ = evaluate.evaluate(predict, pairs, 2 / 6, factors, table, truth=shared)
         assert set(alone) == set(together) and "position_error_px" in alone
         assert all(np.array_equal(alone[k], together[k], equal_nan=True) for k in alone)
+
+
+def test_a_stop_signal_ends_the_scoring_after_the_unit_in_hand(bounce):
+    """A SIGTERM while a row predicts: evaluate_dof finishes that (split, gap, tau) unit, scores no other, and raises
+    Interrupted (exit code 143) saying how far it got; the signal handlers are restored."""
+    import signal
+
+    import torch
+
+    from benchmarks.scoring import evaluate
+    from ibutil.preempt import Interrupted
+
+    data, _, _, _ = bounce
+    calls = []
+
+    def predict(x0, x2, tau):  # the first call gets the signal; its unit must still be scored whole
+        calls.append(float(tau))
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return x0
+
+    row = evaluate.Row(label="copy", predict=predict, fields={"method": "copy"}, shown=False, log=None)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    total = sum(len(evaluate.scored_groups(data, split, GAPS, True)) for split in ("test", "heldout"))
+    with pytest.raises(Interrupted) as info:
+        evaluate.evaluate_dof(6, data, [row], GAPS, progress=False, device=torch.device("cpu"))
+    assert info.value.exit_code == 143 and calls == [0.5]  # one unit: test, gap 1, tau 0.5 (one batch)
+    assert str(info.value) == (f"SIGTERM received: scoring of dof6 stopped after 1 of {total} (split, gap, tau) units "
+                               "(test, gap 1, tau 0.5); nothing of it was kept, trained models stay cached; run the "
+                               "same command again to score from the start")
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers

@@ -26,6 +26,7 @@ from ibdata import h5format
 from ibdata.frames import to_float
 from ibdata.triplets import TripletDataset
 from ibutil.errors import UserError
+from ibutil.preempt import StopFlag
 from ibutil.run import RECORD_KEYS
 
 EVAL_BATCH = 512  # pairs per forward pass
@@ -193,52 +194,61 @@ def evaluate_dof(dof: int, path, rows: list[Row], gaps: tuple[int, ...], *, all_
         if unknown:
             raise UserError(f"{path} scores the splits {', '.join(scored)}, not {', '.join(unknown)}")
         scored = [s for s in scored if s in splits]
-    for split in scored:
-        arrays = h5format.read_split(path, split)
-        frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
-        masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
-        truth, truth_index = ceiling_metrics(frames, masks, arrays.factors, table, device)
-        bar = tqdm(scored_groups(header, split, gaps, all_taus), desc=f"eval dof{dof} {split}", disable=not progress,
-                   leave=False)
-        path_index: dict[int, list[np.ndarray]] = {}  # row (or -1: the truth) -> (N,) table rows per j of this gap
-        path_wp: list[np.ndarray] = []
-        for k, j, ds in bar:
-            tau = j / (2 * k)
-            pairs = path_frames(frames, masks, ds.index, j)
-            s, t = ds.index[:, 0], ds.index[:, 1] - k + j  # the target frames
-            factors = ds.triplet_factors(None, tau)[1] if table is not None else None
-            try:
-                wp = ds.well_posed(None, tau)
-            except ValueError as exc:  # a factor unit without a tolerance (a user's file)
-                raise UserError(f"{path}: {exc}") from None
-            where = {"dof": dof, "split": split, "gap": k, "tau": tau}
-            # The true frame scored against itself: the ceiling (silhouettes are thresholded, tables are grids).
-            ceiling += subset_records(where, {n: v[s, t] for n, v in truth.items()}, wp)
-            if smooth and j == 1:
-                path_index, path_wp = {-1: []}, []
-            if smooth:
-                path_index[-1].append(truth_index[s, t])
-                path_wp.append(wp)
-            shared = truths(pairs, factors, table, device)  # the targets' share of every metric, once for all rows
-            for i, row in enumerate(rows):
-                began = time.perf_counter()
-                per, index = evaluate(row.predict, pairs, tau, factors, table, device, shared)
-                row_seconds[i] += time.perf_counter() - began
-                row_frames[i] += len(pairs["target"])
-                records += subset_records(where | row.fields, per, wp)
-                if tau == 0.5:
-                    triplets.append({"dof": dof, "split": split, "gap": k} | {f: row.fields.get(f) for f in TRIPLET_ROW}
-                                    | {"s": np.asarray(s), "t": np.asarray(t), "well_posed": np.asarray(wp)}
-                                    | {m: per[m] for m in TRIPLET_METRICS if m in per})
+    # A stop signal (SIGTERM, Ctrl-C) ends the scoring after the (split, gap, tau) unit in hand: nothing of it is kept
+    # (the caller writes its output only when it returns), and the same command scores again from the start.
+    groups = {split: scored_groups(header, split, gaps, all_taus) for split in scored}
+    total, done = sum(map(len, groups.values())), 0
+    with StopFlag() as stop:
+        for split in scored:
+            arrays = h5format.read_split(path, split)
+            frames = torch.from_numpy(arrays.frames).permute(0, 1, 4, 2, 3)  # (S, T, 3, H, W) uint8
+            masks = torch.from_numpy(arrays.masks)  # (S, T, H, W)
+            truth, truth_index = ceiling_metrics(frames, masks, arrays.factors, table, device)
+            bar = tqdm(groups[split], desc=f"eval dof{dof} {split}", disable=not progress, leave=False)
+            path_index: dict[int, list[np.ndarray]] = {}  # row (or -1: the truth) -> (N,) table rows per j of this gap
+            path_wp: list[np.ndarray] = []
+            for k, j, ds in bar:
+                tau = j / (2 * k)
+                pairs = path_frames(frames, masks, ds.index, j)
+                s, t = ds.index[:, 0], ds.index[:, 1] - k + j  # the target frames
+                factors = ds.triplet_factors(None, tau)[1] if table is not None else None
+                try:
+                    wp = ds.well_posed(None, tau)
+                except ValueError as exc:  # a factor unit without a tolerance (a user's file)
+                    raise UserError(f"{path}: {exc}") from None
+                where = {"dof": dof, "split": split, "gap": k, "tau": tau}
+                # The true frame scored against itself: the ceiling (silhouettes are thresholded, tables are grids).
+                ceiling += subset_records(where, {n: v[s, t] for n, v in truth.items()}, wp)
+                if smooth and j == 1:
+                    path_index, path_wp = {-1: []}, []
                 if smooth:
-                    path_index.setdefault(i, []).append(index)
-            if smooth and j == 2 * k - 1:  # the last frame of this gap's paths: score them
-                ends = np.stack(ds.triplet_factors(None, 0.5)[::2], axis=1)  # (N, 2, F) factors of x0, x2
-                every = np.stack(path_wp, axis=1).all(axis=1)  # (N,) all frames of the path well-posed
-                base = {"dof": dof, "split": split, "gap": k}
-                for i, idx in sorted(path_index.items(), key=lambda kv: kv[0] < 0):  # the truth last
-                    fields_ = {"method": "true frames"} if i < 0 else rows[i].fields
-                    paths += path_records(base | fields_, np.stack(idx, axis=1), ends, every, table)
+                    path_index[-1].append(truth_index[s, t])
+                    path_wp.append(wp)
+                shared = truths(pairs, factors, table, device)  # the targets' share of every metric, once for all rows
+                for i, row in enumerate(rows):
+                    began = time.perf_counter()
+                    per, index = evaluate(row.predict, pairs, tau, factors, table, device, shared)
+                    row_seconds[i] += time.perf_counter() - began
+                    row_frames[i] += len(pairs["target"])
+                    records += subset_records(where | row.fields, per, wp)
+                    if tau == 0.5:
+                        triplets.append({"dof": dof, "split": split, "gap": k}
+                                        | {f: row.fields.get(f) for f in TRIPLET_ROW}
+                                        | {"s": np.asarray(s), "t": np.asarray(t), "well_posed": np.asarray(wp)}
+                                        | {m: per[m] for m in TRIPLET_METRICS if m in per})
+                    if smooth:
+                        path_index.setdefault(i, []).append(index)
+                if smooth and j == 2 * k - 1:  # the last frame of this gap's paths: score them
+                    ends = np.stack(ds.triplet_factors(None, 0.5)[::2], axis=1)  # (N, 2, F) factors of x0, x2
+                    every = np.stack(path_wp, axis=1).all(axis=1)  # (N,) all frames of the path well-posed
+                    base = {"dof": dof, "split": split, "gap": k}
+                    for i, idx in sorted(path_index.items(), key=lambda kv: kv[0] < 0):  # the truth last
+                        fields_ = {"method": "true frames"} if i < 0 else rows[i].fields
+                        paths += path_records(base | fields_, np.stack(idx, axis=1), ends, every, table)
+                done += 1
+                stop.check(f"scoring of dof{dof} stopped after {done} of {total} (split, gap, tau) units ({split}, "
+                           f"gap {k}, tau {tau:g}); nothing of it was kept, trained models stay cached; run the same "
+                           "command again to score from the start")
     test = h5format.read_split(path, "test")
     examples, strips = pick_figures(dof, test.frames, max(gaps), [r for r in rows if r.shown])
     curves = {f"dof{dof} {r.label}": r.log for r in rows if r.shown and r.log}
