@@ -7,6 +7,7 @@ python -m benchmarks.tools.metric_speed --compare edb3cca --dof 2 [--step 2] [--
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -192,6 +193,11 @@ def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, g
                 pose.nearest.exact_distance(index, q.numpy(), norms.numpy(), nearest_rows[start:start + 256])
 
         jobs["search_floor"] = floor
+        # What the search answers, as digests that --compare holds against the other tree's: copies, blurred blends,
+        # and what the shipped trained models of this DoF draw at tau 0.5 between the ends 2 `gap` apart.
+        sets = {"copy-x0": pred, "blurred-blend": hedged.reshape(len(hedged), size, size, 3).permute(0, 3, 1, 2)}
+        sets |= shipped_predictions(dof, x[seq[:, :-2 * gap].ravel()][:frames], x[seq[:, 2 * gap:].ravel()][:frames])
+        digests = {name: answer_digest(*pose.recover(images, table)) for name, images in sets.items()}
     counts = {"pose_search_hedged": len(hedged)} if "pose_search_hedged" in jobs else {}  # queries, if not `frames`
     for job in jobs.values():  # once untimed: one-off costs per table (unit rows, the index on a device) are not per frame
         job()
@@ -206,6 +212,32 @@ def profile(cache: Path, dof: int, size: int, step: float | None, frames: int, g
                            for name, v in seconds.items()}}
     if dof in (1, 2) and "pose_search" in jobs:
         out["search_equals_brute_force"] = same
+        out["search_digests"] = digests
+    return out
+
+
+def answer_digest(index: np.ndarray, distance: np.ndarray) -> str:
+    """sha256 of the recovered table rows (N,) and their float64 distances (N,): equal digests, equal bits."""
+    return hashlib.sha256(np.asarray(index, np.int64).tobytes() + np.asarray(distance, np.float64).tobytes()).hexdigest()
+
+
+def shipped_predictions(dof: int, x0: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What each trained model in reference/models for `dof` draws at tau 0.5 between x0 and x2 (N, 3, H, W) uint8:
+    name -> (N, 3, H, W) float in [0, 1]; none where this tree has no shipped models."""
+    folder = Path(__file__).resolve().parents[2] / "reference" / "models"
+    try:
+        from benchmarks import methods
+        from benchmarks.engine.reference_models import read_folder
+    except ImportError:  # a commit from before the shipped models
+        return {}
+    out = {}
+    for model in (read_folder(folder) if folder.is_dir() else []):
+        if model.dof == dof:
+            module = methods.get(model.method)
+            loaded = module.load(model.config(), model.folder, "cpu")
+            with torch.no_grad():
+                out[model.name] = torch.cat([module.predict(loaded, a.float() / 255, b.float() / 255, 0.5).clamp(0, 1)
+                                             for a, b in zip(x0.split(512), x2.split(512))])
     return out
 
 
@@ -245,6 +277,10 @@ def compare(before: str, cache: Path, dof: int, size: int, step: float | None, f
         # the most any search of this design could gain over the product: its fixed float64 price per query alone
         out["floor_vs_brute_force"] = round(med["after"]["brute_force_product"] / med["after"]["search_floor"], 2)
         out["search_equals_brute_force"] = all(r["search_equals_brute_force"] for r in runs["after"])
+    if all("search_digests" in r for rs in runs.values() for r in rs):  # both trees answered the same query sets
+        before, after = runs["before"][0]["search_digests"], runs["after"][0]["search_digests"]
+        out["same_rows_and_distances_as_before"] = {name: before[name] == after[name]
+                                                    for name in sorted(set(before) & set(after))}
     return out
 
 
