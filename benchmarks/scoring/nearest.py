@@ -61,6 +61,16 @@ DENSE_MARGIN = 1e-9
 # (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
 # faults (50 MB steps took twice the wall time, in page faults of fresh memory).
 PAIRS = 256
+# A small table, at most SMALL * D rows (the DoF 1 table: 720 rows at D = 3072), bounds every row at once in one
+# float32 product (B, N) on its first SMALL_DIMS directions (_small_pairs): N (k + 1) multiply-adds a query, below the
+# projection's D (k + 1), with no per-block steps. Its rows lie along a 1-D curve: 16 directions leave a copied frame
+# with no row but its own in play, and cost a third of the 64-direction projection.
+SMALL = 1.0
+SMALL_DIMS = 16
+# The small route's query coordinates come from a float32 product with rigorous error bounds of their own
+# (_project32), so its margin only covers the exact distances' float64 rounding (below 1e-12): every row whose
+# computed distance is at most the first row's has L <= 2 d1 + 2e-12.
+SMALL_SLACK = 1e-9
 
 
 def tiles(shape: tuple[int, ...], side: int) -> np.ndarray:
@@ -145,6 +155,10 @@ class Index:
     centre_sq: torch.Tensor  # (K,) float64 ||c||^2
     radii: torch.Tensor  # (K,) float64
     groups: torch.Tensor  # (K, G) int64
+    small: bool  # at most SMALL * D rows: the small route (_small_pairs)
+    rows64: np.ndarray | None  # (N, D) float64 pixels of a small table (the small route's first rows), else None
+    near_small: torch.Tensor  # (N, k + 1) float64 z(u) on the first k = SMALL_DIMS directions (small route)
+    near_sq_small: torch.Tensor  # (N,) float64 ||z(u)||^2 of near_small
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
@@ -153,10 +167,15 @@ class Index:
         t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.int64 if k == "groups" else torch.float64)
              for k in ARRAYS}
         near = coarse(t["coords"], t["centres"].shape[1] - 1)
-        return cls(r, norms, lift=torch.cat([t["mean"][None], t["basis"]]), basis_mean=t["basis"] @ t["mean"],
+        lift = torch.cat([t["mean"][None], t["basis"]])  # (F + 1, D)
+        k, small = min(SMALL_DIMS, len(t["basis"])), len(r) <= SMALL * r.shape[1]
+        near_k = coarse(t["coords"], k)  # (N, k + 1)
+        near_k_sq = (near_k * near_k).sum(dim=1)
+        return cls(r, norms, lift=lift, basis_mean=t["basis"] @ t["mean"],
                    mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
                    coord_sq=(t["coords"] ** 2).sum(dim=1),
-                   centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
+                   centre_sq=(t["centres"] ** 2).sum(dim=1), small=small,
+                   rows64=r.astype(np.float64) if small else None, near_small=near_k, near_sq_small=near_k_sq, **t)
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -214,27 +233,36 @@ def _merge(arg: np.ndarray, best: np.ndarray, q: np.ndarray, distance: np.ndarra
 def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Nearest table row of each query (B, D) float (non-zero) by cosine: row (B,) int64, cosine distance
     1 - cos (B,) float64, and how many exact distances it took beyond the first row of each query."""
-    b, d = len(queries), index.near.shape[1] - 1
-    q = queries.double()
-    norms = q.norm(dim=1)  # (B,)
-    z = _project(index, q, norms, d)  # (B, d + 1)
-    zsq = (z * z).sum(dim=1)  # (B,)
-    # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
-    e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
-    # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
-    probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
-    first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
-    q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
-    d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
-                                        first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
-    # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
-    # then (a query left with many) the fine bound.
-    limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
-    # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
-    # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
-    passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
-    qi, ri = _candidates(index, z, zsq, passing, limit)
-    qi, ri = _refine(index, q, norms, qi, ri, limit)
+    b = len(queries)
+    if index.small:
+        # A small table: the first row and every row in play from one float32 bound of every row (_small_pairs); the
+        # float64 query (q_np) only where a query's norm and first row, or its rows in play, are scored
+        q_np, norms_np, first_np, d1, qi, ri = _small_pairs(index, queries)
+        norms, first = torch.from_numpy(norms_np).to(queries.device), torch.from_numpy(first_np).to(queries.device)
+        limit = torch.from_numpy(2.0 * d1 + SLACK).to(queries.device)  # (B,) the fine bound's, as on the blocks' route
+    else:
+        d = index.near.shape[1] - 1
+        q = queries.double()
+        norms = q.norm(dim=1)  # (B,)
+        z = _project(index, q, norms, d)  # (B, d + 1)
+        zsq = (z * z).sum(dim=1)  # (B,)
+        # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
+        e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
+        # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
+        probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)
+        first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))
+        first = first[:, 0]  # (B,)
+        q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
+        d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
+                                            first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
+        # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then
+        # row, then (a query left with many) the fine bound.
+        limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
+        # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
+        # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
+        passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
+        qi, ri = _candidates(index, z, zsq, passing, limit)
+    qi, ri = _refine(index, queries, norms, qi, ri, limit)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
     scored = len(ri)
@@ -246,6 +274,38 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     arg, best = _nearest_of(index, q_np, norms_np, qi, ri, first_np, d1)
     return (torch.from_numpy(arg).to(queries.device), torch.from_numpy(best).clamp_min(0.0).to(queries.device),
             scored)
+
+
+def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """The small route's steps 1 and 2 for queries (B, D) float: q_np (B, D) float64, norms (B,), the first row (B,)
+    and its distance d1 (B,) (exact_distance's formula), and the (query, row) pairs qi, ri (P,) torch int64 of every
+    row that the bound of all the rows at once cannot rule out (the first rows among them).
+
+    z = _project's coordinates on k = SMALL_DIMS directions, within err = sqrt(e_a^2 + h^2) <= e_a + h of z(q):
+    a_j off by at most g = 3 gamma_D (SLACK's budget: 1.1e-12 at D = 3072), a by e_a = g sqrt(k), s^2 by at most
+    Delta = 4 g sqrt(k) + 2 g (||a|| <= 2; ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (4.5e-6 at
+    k = 16; a square root: s may be near 0). A row with L(q, u) <= 2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach =
+    sqrt(2 d1 + SMALL_SLACK) + err, i.e. ||z(u)||^2 - 2 z . z(u) <= reach^2 - ||z||^2; computed by expansion in
+    float64 both sides are within 5e-13 of their values (gamma_(k+3) * 16, as in _bound), so a row is ruled out where
+    the left side exceeds the right by more than 1e-12."""
+    b, (n, d) = len(queries), index.rows.shape
+    k = index.near_small.shape[1] - 1
+    q = queries.double()
+    norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
+    z = _project(index, q, norms, k)  # (B, k + 1)
+    near = torch.addmm(index.near_sq_small, z, index.near_small.T, alpha=-2.0).cpu().numpy()  # (B, N)
+    first = near.argmin(axis=1)  # (B,) 1. the first row: the lowest bound (numpy's argmin: many times torch's speed)
+    q_np, norms = q.cpu().numpy(), norms.cpu().numpy()
+    # its distance by exact_distance's formula: np.matmul of the float64 query and row, one (D,) pair at a time
+    dot = np.array([q_np[i] @ index.rows64[first[i]] for i in range(b)])[:, None]  # (B, 1)
+    d1 = cosine_distance(dot, norms, index.norms[first, None])[:, 0]
+    # 2. every row that may be as near as the first
+    g = 3 * d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
+    reach = np.sqrt(2.0 * d1 + SMALL_SLACK) + (g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5)  # (B,)
+    right = reach * reach + 1e-12 - (z * z).sum(dim=1).cpu().numpy()  # (B,)
+    qi, ri = np.divmod(np.flatnonzero(near <= right[:, None]), n)  # (P,) x2
+    dev = queries.device
+    return q_np, norms, first, d1, torch.from_numpy(qi).to(dev), torch.from_numpy(ri).to(dev)
 
 
 def _dense_near(index: Index, queries: np.ndarray, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -276,20 +336,35 @@ def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torc
 
 def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
             limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries with more
-    than REFINE pairs (the others keep theirs: projecting them would cost more than scoring their few rows)."""
+    """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries (B, D) (float,
+    float64 norms (B,)) with more than REFINE pairs (the others keep theirs: projecting them would cost more than
+    scoring their few rows); limit (B,) 2 d1 + SLACK (the fine projection is float64, SLACK covers its rounding).
+
+    A query's first row came from a coarser bound; its pair with the lowest fine bound is often nearer. So that row
+    is scored exactly too, and the query's limit becomes the lower of the two, 2 d + SLACK: a row as near as the
+    nearest is as near as either, so it stays (that row itself too: its fine bound is at most 2 d + SLACK)."""
     heavy = torch.nonzero(torch.bincount(qi, minlength=len(q)) > REFINE).flatten()  # (H,)
     if not len(heavy) or index.coords.shape[1] == index.near.shape[1]:
         return qi, ri
     at = torch.full((len(q),), -1, dtype=torch.int64, device=qi.device)
     at[heavy] = torch.arange(len(heavy), device=qi.device)  # query -> its row of zf
-    zf = _project(index, q[heavy], norms[heavy], len(index.basis))  # (H, F + 1)
+    qh = q[heavy].double()  # (H, D)
+    zf = _project(index, qh, norms[heavy], len(index.basis))  # (H, F + 1)
     zf_sq = (zf * zf).sum(dim=1)
     keep = at[qi] < 0  # (P,) pairs of light queries stay
-    for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 2 MB each
-        h, r = at[qi[part]], ri[part]
-        bound = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0]  # (n,)
-        keep[part] = bound <= limit[qi[part]]
+    part = torch.nonzero(~keep).flatten()  # (Ph,) pairs of the heavy queries
+    h = at[qi[part]]  # (Ph,) their rows of zf
+    bound = torch.cat([_bound(zf[h[i]], zf_sq[h[i]], index.coords[ri[part[i]]][:, None],  # (n, F + 1) float64
+                              index.coord_sq[ri[part[i]]][:, None])[:, 0]  # gathers, 2 MB each
+                       for i in torch.arange(len(part), device=qi.device).split(PAIRS * 4)])  # (Ph,)
+    low = torch.full((len(heavy),), torch.inf, dtype=bound.dtype, device=bound.device).scatter_reduce_(
+        0, h, bound, "amin")  # (H,) each heavy query's lowest fine bound
+    lowest = torch.nonzero(bound == low[h]).flatten()  # pairs at it (one or more per heavy query)
+    proposal = torch.empty(len(heavy), dtype=torch.int64, device=qi.device)
+    proposal[h[lowest]] = ri[part[lowest]]  # (H,) one of them
+    d = exact_distance(index, qh.cpu().numpy(), norms[heavy].cpu().numpy(), proposal.cpu().numpy()[:, None])[:, 0]
+    tight = torch.minimum(limit[heavy], torch.from_numpy(2.0 * d + SLACK).to(limit.device))  # (H,)
+    keep[part] = bound <= tight[h]
     return qi[keep], ri[keep]
 
 
