@@ -155,10 +155,15 @@ class Index:
     centre_sq: torch.Tensor  # (K,) float64 ||c||^2
     radii: torch.Tensor  # (K,) float64
     groups: torch.Tensor  # (K, G) int64
-    small: bool  # at most SMALL * D rows: the small route (_small_pairs)
-    rows64: np.ndarray | None  # (N, D) float64 pixels of a small table (the small route's first rows), else None
-    near_small: torch.Tensor  # (N, k + 1) float64 z(u) on the first k = SMALL_DIMS directions (small route)
-    near_sq_small: torch.Tensor  # (N,) float64 ||z(u)||^2 of near_small
+    small: bool  # at most SMALL * D rows: the small route (_small_pairs); its arrays below are None on the blocks' route
+    rows64: np.ndarray | None  # (N, D) float64 pixels: the first rows' exact distances
+    apart: np.ndarray | None  # (N, N) float64 ||u - v||^2 of every two unit rows (cosines in float64, within 1e-11)
+    gap: np.ndarray | None  # (N,) float64 the least of apart over the other rows (a repeated frame: 0)
+    lift32: torch.Tensor | None  # (D, k + 1) float32 lift[:k + 1] transposed, k = SMALL_DIMS: the rough z of step 1
+    basis_mean32: torch.Tensor | None  # (k,) float32
+    mean_sq32: float | None
+    near32: torch.Tensor | None  # (N, k + 1) float32 z(u) on the first k directions, and its squared norms (N,)
+    near_sq32: torch.Tensor | None
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
@@ -168,14 +173,31 @@ class Index:
              for k in ARRAYS}
         near = coarse(t["coords"], t["centres"].shape[1] - 1)
         lift = torch.cat([t["mean"][None], t["basis"]])  # (F + 1, D)
-        k, small = min(SMALL_DIMS, len(t["basis"])), len(r) <= SMALL * r.shape[1]
-        near_k = coarse(t["coords"], k)  # (N, k + 1)
-        near_k_sq = (near_k * near_k).sum(dim=1)
+        small = len(r) <= SMALL * r.shape[1]
+        extra = _small_arrays(r, t, lift) if small else dict.fromkeys(SMALL_ARRAYS)
         return cls(r, norms, lift=lift, basis_mean=t["basis"] @ t["mean"],
                    mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
                    coord_sq=(t["coords"] ** 2).sum(dim=1),
-                   centre_sq=(t["centres"] ** 2).sum(dim=1), small=small,
-                   rows64=r.astype(np.float64) if small else None, near_small=near_k, near_sq_small=near_k_sq, **t)
+                   centre_sq=(t["centres"] ** 2).sum(dim=1), small=small, **extra, **t)
+
+
+SMALL_ARRAYS = ("rows64", "apart", "gap", "lift32", "basis_mean32", "mean_sq32", "near32", "near_sq32")
+
+
+def _small_arrays(rows: np.ndarray, t: dict[str, torch.Tensor], lift: torch.Tensor) -> dict:
+    """The small route's arrays of a table, rows (N, D) uint8 (Index's fields of the same names)."""
+    k = min(SMALL_DIMS, len(t["basis"]))
+    rows64 = rows.astype(np.float64)
+    unit = rows64 / np.maximum(np.linalg.norm(rows64, axis=1, keepdims=True), 1e-300)
+    apart = np.maximum(2.0 - 2.0 * (unit @ unit.T), 0.0)  # (N, N)
+    np.fill_diagonal(apart, np.inf)
+    gap = apart.min(axis=1)
+    np.fill_diagonal(apart, 0.0)
+    near = coarse(t["coords"], k)  # (N, k + 1)
+    near_sq = (near * near).sum(dim=1)
+    return {"rows64": rows64, "apart": apart, "gap": gap, "lift32": lift[:k + 1].T.float().contiguous(),
+            "basis_mean32": (t["basis"][:k] @ t["mean"]).float(), "mean_sq32": float(t["mean"] @ t["mean"]),
+            "near32": near.float(), "near_sq32": near_sq.float()}
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -279,33 +301,56 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
     """The small route's steps 1 and 2 for queries (B, D) float: q_np (B, D) float64, norms (B,), the first row (B,)
     and its distance d1 (B,) (exact_distance's formula), and the (query, row) pairs qi, ri (P,) torch int64 of every
-    row that the bound of all the rows at once cannot rule out (the first rows among them).
+    row that no bound rules out (the first rows among them).
 
-    z = _project's coordinates on k = SMALL_DIMS directions, within err = sqrt(e_a^2 + h^2) <= e_a + h of z(q):
-    a_j off by at most g = 3 gamma_D (SLACK's budget: 1.1e-12 at D = 3072), a by e_a = g sqrt(k), s^2 by at most
-    Delta = 4 g sqrt(k) + 2 g (||a|| <= 2; ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (4.5e-6 at
-    k = 16; a square root: s may be near 0). A row with L(q, u) <= 2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach =
-    sqrt(2 d1 + SMALL_SLACK) + err, i.e. ||z(u)||^2 - 2 z . z(u) <= reach^2 - ||z||^2; computed by expansion in
-    float64 both sides are within 5e-13 of their values (gamma_(k+3) * 16, as in _bound), so a row is ruled out where
-    the left side exceeds the right by more than 1e-12."""
-    b, (n, d) = len(queries), index.rows.shape
-    k = index.near_small.shape[1] - 1
+    1. The first row: the nearest by an approximate z (a float32 product, no bound needed: any row would do).
+    2. A row u as near as u1 has ||q - u||^2 <= 2 d1 + 2e-12 (d1 computed within 1e-12), so by the triangle
+       inequality ||u - u1|| <= 2 sqrt(2 d1 + SMALL_SLACK): a query whose first row has no other row that close
+       (gap, the squared distance to its nearest other row, within 1e-11: float64 cosines of unit rows) has no row
+       to score but its first. That is every query that is a table frame, or within a small share of a grid step of
+       one. The others bound every row on k = SMALL_DIMS directions in float64 (_small_bound)."""
+    b, n = len(queries), len(index.rows)
+    # 1. z roughly (float32: unit q . m and q . P_j / ||q||), and the nearest row by it
+    q32 = queries.to(torch.float32)
+    t = (q32 @ index.lift32) / torch.linalg.vector_norm(q32, dim=1, keepdim=True)  # (B, k + 1)
+    a = t[:, 1:] - index.basis_mean32  # (B, k)
+    z = torch.cat([a, (1.0 + index.mean_sq32 - 2.0 * t[:, :1] - (a * a).sum(dim=1, keepdim=True)).clamp_min_(0.0)
+                   .sqrt_()], dim=1)  # (B, k + 1)
+    first = torch.addmm(index.near_sq32, z, index.near32.T, alpha=-2.0).cpu().numpy().argmin(axis=1)  # (B,)
+    # its exact distance: torch's float64 norm and np.matmul of the float64 query and row, as exact_distance
     q = queries.double()
-    norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
-    z = _project(index, q, norms, k)  # (B, k + 1)
-    near = torch.addmm(index.near_sq_small, z, index.near_small.T, alpha=-2.0).cpu().numpy()  # (B, N)
-    first = near.argmin(axis=1)  # (B,) 1. the first row: the lowest bound (numpy's argmin: many times torch's speed)
-    q_np, norms = q.cpu().numpy(), norms.cpu().numpy()
-    # its distance by exact_distance's formula: np.matmul of the float64 query and row, one (D,) pair at a time
-    dot = np.array([q_np[i] @ index.rows64[first[i]] for i in range(b)])[:, None]  # (B, 1)
+    q_np, norms = q.cpu().numpy(), q.norm(dim=1).cpu().numpy()  # (B, D), (B,)
+    dot = np.array([q_np[i] @ index.rows64[f] for i, f in enumerate(first)])[:, None]  # (B, 1)
     d1 = cosine_distance(dot, norms, index.norms[first, None])[:, 0]
-    # 2. every row that may be as near as the first
-    g = 3 * d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
-    reach = np.sqrt(2.0 * d1 + SMALL_SLACK) + (g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5)  # (B,)
-    right = reach * reach + 1e-12 - (z * z).sum(dim=1).cpu().numpy()  # (B,)
-    qi, ri = np.divmod(np.flatnonzero(near <= right[:, None]), n)  # (P,) x2
+    # 2. the queries whose first row has another row within the triangle inequality's radius
+    radius = 4.0 * (2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + 1e-11  # (B,) squared
+    near = np.flatnonzero(radius >= index.gap[first])  # (H,)
+    if not len(near):
+        empty = torch.zeros(0, dtype=torch.int64, device=queries.device)
+        return q_np, norms, first, d1, empty, empty
+    in_reach = index.apart[first[near]] <= radius[near, None]  # (H, N) the rows the triangle inequality leaves
+    in_reach &= _small_bound(index, q[torch.from_numpy(near).to(q.device)], torch.from_numpy(norms[near]), d1[near])  # ... and the bound
+    qi, ri = np.divmod(np.flatnonzero(in_reach), n)  # (P,) x2
     dev = queries.device
-    return q_np, norms, first, d1, torch.from_numpy(qi).to(dev), torch.from_numpy(ri).to(dev)
+    return q_np, norms, first, d1, torch.from_numpy(near[qi]).to(dev), torch.from_numpy(ri).to(dev)
+
+
+def _small_bound(index: Index, q: torch.Tensor, norms: torch.Tensor, d1: np.ndarray) -> np.ndarray:
+    """Which rows (H, N) bool may be as near to queries q (H, D) float64 (norms (H,)) as their first rows, at
+    distance d1 (H,): L(q, u) <= 2 d1 + SMALL_SLACK, on k = SMALL_DIMS directions.
+
+    z = _project's coordinates, within err = sqrt(e_a^2 + h^2) <= e_a + h of z(q): a_j off by at most g = 3 gamma_D
+    (SLACK's budget: 1.1e-12 at D = 3072), a by e_a = g sqrt(k), s^2 by at most Delta = 4 g sqrt(k) + 2 g (||a|| <= 2;
+    ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (4.5e-6 at k = 16; a square root: s may be near 0).
+    A row with L(q, u) <= 2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach = sqrt(2 d1 + SMALL_SLACK) + err, i.e.
+    ||z(u)||^2 - 2 z . z(u) <= reach^2 - ||z||^2; by expansion in float64 both sides are within 5e-13 of their
+    values (gamma_(k+3) * 16, as in _bound), so a row is ruled out where the left exceeds the right by 1e-12."""
+    k, d = index.near.shape[1] - 1, q.shape[1]
+    z = _project(index, q, norms.to(q.device), k)  # (H, k + 1)
+    g = 3 * d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
+    reach = np.sqrt(2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + (g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5)
+    right = reach * reach + 1e-12 - (z * z).sum(dim=1).cpu().numpy()  # (H,)
+    return torch.addmm(index.near_sq, z, index.near.T, alpha=-2.0).cpu().numpy() <= right[:, None]
 
 
 def _dense_near(index: Index, queries: np.ndarray, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
