@@ -310,16 +310,16 @@ def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
        to score but its first. That is every query that is a table frame, or within a small share of a grid step of
        one. The others bound every row on k = SMALL_DIMS directions in float64 (_small_bound)."""
     b, n = len(queries), len(index.rows)
+    q = queries.double()
+    norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
     # 1. z roughly (float32: unit q . m and q . P_j / ||q||), and the nearest row by it
-    q32 = queries.to(torch.float32)
-    t = (q32 @ index.lift32) / torch.linalg.vector_norm(q32, dim=1, keepdim=True)  # (B, k + 1)
+    t = (queries.to(torch.float32) @ index.lift32) / norms.to(torch.float32)[:, None]  # (B, k + 1)
     a = t[:, 1:] - index.basis_mean32  # (B, k)
     z = torch.cat([a, (1.0 + index.mean_sq32 - 2.0 * t[:, :1] - (a * a).sum(dim=1, keepdim=True)).clamp_min_(0.0)
                    .sqrt_()], dim=1)  # (B, k + 1)
     first = torch.addmm(index.near_sq32, z, index.near32.T, alpha=-2.0).cpu().numpy().argmin(axis=1)  # (B,)
-    # its exact distance: torch's float64 norm and np.matmul of the float64 query and row, as exact_distance
-    q = queries.double()
-    q_np, norms = q.cpu().numpy(), q.norm(dim=1).cpu().numpy()  # (B, D), (B,)
+    # its exact distance: np.matmul of the float64 query and row (exact_distance's formula), one pair at a time
+    q_np, norms = q.cpu().numpy(), norms.cpu().numpy()  # (B, D), (B,)
     dot = np.array([q_np[i] @ index.rows64[f] for i, f in enumerate(first)])[:, None]  # (B, 1)
     d1 = cosine_distance(dot, norms, index.norms[first, None])[:, 0]
     # 2. the queries whose first row has another row within the triangle inequality's radius
@@ -329,7 +329,8 @@ def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
         empty = torch.zeros(0, dtype=torch.int64, device=queries.device)
         return q_np, norms, first, d1, empty, empty
     in_reach = index.apart[first[near]] <= radius[near, None]  # (H, N) the rows the triangle inequality leaves
-    in_reach &= _small_bound(index, q[torch.from_numpy(near).to(q.device)], torch.from_numpy(norms[near]), d1[near])  # ... and the bound
+    # ... and the bound on DIMS directions
+    in_reach &= _small_bound(index, q[torch.from_numpy(near).to(q.device)], torch.from_numpy(norms[near]), d1[near])
     qi, ri = np.divmod(np.flatnonzero(in_reach), n)  # (P,) x2
     dev = queries.device
     return q_np, norms, first, d1, torch.from_numpy(near[qi]).to(dev), torch.from_numpy(ri).to(dev)
