@@ -160,10 +160,10 @@ class Index:
     apart: np.ndarray | None  # (N, N) float64 ||u - v||^2 of every two unit rows (cosines in float64, within 1e-11)
     gap: np.ndarray | None  # (N,) float64 the least of apart over the other rows (a repeated frame: 0)
     lift32: torch.Tensor | None  # (D, k + 1) float32 lift[:k + 1] transposed, k = SMALL_DIMS: the rough z of step 1
-    basis_mean32: torch.Tensor | None  # (k,) float32
-    mean_sq32: float | None
+    basis_mean32: np.ndarray | None  # (k,) float32 P m on the first k
+    mean_sq32: float | None  # ||m||^2
     near32: torch.Tensor | None  # (N, k + 1) float32 z(u) on the first k directions, and its squared norms (N,)
-    near_sq32: torch.Tensor | None
+    near_sq32: torch.Tensor | None  # (on the CPU: step 1's small steps run in numpy; torch's product is the faster)
 
     @classmethod
     def on(cls, rows: np.ndarray, arrays: dict[str, np.ndarray], device: torch.device) -> Index:
@@ -196,8 +196,8 @@ def _small_arrays(rows: np.ndarray, t: dict[str, torch.Tensor], lift: torch.Tens
     near = coarse(t["coords"], k)  # (N, k + 1)
     near_sq = (near * near).sum(dim=1)
     return {"rows64": rows64, "apart": apart, "gap": gap, "lift32": lift[:k + 1].T.float().contiguous(),
-            "basis_mean32": (t["basis"][:k] @ t["mean"]).float(), "mean_sq32": float(t["mean"] @ t["mean"]),
-            "near32": near.float(), "near_sq32": near_sq.float()}
+            "basis_mean32": (t["basis"][:k] @ t["mean"]).float().cpu().numpy(), "mean_sq32": float(t["mean"] @ t["mean"]),
+            "near32": near.float().cpu(), "near_sq32": near_sq.float().cpu()}
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -257,9 +257,11 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     1 - cos (B,) float64, and how many exact distances it took beyond the first row of each query."""
     b = len(queries)
     if index.small:
-        # A small table: the first row and every row in play from one float32 bound of every row (_small_pairs); the
-        # float64 query (q_np) only where a query's norm and first row, or its rows in play, are scored
+        # A small table: steps 1 and 2 over every row at once (_small_pairs)
         q_np, norms_np, first_np, d1, qi, ri = _small_pairs(index, queries)
+        if not len(qi):  # every first row alone in reach (table frames): the answers, as the steps below leave them
+            return (torch.from_numpy(first_np).to(queries.device),
+                    torch.from_numpy(d1).clamp_min(0.0).to(queries.device), 0)
         norms, first = torch.from_numpy(norms_np).to(queries.device), torch.from_numpy(first_np).to(queries.device)
         limit = torch.from_numpy(2.0 * d1 + SLACK).to(queries.device)  # (B,) the fine bound's, as on the blocks' route
     else:
@@ -312,12 +314,12 @@ def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
     b, n = len(queries), len(index.rows)
     q = queries.double()
     norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
-    # 1. z roughly (float32: unit q . m and q . P_j / ||q||), and the nearest row by it
-    t = (queries.to(torch.float32) @ index.lift32) / norms.to(torch.float32)[:, None]  # (B, k + 1)
+    # 1. z roughly (a float32 product: unit q . m and q . P_j / ||q||; numpy for the small steps), the nearest row by it
+    t = ((queries.to(torch.float32) @ index.lift32) / norms.to(torch.float32)[:, None]).cpu().numpy()  # (B, k + 1)
     a = t[:, 1:] - index.basis_mean32  # (B, k)
-    z = torch.cat([a, (1.0 + index.mean_sq32 - 2.0 * t[:, :1] - (a * a).sum(dim=1, keepdim=True)).clamp_min_(0.0)
-                   .sqrt_()], dim=1)  # (B, k + 1)
-    first = torch.addmm(index.near_sq32, z, index.near32.T, alpha=-2.0).cpu().numpy().argmin(axis=1)  # (B,)
+    z = np.concatenate([a, np.sqrt(np.maximum(1.0 + index.mean_sq32 - 2.0 * t[:, :1] - (a * a).sum(axis=1, keepdims=True),
+                                              0.0, dtype=np.float32))], axis=1)  # (B, k + 1)
+    first = torch.addmm(index.near_sq32, torch.from_numpy(z), index.near32.T, alpha=-2.0).numpy().argmin(axis=1)  # (B,)
     # its exact distance: np.matmul of the float64 query and row (exact_distance's formula), one pair at a time
     q_np, norms = q.cpu().numpy(), norms.cpu().numpy()  # (B, D), (B,)
     dot = np.array([q_np[i] @ index.rows64[f] for i, f in enumerate(first)])[:, None]  # (B, 1)
