@@ -18,12 +18,21 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
 2. Every row that could be as near as u1 has L <= 2 d1: it lies in a block whose bound is <= 2 d1 + SLACK
    and has its own bound <= 2 d1 + SLACK. A query left with more than REFINE such rows (a blurred or grey
    frame) bounds them again on all FINE_DIMS directions (a tighter bound: more directions, smaller
-   residuals); one whose blocks hold more than DENSE of the table bounds every row in one product instead.
+   residuals), and scores its row of lowest fine bound exactly too, whose distance may lower its limit; one
+   whose blocks hold more than DENSE of the table bounds every row in one product instead.
    The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
    could be nearer, or as near (a tie).
 
+A small table (at most SMALL * D rows: the DoF 1 pose table, 720 rows) takes no blocks (_small_pairs): its first
+row is the nearest by a rough z from one float32 product on SMALL_DIMS directions (any row would do), and a row u
+as near as u1 has ||u - u1|| <= ||u - q|| + ||q - u1|| <= 2 sqrt(2 d1) (the triangle inequality in D dimensions),
+so a query whose first row has no other row that close (the table's row-to-row distances, made once) has nothing
+left to score: a query that is a table frame costs the rough z, its norm and one exact row. The others bound
+every row at once on DIMS directions (within the same radius), then go on as in step 2.
+
 Ties (equal float64 cosine) go to the lowest row index. Every bound is computed in float64 from float64
-coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below).
+coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below); the small
+route's bounds carry their own float64 rounding bounds, and SMALL_SLACK only covers the exact distances'.
 """
 
 from __future__ import annotations
@@ -61,15 +70,14 @@ DENSE_MARGIN = 1e-9
 # (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
 # faults (50 MB steps took twice the wall time, in page faults of fresh memory).
 PAIRS = 256
-# A small table, at most SMALL * D rows (the DoF 1 table: 720 rows at D = 3072), bounds every row at once in one
-# float32 product (B, N) on its first SMALL_DIMS directions (_small_pairs): N (k + 1) multiply-adds a query, below the
-# projection's D (k + 1), with no per-block steps. Its rows lie along a 1-D curve: 16 directions leave a copied frame
-# with no row but its own in play, and cost a third of the 64-direction projection.
+# A table of at most SMALL * D rows (the DoF 1 table: 720 rows at D = 3072) takes the small route (_small_pairs):
+# its first row from a rough float32 z on SMALL_DIMS directions against every row at once (N (k + 1) multiply-adds a
+# query, no blocks), and the rows left in play by the table's row-to-row distances (N^2 float64: 4 MB at N = 720).
+# 16 directions find a copied frame's own row (8 do too, but propose worse first rows for blurred frames).
 SMALL = 1.0
 SMALL_DIMS = 16
-# The small route's query coordinates come from a float32 product with rigorous error bounds of their own
-# (_project32), so its margin only covers the exact distances' float64 rounding (below 1e-12): every row whose
-# computed distance is at most the first row's has L <= 2 d1 + 2e-12.
+# The small route's margin on 2 d1: every row whose computed distance is at most the first row's has ||q - u||^2 <=
+# 2 d1 + 4e-12 (the exact distances are within 1e-12), and its bounds carry their own rounding (_small_bound).
 SMALL_SLACK = 1e-9
 
 
@@ -305,14 +313,16 @@ def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
     and its distance d1 (B,) (exact_distance's formula), and the (query, row) pairs qi, ri (P,) torch int64 of every
     row that no bound rules out (the first rows among them).
 
-    1. The first row: the nearest by an approximate z (a float32 product, no bound needed: any row would do).
-    2. A row u as near as u1 has ||q - u||^2 <= 2 d1 + 2e-12 (d1 computed within 1e-12), so by the triangle
-       inequality ||u - u1|| <= 2 sqrt(2 d1 + SMALL_SLACK): a query whose first row has no other row that close
-       (gap, the squared distance to its nearest other row, within 1e-11: float64 cosines of unit rows) has no row
-       to score but its first. That is every query that is a table frame, or within a small share of a grid step of
-       one. The others bound every row on k = SMALL_DIMS directions in float64 (_small_bound)."""
-    b, n = len(queries), len(index.rows)
-    q = queries.double()
+    1. The first row: the nearest by a rough z (a float32 product, no bound needed: any row would do).
+    2. A row u as near as u1 (computed d <= d1) has ||q - u||^2 <= 2 d1 + 4e-12 (the exact distances are within
+       1e-12 of 1 - cos), and ||q - u1||^2 too, so by the triangle inequality ||u - u1||^2 <= 4 (2 d1 +
+       SMALL_SLACK) =: radius. apart holds ||u - v||^2 within 1e-11 (2 - 2 cos of float64 unit rows: the cosine
+       within gamma_D + the unit rows' norms, < 1e-12), so a row with apart > radius + 1e-11 is ruled out, and a
+       query whose first row's gap (the least apart to another row) exceeds that has no row to score but its first:
+       a query that is a table frame, or within a small share of a grid step of one. The others bound every row on
+       DIMS directions in float64 too (_small_bound)."""
+    n = len(index.rows)
+    q = queries.double()  # (B, D)
     norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
     # 1. z roughly (a float32 product: unit q . m and q . P_j / ||q||; numpy for the small steps), the nearest row by it
     t = ((queries.to(torch.float32) @ index.lift32) / norms.to(torch.float32)[:, None]).cpu().numpy()  # (B, k + 1)
@@ -340,18 +350,20 @@ def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
 
 def _small_bound(index: Index, q: torch.Tensor, norms: torch.Tensor, d1: np.ndarray) -> np.ndarray:
     """Which rows (H, N) bool may be as near to queries q (H, D) float64 (norms (H,)) as their first rows, at
-    distance d1 (H,): L(q, u) <= 2 d1 + SMALL_SLACK, on k = SMALL_DIMS directions.
+    distance d1 (H,): L(q, u) <= 2 d1 + SMALL_SLACK, on k = DIMS directions (the coarse bound's `near`).
 
     z = _project's coordinates, within err = sqrt(e_a^2 + h^2) <= e_a + h of z(q): a_j off by at most g = 3 gamma_D
     (SLACK's budget: 1.1e-12 at D = 3072), a by e_a = g sqrt(k), s^2 by at most Delta = 4 g sqrt(k) + 2 g (||a|| <= 2;
-    ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (4.5e-6 at k = 16; a square root: s may be near 0).
-    A row with L(q, u) <= 2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach = sqrt(2 d1 + SMALL_SLACK) + err, i.e.
-    ||z(u)||^2 - 2 z . z(u) <= reach^2 - ||z||^2; by expansion in float64 both sides are within 5e-13 of their
-    values (gamma_(k+3) * 16, as in _bound), so a row is ruled out where the left exceeds the right by 1e-12."""
+    ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (6.1e-6 at k = 64; a square root: s may be near 0);
+    1e-12 more covers the rows' float64 z(u) (off by about 1e-13) and the float64 steps of s. A row with L(q, u) <=
+    2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach = sqrt(2 d1 + SMALL_SLACK) + err, i.e. ||z(u)||^2 - 2 z . z(u) <=
+    reach^2 - ||z||^2; by expansion in float64 both sides are within 5e-13 of their values (gamma_(k+3) * 16, as in
+    _bound), so a row is ruled out where the left exceeds the right by 1e-12."""
     k, d = index.near.shape[1] - 1, q.shape[1]
     z = _project(index, q, norms.to(q.device), k)  # (H, k + 1)
     g = 3 * d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
-    reach = np.sqrt(2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + (g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5)
+    err = g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5 + 1e-12
+    reach = np.sqrt(2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + err  # (H,)
     right = reach * reach + 1e-12 - (z * z).sum(dim=1).cpu().numpy()  # (H,)
     return torch.addmm(index.near_sq, z, index.near.T, alpha=-2.0).cpu().numpy() <= right[:, None]
 
