@@ -294,7 +294,7 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
         passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
         qi, ri = _candidates(index, z, zsq, passing, limit)
-    qi, ri = _refine(index, queries, norms, qi, ri, limit)
+    qi, ri = _refine(index, queries, norms, qi, ri, limit, first)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
     scored = len(ri)
@@ -395,14 +395,15 @@ def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torc
 
 
 def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
-            limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            limit: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries (B, D) (float,
     float64 norms (B,)) with more than REFINE pairs (the others keep theirs: projecting them would cost more than
     scoring their few rows); limit (B,) 2 d1 + SLACK (the fine projection is float64, SLACK covers its rounding).
 
-    A query's first row came from a coarser bound; its pair with the lowest fine bound is often nearer. So that row
-    is scored exactly too, and the query's limit becomes the lower of the two, 2 d + SLACK: a row as near as the
-    nearest is as near as either, so it stays (that row itself too: its fine bound is at most 2 d + SLACK)."""
+    A query's first row (B,) came from a coarser bound; its pair with the lowest fine bound is often nearer. So that
+    row is scored exactly too (unless it is the first), and the query's limit becomes the lower of the two, 2 d +
+    SLACK: a row as near as the nearest is as near as either, so it stays (that row too: its fine bound is at most
+    2 d + SLACK)."""
     heavy = torch.nonzero(torch.bincount(qi, minlength=len(q)) > REFINE).flatten()  # (H,)
     if not len(heavy) or index.coords.shape[1] == index.near.shape[1]:
         return qi, ri
@@ -422,8 +423,12 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
     lowest = torch.nonzero(bound == low[h]).flatten()  # pairs at it (one or more per heavy query)
     proposal = torch.empty(len(heavy), dtype=torch.int64, device=qi.device)
     proposal[h[lowest]] = ri[part[lowest]]  # (H,) one of them
-    d = exact_distance(index, qh.cpu().numpy(), norms[heavy].cpu().numpy(), proposal.cpu().numpy()[:, None])[:, 0]
-    tight = torch.minimum(limit[heavy], torch.from_numpy(2.0 * d + SLACK).to(limit.device))  # (H,)
+    new = torch.nonzero(proposal != first[heavy]).flatten()  # (H',) proposals other than the first row
+    tight = limit[heavy].clone()  # (H,)
+    if len(new):
+        d = exact_distance(index, qh[new].cpu().numpy(), norms[heavy[new]].cpu().numpy(),
+                           proposal[new].cpu().numpy()[:, None])[:, 0]
+        tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
     keep[part] = bound <= tight[h]
     return qi[keep], ri[keep]
 
