@@ -164,3 +164,49 @@ def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):
     assert (gap <= table.search["radii"][:, None]).all()
     # The same table gives the same bytes (seeded basis).
     np.testing.assert_array_equal(nearest.build(table.rows())["coords"], table.search["coords"])
+
+
+# The small-table route (a table of at most SMALL * D rows, e.g. the DoF 1 table), forced here on the 1,296-row table:
+# as it comes; with every query left after the triangle inequality through the fine bound (REFINE 0), none screened;
+# and with every query left with a row after its bounds through the float32 screen of every row (SCREEN 0).
+SMALL_PATHS = [{"SMALL": 10.0}, {"SMALL": 10.0, "REFINE": 0, "SCREEN": 2.0}, {"SMALL": 10.0, "SCREEN": 0.0}]
+
+
+@pytest.mark.parametrize("knobs", SMALL_PATHS, ids=["small", "small-fine", "small-screen"])
+def test_the_small_table_route_equals_brute_force(dof2, monkeypatch, knobs):
+    table, truth, hedged, _ = dof2
+    blocks = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
+    for name, value in knobs.items():
+        monkeypatch.setattr(nearest, name, value)
+    index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
+    assert index.small and not blocks.small
+    frames = table.rows()[::7].astype(np.float32) / 255.0  # table frames: the first row is the answer, alone in reach
+    for queries in (frames, truth, hedged):
+        found, distance, scored = nearest.search(index, torch.from_numpy(queries))
+        expected, expected_distance = brute_force(queries, table.rows())
+        np.testing.assert_array_equal(found.numpy(), expected)
+        np.testing.assert_allclose(distance.numpy(), expected_distance, rtol=0, atol=1e-12)
+        # the same rows as the blocks' route, and the same float64 distances (one formula, exact_distance's)
+        by_blocks = nearest.search(blocks, torch.from_numpy(queries))
+        np.testing.assert_array_equal(found.numpy(), by_blocks[0].numpy())
+        np.testing.assert_allclose(distance.numpy(), by_blocks[1].numpy(), rtol=0, atol=1e-15)
+        if queries is frames:
+            assert scored == 0  # the triangle inequality left no row but the first
+            assert np.array_equal(distance.numpy(), by_blocks[1].numpy())  # bit for bit
+        assert 0 <= scored < len(queries) * len(table.frames) // 10
+
+
+def test_the_small_routes_row_distances_bound_every_pair(dof2, monkeypatch):
+    """apart (N, N) holds ||u - v||^2 of the unit rows within 1e-11, gap the least over the other rows: a repeated
+    frame has gap 0 (its copy is always in reach), distinct frames a positive gap."""
+    table, _, _, _ = dof2
+    rows = table.rows()[:300].copy()
+    rows[250] = rows[20]
+    index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
+    assert index.small
+    unit = rows.astype(np.float64) / np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
+    exact = ((unit[:, None] - unit[None]) ** 2).sum(axis=2)  # (N, N) by differences, no cancellation
+    np.testing.assert_allclose(index.apart, exact, rtol=0, atol=1e-11)
+    assert index.gap[20] == index.gap[250] == 0.0 and (np.delete(index.gap, [20, 250]) > 0).all()
+    found, distance, _ = nearest.search(index, torch.from_numpy(rows[[250, 20]].astype(np.float32) / 255.0))
+    assert found.tolist() == [20, 20] and distance.max() < 1e-12

@@ -18,7 +18,8 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
 2. Every row that could be as near as u1 has L <= 2 d1: it lies in a block whose bound is <= 2 d1 + SLACK
    and has its own bound <= 2 d1 + SLACK. A query left with more than REFINE such rows (a blurred or grey
    frame) bounds them again on all FINE_DIMS directions (a tighter bound: more directions, smaller
-   residuals); one whose blocks hold more than DENSE of the table bounds every row in one product instead.
+   residuals), and scores its row of lowest fine bound exactly too, whose distance may lower its limit; one
+   whose blocks hold more than DENSE of the table bounds every row in one product instead.
    The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
    could be nearer, or as near (a tie).
 3. A query left with more than SCREEN of the table after the coarse bound (a blurred, grey or flat frame,
@@ -26,8 +27,16 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
    float32 (the screen, as cheap as the bare product), with a proven bound on its rounding, and only the rows
    that may be as near as the nearest by those bounds are scored exactly.
 
+A small table (at most SMALL * D rows: the DoF 1 pose table, 720 rows) takes no blocks (_small_pairs): its first
+row is the nearest by a rough z from one float32 product on SMALL_DIMS directions (any row would do), and a row u
+as near as u1 has ||u - u1|| <= ||u - q|| + ||q - u1|| <= 2 sqrt(2 d1) (the triangle inequality in D dimensions),
+so a query whose first row has no other row that close (the table's row-to-row distances, made once) has nothing
+left to score: a query that is a table frame costs the rough z, its norm and one exact row. The others bound
+every row at once on DIMS directions (within the same radius), then go on as in step 2.
+
 Ties (equal float64 cosine) go to the lowest row index. Every bound is computed in float64 from float64
-coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below); the
+coordinates (the table's made once, here), so SLACK only has to cover float64 rounding (see below); the small
+route's bounds carry their own float64 rounding bounds, and SMALL_SLACK only covers the exact distances'; the
 screen's float32 rounding is bounded by screen_error.
 """
 
@@ -68,6 +77,15 @@ SCREEN_MARGIN = 1e-9
 # (query, row) pairs per exact step: (PAIRS, D) float64 = 6 MB at D = 3072, which the allocator reuses without page
 # faults (50 MB steps took twice the wall time, in page faults of fresh memory).
 PAIRS = 256
+# A table of at most SMALL * D rows (the DoF 1 table: 720 rows at D = 3072) takes the small route (_small_pairs):
+# its first row from a rough float32 z on SMALL_DIMS directions against every row at once (N (k + 1) multiply-adds a
+# query, no blocks), and the rows left in play by the table's row-to-row distances (N^2 float64: 4 MB at N = 720).
+# 16 directions find a copied frame's own row (8 do too, but propose worse first rows for blurred frames).
+SMALL = 1.0
+SMALL_DIMS = 16
+# The small route's margin on 2 d1: every row whose computed distance is at most the first row's has ||q - u||^2 <=
+# 2 d1 + 4e-12 (the exact distances are within 1e-12), and its bounds carry their own rounding (_small_bound).
+SMALL_SLACK = 1e-9
 
 
 def tiles(shape: tuple[int, ...], side: int) -> np.ndarray:
@@ -152,6 +170,15 @@ class Index:
     centre_sq: torch.Tensor  # (K,) float64 ||c||^2
     radii: torch.Tensor  # (K,) float64
     groups: torch.Tensor  # (K, G) int64
+    small: bool  # at most SMALL * D rows: the small route (_small_pairs); its arrays below are None on the blocks' route
+    rows64: np.ndarray | None  # (N, D) float64 pixels: the first rows' exact distances
+    apart: np.ndarray | None  # (N, N) float64 ||u - v||^2 of every two unit rows (cosines in float64, within 1e-11)
+    gap: np.ndarray | None  # (N,) float64 the least of apart over the other rows (a repeated frame: 0)
+    lift32: torch.Tensor | None  # (D, k + 1) float32 lift[:k + 1] transposed, k = SMALL_DIMS: the rough z of step 1
+    basis_mean32: np.ndarray | None  # (k,) float32 P m on the first k
+    mean_sq32: float | None  # ||m||^2
+    near32: torch.Tensor | None  # (N, k + 1) float32 z(u) on the first k directions, and its squared norms (N,)
+    near_sq32: torch.Tensor | None  # (on the CPU: step 1's small steps run in numpy; torch's product is the faster)
     float_rows: dict = field(default_factory=dict, repr=False, compare=False)  # the screen's operand, made once
 
     def screen_rows(self) -> torch.Tensor:
@@ -173,10 +200,32 @@ class Index:
         t = {k: torch.from_numpy(np.asarray(arrays[k])).to(device, torch.int64 if k == "groups" else torch.float64)
              for k in ARRAYS}
         near = coarse(t["coords"], t["centres"].shape[1] - 1)
-        return cls(r, norms, lift=torch.cat([t["mean"][None], t["basis"]]), basis_mean=t["basis"] @ t["mean"],
+        lift = torch.cat([t["mean"][None], t["basis"]])  # (F + 1, D)
+        small = len(r) <= SMALL * r.shape[1]
+        extra = _small_arrays(r, t, lift) if small else dict.fromkeys(SMALL_ARRAYS)
+        return cls(r, norms, lift=lift, basis_mean=t["basis"] @ t["mean"],
                    mean_sq=t["mean"] @ t["mean"], near=near, near_sq=(near * near).sum(dim=1),
                    coord_sq=(t["coords"] ** 2).sum(dim=1),
-                   centre_sq=(t["centres"] ** 2).sum(dim=1), **t)
+                   centre_sq=(t["centres"] ** 2).sum(dim=1), small=small, **extra, **t)
+
+
+SMALL_ARRAYS = ("rows64", "apart", "gap", "lift32", "basis_mean32", "mean_sq32", "near32", "near_sq32")
+
+
+def _small_arrays(rows: np.ndarray, t: dict[str, torch.Tensor], lift: torch.Tensor) -> dict:
+    """The small route's arrays of a table, rows (N, D) uint8 (Index's fields of the same names)."""
+    k = min(SMALL_DIMS, len(t["basis"]))
+    rows64 = rows.astype(np.float64)
+    unit = rows64 / np.maximum(np.linalg.norm(rows64, axis=1, keepdims=True), 1e-300)
+    apart = np.maximum(2.0 - 2.0 * (unit @ unit.T), 0.0)  # (N, N)
+    np.fill_diagonal(apart, np.inf)
+    gap = apart.min(axis=1)
+    np.fill_diagonal(apart, 0.0)
+    near = coarse(t["coords"], k)  # (N, k + 1)
+    near_sq = (near * near).sum(dim=1)
+    return {"rows64": rows64, "apart": apart, "gap": gap, "lift32": lift[:k + 1].T.float().contiguous(),
+            "basis_mean32": (t["basis"][:k] @ t["mean"]).float().cpu().numpy(), "mean_sq32": float(t["mean"] @ t["mean"]),
+            "near32": near.float().cpu(), "near_sq32": near_sq.float().cpu()}
 
 
 def exact_distance(index: Index, queries: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -234,28 +283,43 @@ def _merge(arg: np.ndarray, best: np.ndarray, q: np.ndarray, distance: np.ndarra
 def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Nearest table row of each query (B, D) float (non-zero) by cosine: row (B,) int64, cosine distance
     1 - cos (B,) float64, and how many exact distances it took beyond the first row of each query."""
-    b, d = len(queries), index.near.shape[1] - 1
-    q = queries.double()
-    norms = q.norm(dim=1)  # (B,)
-    z = _project(index, q, norms, d)  # (B, d + 1)
-    zsq = (z * z).sum(dim=1)  # (B,)
-    # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
-    e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
-    # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
-    probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)  # (B, P*G)
-    first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))[:, 0]
-    q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
-    d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
-                                        first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
-    # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then row,
-    # then (a query left with many) the fine bound.
-    limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
-    # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
-    # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
-    passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
-    qi, ri, heavy = _candidates(index, z, zsq, passing, limit)
-    screened = _screen(index, q, norms_np, torch.nonzero(heavy).flatten().cpu().numpy()) if heavy.any() else None
-    qi, ri = _refine(index, q, norms, qi, ri, limit)
+    b = len(queries)
+    if index.small:
+        # A small table: steps 1 and 2 over every row at once (_small_pairs)
+        q_np, norms_np, first_np, d1, qi, ri = _small_pairs(index, queries)
+        if not len(qi):  # every first row alone in reach (table frames): the answers, as the steps below leave them
+            return (torch.from_numpy(first_np).to(queries.device),
+                    torch.from_numpy(d1).clamp_min(0.0).to(queries.device), 0)
+        norms, first = torch.from_numpy(norms_np).to(queries.device), torch.from_numpy(first_np).to(queries.device)
+        limit = torch.from_numpy(2.0 * d1 + SLACK).to(queries.device)  # (B,) the fine bound's, as on the blocks' route
+        heavy = torch.bincount(qi, minlength=b) > SCREEN * len(index.rows)  # (B,) to the screen, as on the blocks'
+        light = ~heavy[qi]
+        qi, ri = qi[light], ri[light]
+    else:
+        d = index.near.shape[1] - 1
+        q = queries.double()
+        norms = q.norm(dim=1)  # (B,)
+        z = _project(index, q, norms, d)  # (B, d + 1)
+        zsq = (z * z).sum(dim=1)  # (B,)
+        # e^2 = ||z(q) - c||^2 of every block by expansion, less the most its rounding adds (gamma_(d+3) * 16 < 2e-13)
+        e2 = torch.addmm(index.centre_sq[None] + zsq[:, None], z, index.centres.T, alpha=-2.0).sub_(1e-12)  # (B, K)
+        # 1. The first row: the lowest row bound among the rows of the PROBE blocks with the nearest centres.
+        probe = index.groups[e2.topk(min(PROBE, len(index.groups)), dim=1, largest=False).indices].flatten(1)
+        first = probe.gather(1, _bound(z, zsq, index.near[probe], index.near_sq[probe]).argmin(dim=1, keepdim=True))
+        first = first[:, 0]  # (B,)
+        q_np, norms_np, first_np = q.cpu().numpy(), norms.cpu().numpy(), first.cpu().numpy()
+        d1 = np.concatenate([exact_distance(index, q_np[i:i + PAIRS], norms_np[i:i + PAIRS],
+                                            first_np[i:i + PAIRS, None])[:, 0] for i in range(0, b, PAIRS)])
+        # 2. Every other row whose bound does not exceed ||q - u1||^2 = 2 d1 (plus the margin): block first, then
+        # row, then (a query left with many) the fine bound.
+        limit = torch.from_numpy(2.0 * d1 + SLACK).to(z.device)  # (B,)
+        # A block's rows all have L >= (e - rho)^2 when e >= rho: it can hold a row with L <= limit only if
+        # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
+        passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
+        qi, ri, heavy = _candidates(index, z, zsq, passing, limit)
+    # 3. A query with more than SCREEN of the rows in play: every row through the float32 screen instead.
+    screened = _screen(index, queries, norms_np, torch.nonzero(heavy).flatten().cpu().numpy()) if heavy.any() else None
+    qi, ri = _refine(index, queries, norms, qi, ri, limit, first)
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
     if screened is not None:
@@ -268,9 +332,69 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
             scored)
 
 
+def _small_pairs(index: Index, queries: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """The small route's steps 1 and 2 for queries (B, D) float: q_np (B, D) float64, norms (B,), the first row (B,)
+    and its distance d1 (B,) (exact_distance's formula), and the (query, row) pairs qi, ri (P,) torch int64 of every
+    row that no bound rules out (the first rows among them).
+
+    1. The first row: the nearest by a rough z (a float32 product, no bound needed: any row would do).
+    2. A row u as near as u1 (computed d <= d1) has ||q - u||^2 <= 2 d1 + 4e-12 (the exact distances are within
+       1e-12 of 1 - cos), and ||q - u1||^2 too, so by the triangle inequality ||u - u1||^2 <= 4 (2 d1 +
+       SMALL_SLACK) =: radius. apart holds ||u - v||^2 within 1e-11 (2 - 2 cos of float64 unit rows: the cosine
+       within gamma_D + the unit rows' norms, < 1e-12), so a row with apart > radius + 1e-11 is ruled out, and a
+       query whose first row's gap (the least apart to another row) exceeds that has no row to score but its first:
+       a query that is a table frame, or within a small share of a grid step of one. The others bound every row on
+       DIMS directions in float64 too (_small_bound)."""
+    n = len(index.rows)
+    q = queries.double()  # (B, D)
+    norms = q.norm(dim=1)  # (B,) torch's float64 norm, as on the blocks' route
+    # 1. z roughly (a float32 product: unit q . m and q . P_j / ||q||; numpy for the small steps), the nearest row by it
+    t = ((queries.to(torch.float32) @ index.lift32) / norms.to(torch.float32)[:, None]).cpu().numpy()  # (B, k + 1)
+    a = t[:, 1:] - index.basis_mean32  # (B, k)
+    z = np.concatenate([a, np.sqrt(np.maximum(1.0 + index.mean_sq32 - 2.0 * t[:, :1] - (a * a).sum(axis=1, keepdims=True),
+                                              0.0, dtype=np.float32))], axis=1)  # (B, k + 1)
+    first = torch.addmm(index.near_sq32, torch.from_numpy(z), index.near32.T, alpha=-2.0).numpy().argmin(axis=1)  # (B,)
+    # its exact distance: np.matmul of the float64 query and row (exact_distance's formula), one pair at a time
+    q_np, norms = q.cpu().numpy(), norms.cpu().numpy()  # (B, D), (B,)
+    dot = np.array([q_np[i] @ index.rows64[f] for i, f in enumerate(first)])[:, None]  # (B, 1)
+    d1 = cosine_distance(dot, norms, index.norms[first, None])[:, 0]
+    # 2. the queries whose first row has another row within the triangle inequality's radius
+    radius = 4.0 * (2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + 1e-11  # (B,) squared
+    near = np.flatnonzero(radius >= index.gap[first])  # (H,)
+    if not len(near):
+        empty = torch.zeros(0, dtype=torch.int64, device=queries.device)
+        return q_np, norms, first, d1, empty, empty
+    in_reach = index.apart[first[near]] <= radius[near, None]  # (H, N) the rows the triangle inequality leaves
+    # ... and the bound on DIMS directions
+    in_reach &= _small_bound(index, q[torch.from_numpy(near).to(q.device)], torch.from_numpy(norms[near]), d1[near])
+    qi, ri = np.divmod(np.flatnonzero(in_reach), n)  # (P,) x2
+    dev = queries.device
+    return q_np, norms, first, d1, torch.from_numpy(near[qi]).to(dev), torch.from_numpy(ri).to(dev)
+
+
+def _small_bound(index: Index, q: torch.Tensor, norms: torch.Tensor, d1: np.ndarray) -> np.ndarray:
+    """Which rows (H, N) bool may be as near to queries q (H, D) float64 (norms (H,)) as their first rows, at
+    distance d1 (H,): L(q, u) <= 2 d1 + SMALL_SLACK, on k = DIMS directions (the coarse bound's `near`).
+
+    z = _project's coordinates, within err = sqrt(e_a^2 + h^2) <= e_a + h of z(q): a_j off by at most g = 3 gamma_D
+    (SLACK's budget: 1.1e-12 at D = 3072), a by e_a = g sqrt(k), s^2 by at most Delta = 4 g sqrt(k) + 2 g (||a|| <= 2;
+    ||q/||q|| - m||^2 by 2 g), so s by at most h = sqrt(Delta) (6.1e-6 at k = 64; a square root: s may be near 0);
+    1e-12 more covers the rows' float64 z(u) (off by about 1e-13) and the float64 steps of s. A row with L(q, u) <=
+    2 d1 + SMALL_SLACK has ||z - z(u)|| <= reach = sqrt(2 d1 + SMALL_SLACK) + err, i.e. ||z(u)||^2 - 2 z . z(u) <=
+    reach^2 - ||z||^2; by expansion in float64 both sides are within 5e-13 of their values (gamma_(k+3) * 16, as in
+    _bound), so a row is ruled out where the left exceeds the right by 1e-12."""
+    k, d = index.near.shape[1] - 1, q.shape[1]
+    z = _project(index, q, norms.to(q.device), k)  # (H, k + 1)
+    g = 3 * d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
+    err = g * k ** 0.5 + (4 * g * k ** 0.5 + 2 * g) ** 0.5 + 1e-12
+    reach = np.sqrt(2.0 * np.maximum(d1, 0.0) + SMALL_SLACK) + err  # (H,)
+    right = reach * reach + 1e-12 - (z * z).sum(dim=1).cpu().numpy()  # (H,)
+    return torch.addmm(index.near_sq, z, index.near.T, alpha=-2.0).cpu().numpy() <= right[:, None]
+
+
 def _screen(index: Index, queries: torch.Tensor, norms: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, ...]:
     """(query, row) pairs (P,) x2 of every row that may be as near as the nearest, for the queries `which` (H,) of
-    queries (B, D) float64 with norms (B,): every row's dot product by float32 products (screen_dots), within a
+    queries (B, D) float with float64 norms (B,): every row's dot product by float32 products (screen_dots), within a
     relative screen_error of the true one. A row stays if its cosine's upper bound reaches the best lower bound of
     the query's rows, less SCREEN_MARGIN; the exact step then scores these few."""
     table = index.screen_rows()  # (J, N, K) float32 pixels
@@ -279,7 +403,7 @@ def _screen(index: Index, queries: torch.Tensor, norms: np.ndarray, which: np.nd
     qi, ri = [], []
     with _ieee_float32():
         for part in np.array_split(which, -(-len(which) // SCREEN_BATCH)):
-            q = queries[torch.from_numpy(part)].cpu()  # (n, D) float64
+            q = queries[torch.from_numpy(part).to(queries.device)].cpu()  # (n, D)
             dots = screen_dots(q.float(), table)  # (n, N) q . u
             # The rounding's scale: q . u itself for non-negative queries, |q| . u for one with a negative pixel.
             scale = screen_dots(q.abs().float(), table) if bool((q < 0).any()) else dots
@@ -341,21 +465,41 @@ def _project(index: Index, q: torch.Tensor, norms: torch.Tensor, k: int) -> torc
 
 
 def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor, ri: torch.Tensor,
-            limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries with more
-    than REFINE pairs (the others keep theirs: projecting them would cost more than scoring their few rows)."""
+            limit: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs qi, ri (P,) less those the fine bound (all F directions) rules out, for the queries (B, D) (float,
+    float64 norms (B,)) with more than REFINE pairs (the others keep theirs: projecting them would cost more than
+    scoring their few rows); limit (B,) 2 d1 + SLACK (the fine projection is float64, SLACK covers its rounding).
+
+    A query's first row (B,) came from a coarser bound; its pair with the lowest fine bound is often nearer. So that
+    row is scored exactly too (unless it is the first), and the query's limit becomes the lower of the two, 2 d +
+    SLACK: a row as near as the nearest is as near as either, so it stays (that row too: its fine bound is at most
+    2 d + SLACK)."""
     heavy = torch.nonzero(torch.bincount(qi, minlength=len(q)) > REFINE).flatten()  # (H,)
     if not len(heavy) or index.coords.shape[1] == index.near.shape[1]:
         return qi, ri
     at = torch.full((len(q),), -1, dtype=torch.int64, device=qi.device)
     at[heavy] = torch.arange(len(heavy), device=qi.device)  # query -> its row of zf
-    zf = _project(index, q[heavy], norms[heavy], len(index.basis))  # (H, F + 1)
+    qh = q[heavy].double()  # (H, D)
+    zf = _project(index, qh, norms[heavy], len(index.basis))  # (H, F + 1)
     zf_sq = (zf * zf).sum(dim=1)
     keep = at[qi] < 0  # (P,) pairs of light queries stay
-    for part in torch.nonzero(~keep).flatten().split(PAIRS * 4):  # (n, F + 1) float64 gathers, 2 MB each
-        h, r = at[qi[part]], ri[part]
-        bound = _bound(zf[h], zf_sq[h], index.coords[r][:, None], index.coord_sq[r][:, None])[:, 0]  # (n,)
-        keep[part] = bound <= limit[qi[part]]
+    part = torch.nonzero(~keep).flatten()  # (Ph,) pairs of the heavy queries
+    h = at[qi[part]]  # (Ph,) their rows of zf
+    bound = torch.cat([_bound(zf[h[i]], zf_sq[h[i]], index.coords[ri[part[i]]][:, None],  # (n, F + 1) float64
+                              index.coord_sq[ri[part[i]]][:, None])[:, 0]  # gathers, 2 MB each
+                       for i in torch.arange(len(part), device=qi.device).split(PAIRS * 4)])  # (Ph,)
+    low = torch.full((len(heavy),), torch.inf, dtype=bound.dtype, device=bound.device).scatter_reduce_(
+        0, h, bound, "amin")  # (H,) each heavy query's lowest fine bound
+    lowest = torch.nonzero(bound == low[h]).flatten()  # pairs at it (one or more per heavy query)
+    proposal = torch.empty(len(heavy), dtype=torch.int64, device=qi.device)
+    proposal[h[lowest]] = ri[part[lowest]]  # (H,) one of them
+    new = torch.nonzero(proposal != first[heavy]).flatten()  # (H',) proposals other than the first row
+    tight = limit[heavy].clone()  # (H,)
+    if len(new):
+        d = exact_distance(index, qh[new].cpu().numpy(), norms[heavy[new]].cpu().numpy(),
+                           proposal[new].cpu().numpy()[:, None])[:, 0]
+        tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
+    keep[part] = bound <= tight[h]
     return qi[keep], ri[keep]
 
 
