@@ -47,12 +47,14 @@ def dof2(tmp_path_factory):
 
 # Every path of the search: the defaults; every query through the product with every row (DENSE 0) and the fine
 # bound (REFINE 0), none screened; every query through the blocks alone, with one probe block and no fine bound; and
-# every query with a row in play after its coarse bound through the float32 screen of every row (SCREEN 0).
+# every query with a row in play after its coarse bound through the fine bound of every row (SCREEN 0), then none or
+# all of them through the float32 screen of every row (CROWD 2 or 0).
 PATHS = [{}, {"DENSE": 0.0, "REFINE": 0, "SCREEN": 2.0}, {"DENSE": 2.0, "REFINE": 10**9, "PROBE": 1, "SCREEN": 2.0},
-         {"SCREEN": 0.0}, {"SCREEN": 0.0, "DENSE": 0.0}]
+         {"SCREEN": 0.0, "CROWD": 2.0}, {"SCREEN": 0.0, "CROWD": 0.0}, {"SCREEN": 0.0, "CROWD": 0.0, "DENSE": 0.0}]
 
 
-@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only", "screen", "screen-dense"])
+@pytest.mark.parametrize("knobs", PATHS, ids=["defaults", "dense-and-fine", "blocks-only", "fine-all", "screen",
+                                              "screen-dense"])
 def test_search_equals_brute_force_on_true_and_hedged_frames(dof2, monkeypatch, knobs):
     table, truth, hedged, _ = dof2
     for name, value in knobs.items():
@@ -88,7 +90,7 @@ def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest
     assert pose.grid(2, 10.0)[blocks[1]].max(axis=0).tolist() == [30.0, 70.0]
 
 
-@pytest.mark.parametrize("screen", [2.0, 0.0], ids=["pairs", "screen"])
+@pytest.mark.parametrize("screen", [2.0, 0.0], ids=["pairs", "screen"])  # SCREEN and CROWD
 def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, screen):
     table, truth, _, _ = dof2
     rows = table.rows()[:200].copy()
@@ -96,6 +98,7 @@ def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, screen):
     rows[170] = rows[40]
     monkeypatch.setattr(nearest, "PROBE", 1)  # the bound cannot order the copies: the exact step must find 40
     monkeypatch.setattr(nearest, "SCREEN", screen)
+    monkeypatch.setattr(nearest, "CROWD", screen)
     index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
     query = torch.from_numpy(rows[[40, 150, 170]].astype(np.float32) / 255.0)
     found, distance, _ = nearest.search(index, query)
@@ -105,17 +108,23 @@ def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, screen):
 
 def test_the_screen_returns_the_pair_steps_rows_and_distances_bit_for_bit(dof2, monkeypatch):
     """A blurred, grey or flat frame leaves many rows after its coarse bound; screened against every row in float32
-    (with its rounding bound) it must give the same rows and the same float64 distances as the fine bound and the
-    pair step, the exact step scoring the few rows the screen leaves."""
+    (with its rounding bound), or bounded on all directions for every row at once, it must give the same rows and
+    the same float64 distances as the fine bound of its pairs and the pair step."""
     table, truth, hedged, _ = dof2
     index = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))
     queries = torch.from_numpy(np.concatenate([truth, hedged]))
     monkeypatch.setattr(nearest, "SCREEN", 2.0)  # never: every query through the fine bound and the pair step
     by_pairs = nearest.search(index, queries)
     monkeypatch.setattr(nearest, "SCREEN", 0.0)  # every query with a row in play through the screen
+    monkeypatch.setattr(nearest, "CROWD", 0.0)
     by_screen = nearest.search(index, queries)
     np.testing.assert_array_equal(by_screen[0].numpy(), by_pairs[0].numpy())
     assert np.array_equal(by_screen[1].numpy(), by_pairs[1].numpy())  # bit for bit, not within a tolerance
+    monkeypatch.setattr(nearest, "CROWD", 2.0)  # ... and through the fine bound of every row, none screened
+    by_fine = nearest.search(index, queries)
+    np.testing.assert_array_equal(by_fine[0].numpy(), by_pairs[0].numpy())
+    assert np.array_equal(by_fine[1].numpy(), by_pairs[1].numpy())
+    monkeypatch.setattr(nearest, "CROWD", 0.0)
     assert by_screen[2] < by_pairs[2]  # the screen leaves fewer rows for the exact step than the fine bound
     # A query with a negative pixel (outside what scoring sends: predictions are clamped to [0, 1]) is bounded by
     # |q| . u instead; it still gets brute force's row.
@@ -140,6 +149,7 @@ def test_the_screens_rounding_bound_holds_and_survives_matmul_precision_settings
     torch.set_float32_matmul_precision("medium")
     try:
         monkeypatch.setattr(nearest, "SCREEN", 0.0)
+        monkeypatch.setattr(nearest, "CROWD", 0.0)
         found = nearest.search(index, q.float())[0].numpy()
         assert torch.get_float32_matmul_precision() == "medium"  # restored
     finally:
@@ -169,7 +179,8 @@ def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):
 # The small-table route (a table of at most SMALL * D rows, e.g. the DoF 1 table), forced here on the 1,296-row table:
 # as it comes; with every query left after the triangle inequality through the fine bound (REFINE 0), none screened;
 # and with every query left with a row after its bounds through the float32 screen of every row (SCREEN 0).
-SMALL_PATHS = [{"SMALL": 10.0}, {"SMALL": 10.0, "REFINE": 0, "SCREEN": 2.0}, {"SMALL": 10.0, "SCREEN": 0.0}]
+SMALL_PATHS = [{"SMALL": 10.0}, {"SMALL": 10.0, "REFINE": 0, "SCREEN": 2.0},
+               {"SMALL": 10.0, "SCREEN": 0.0, "CROWD": 0.0}]
 
 
 @pytest.mark.parametrize("knobs", SMALL_PATHS, ids=["small", "small-fine", "small-screen"])

@@ -23,9 +23,10 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
    The rows left are scored exactly, and the nearest of them and u1 is the answer: no row is skipped that
    could be nearer, or as near (a tie).
 3. A query left with more than SCREEN of the table after the coarse bound (a blurred, grey or flat frame,
-   about as far from many poses as from its nearest) skips 2.: its dot product with every row is computed in
-   float32 (the screen, as cheap as the bare product), with a proven bound on its rounding, and only the rows
-   that may be as near as the nearest by those bounds are scored exactly.
+   about as far from many poses as from its nearest) takes the fine bound of every row at once, one product;
+   one left with more than CROWD of the table even so (a grey or flat frame) has its dot product with every row
+   computed in float32 (the screen, about the bare product's price), with a proven bound on its rounding, and
+   only the rows that may be as near as the nearest by those bounds are scored exactly.
 
 A small table (at most SMALL * D rows: the DoF 1 pose table, 720 rows) takes no blocks (_small_pairs): its first
 row is the nearest by a rough z from one float32 product on SMALL_DIMS directions (any row would do), and a row u
@@ -65,10 +66,15 @@ SLACK = 1e-4
 CHUNK = 4096  # rows per float64 step of the build: (CHUNK, D) float64 = 100 MB at D = 3072
 DENSE_BATCH = 64  # queries per product with every row: (DENSE_BATCH, N) float64
 # A query whose coarse bound leaves more than this share of the rows in play (a blurred, grey or flat frame: about
-# equally far from many poses) is screened against every row at once by float32 products (_screen): its fine bound
-# and exact step would gather thousands of rows in float64 (a pixel average blurred by sigma 3 px took 10 ms on the
-# DoF 2 table, 2.3 ms screened, against 1.1 ms for the bare float32 product; 1/64 timed best of 1/16 .. 1/128).
+# equally far from many poses) takes the fine bound of every row at once (_fine_all, one float64 product) instead of a
+# gather per pair, and then, if still left with many rows, the float32 screen of every row (_screen): its exact step
+# would gather hundreds of rows in float64 (a pixel average blurred by 3 px took 7.6 ms on the DoF 2 table, 2.2 ms
+# now, against 1.2 ms for the bare float32 product; 1/64 timed as well as 1/16 and 1/256).
 SCREEN = 1 / 64
+# ... after the fine bound of every row (_fine_all) a query left with more than this share of the rows (a grey or flat
+# frame) is screened: an exact row costs about 1/256 of the screen's product with every row (10-15 us against 2 ms on
+# the DoF 2 table; timed best of 1/128, 1/256 and 1/512). A blend blurred by 1 px keeps about 40 rows of 32,400.
+CROWD = 1 / 256
 SCREEN_K = 256  # terms per float32 partial dot product of the screen (its rounding bound: below)
 SCREEN_BATCH = 64  # queries per screen product: (SCREEN_BATCH, N) float64 dots
 # Rows whose cosine, by the screen's bounds (screen_error), may be within this of the best row's are scored exactly
@@ -317,13 +323,18 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         # e <= rho + sqrt(limit), i.e. e^2 <= (rho + sqrt(limit))^2 (compared squared: no square root of (B, K))
         passing = e2 <= (index.radii[None] + limit.sqrt()[:, None]).square_()  # (B, K)
         qi, ri, heavy = _candidates(index, z, zsq, passing, limit)
-    # 3. A query with more than SCREEN of the rows in play: every row through the float32 screen instead.
-    screened = _screen(index, queries, norms_np, torch.nonzero(heavy).flatten().cpu().numpy()) if heavy.any() else None
+    # 3. A query with more than SCREEN of the rows in play: the fine bound of every row at once, and if that leaves
+    # it with as many, every row through the float32 screen.
     qi, ri = _refine(index, queries, norms, qi, ri, limit, first)
+    extra = []  # (query, row) pairs (P,) x2 of the heavy queries, numpy
+    if heavy.any():
+        fq, fr, crowded = _fine_all(index, queries, norms, torch.nonzero(heavy).flatten(), limit, first)
+        extra.append((fq, fr))
+        if len(crowded):
+            extra.append(_screen(index, queries, norms_np, crowded))
     other = ri != first[qi]
     qi, ri = qi[other].cpu().numpy(), ri[other].cpu().numpy()
-    if screened is not None:
-        sq, sr = screened
+    for sq, sr in extra:
         other = sr != first_np[sq]
         qi, ri = np.concatenate([qi, sq[other]]), np.concatenate([ri, sr[other]])
     scored = len(ri)
@@ -501,6 +512,37 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
         tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
     keep[part] = bound <= tight[h]
     return qi[keep], ri[keep]
+
+
+def _fine_all(index: Index, queries: torch.Tensor, norms: torch.Tensor, which: torch.Tensor, limit: torch.Tensor,
+              first: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fine bound (all F directions) of every row for the queries `which` (H,) of queries (B, D) float (float64
+    norms (B,)) that the coarse bound left with more than SCREEN of the rows: one float64 product with every row's
+    coordinates, DENSE_BATCH queries at a time, not a gather per pair. As in _refine, each query's row of lowest
+    fine bound is scored exactly (unless it is its first row) and its limit (B,) becomes the lower of the two.
+    Returns the (query, row) pairs (P,) x2 (numpy) within the limit, and the queries (S,) left with more than CROWD
+    of the rows by it (a grey or flat frame: their pairs are left out, for the screen)."""
+    qi, ri, crowded = [], [], []
+    for i in which.split(DENSE_BATCH):
+        q = queries[i].double()  # (n, D)
+        zf = _project(index, q, norms[i], len(index.basis))  # (n, F + 1)
+        # L by expansion, less its rounding bound (gamma_(F+3) * 16 < 5e-13, as in _bound): (n, N)
+        zf_sq = (zf * zf).sum(dim=1)[:, None]
+        bound = torch.addmm(index.coord_sq[None] + zf_sq, zf, index.coords.T, alpha=-2.0) - 1e-12
+        proposal = bound.argmin(dim=1)  # (n,)
+        tight = limit[i].clone()
+        new = torch.nonzero(proposal != first[i]).flatten()
+        if len(new):
+            d = exact_distance(index, q[new].cpu().numpy(), norms[i][new].cpu().numpy(),
+                               proposal[new].cpu().numpy()[:, None])[:, 0]
+            tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
+        within = bound <= tight[:, None]  # (n, N)
+        many = within.sum(dim=1) > CROWD * len(index.rows)  # (n,)
+        crowded.append(i[many].cpu().numpy())
+        qd, rd = torch.nonzero(within[~many], as_tuple=True)
+        qi.append(i[~many][qd].cpu().numpy())
+        ri.append(rd.cpu().numpy())
+    return np.concatenate(qi), np.concatenate(ri), np.concatenate(crowded)
 
 
 def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch.Tensor,
