@@ -90,15 +90,20 @@ def test_blocks_are_tiles_of_grid_neighbours_and_the_coarse_bound_folds_the_rest
     assert pose.grid(2, 10.0)[blocks[1]].max(axis=0).tolist() == [30.0, 70.0]
 
 
-@pytest.mark.parametrize("screen", [2.0, 0.0], ids=["pairs", "screen"])  # SCREEN and CROWD
-def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, screen):
+# The 200-row table takes the small route (at most D rows); forced onto the blocks (SMALL 0), its queries through the
+# pair step, or through the fine bound of every row and the screen.
+TIE_PATHS = [{}, {"SMALL": 0.0, "SCREEN": 2.0}, {"SMALL": 0.0, "SCREEN": 0.0, "CROWD": 0.0}]
+
+
+@pytest.mark.parametrize("knobs", TIE_PATHS, ids=["small", "pairs", "screen"])
+def test_a_tie_goes_to_the_lowest_table_index(dof2, monkeypatch, knobs):
     table, truth, _, _ = dof2
     rows = table.rows()[:200].copy()
     rows[150] = rows[40]  # two identical table frames: the same cosine to every query
     rows[170] = rows[40]
     monkeypatch.setattr(nearest, "PROBE", 1)  # the bound cannot order the copies: the exact step must find 40
-    monkeypatch.setattr(nearest, "SCREEN", screen)
-    monkeypatch.setattr(nearest, "CROWD", screen)
+    for name, value in knobs.items():
+        monkeypatch.setattr(nearest, name, value)
     index = nearest.Index.on(rows, nearest.build(rows), torch.device("cpu"))
     query = torch.from_numpy(rows[[40, 150, 170]].astype(np.float32) / 255.0)
     found, distance, _ = nearest.search(index, query)
@@ -177,13 +182,12 @@ def test_the_search_index_is_cached_beside_its_table(dof2, monkeypatch):
 
 
 # The small-table route (a table of at most SMALL * D rows, e.g. the DoF 1 table), forced here on the 1,296-row table:
-# as it comes; with every query left after the triangle inequality through the fine bound (REFINE 0), none screened;
-# and with every query left with a row after its bounds through the float32 screen of every row (SCREEN 0).
-SMALL_PATHS = [{"SMALL": 10.0}, {"SMALL": 10.0, "REFINE": 0, "SCREEN": 2.0},
-               {"SMALL": 10.0, "SCREEN": 0.0, "CROWD": 0.0}]
+# as it comes, and with every query left after the triangle inequality through the fine bound (REFINE 0) (no screen
+# on this route).
+SMALL_PATHS = [{"SMALL": 10.0}, {"SMALL": 10.0, "REFINE": 0}]
 
 
-@pytest.mark.parametrize("knobs", SMALL_PATHS, ids=["small", "small-fine", "small-screen"])
+@pytest.mark.parametrize("knobs", SMALL_PATHS, ids=["small", "small-fine"])
 def test_the_small_table_route_equals_brute_force(dof2, monkeypatch, knobs):
     table, truth, hedged, _ = dof2
     blocks = nearest.Index.on(table.rows(), table.search, torch.device("cpu"))

@@ -26,7 +26,7 @@ the exact float64 cosine (from the uint8 pixels) of the rows no bound rules out:
    about as far from many poses as from its nearest) takes the fine bound of every row at once, one product;
    one left with more than CROWD of the table even so (a grey or flat frame) has its dot product with every row
    computed in float32 (the screen, about the bare product's price), with a proven bound on its rounding, and
-   only the rows that may be as near as the nearest by those bounds are scored exactly.
+   only the rows that may be as near as the nearest by those bounds are scored exactly. (Not on a small table.)
 
 A small table (at most SMALL * D rows: the DoF 1 pose table, 720 rows) takes no blocks (_small_pairs): its first
 row is the nearest by a rough z from one float32 product on SMALL_DIMS directions (any row would do), and a row u
@@ -298,9 +298,9 @@ def search(index: Index, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
                     torch.from_numpy(d1).clamp_min(0.0).to(queries.device), 0)
         norms, first = torch.from_numpy(norms_np).to(queries.device), torch.from_numpy(first_np).to(queries.device)
         limit = torch.from_numpy(2.0 * d1 + SLACK).to(queries.device)  # (B,) the fine bound's, as on the blocks' route
-        heavy = torch.bincount(qi, minlength=b) > SCREEN * len(index.rows)  # (B,) to the screen, as on the blocks'
-        light = ~heavy[qi]
-        qi, ri = qi[light], ri[light]
+        # no step 3: a small table's product with every row costs about what a call's fixed steps do (blurred DoF 1
+        # frames took 1.6x longer through it)
+        heavy = torch.zeros(b, dtype=torch.bool, device=queries.device)
     else:
         d = index.near.shape[1] - 1
         q = queries.double()
