@@ -504,14 +504,22 @@ def _refine(index: Index, q: torch.Tensor, norms: torch.Tensor, qi: torch.Tensor
     lowest = torch.nonzero(bound == low[h]).flatten()  # pairs at it (one or more per heavy query)
     proposal = torch.empty(len(heavy), dtype=torch.int64, device=qi.device)
     proposal[h[lowest]] = ri[part[lowest]]  # (H,) one of them
-    new = torch.nonzero(proposal != first[heavy]).flatten()  # (H',) proposals other than the first row
-    tight = limit[heavy].clone()  # (H,)
-    if len(new):
-        d = exact_distance(index, qh[new].cpu().numpy(), norms[heavy[new]].cpu().numpy(),
-                           proposal[new].cpu().numpy()[:, None])[:, 0]
-        tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
+    tight = _tightened(index, qh, norms[heavy], limit[heavy], proposal, first[heavy])  # (H,)
     keep[part] = bound <= tight[h]
     return qi[keep], ri[keep]
+
+
+def _tightened(index: Index, q: torch.Tensor, norms: torch.Tensor, limit: torch.Tensor, proposal: torch.Tensor,
+               first: torch.Tensor) -> torch.Tensor:
+    """The limits (n,) of queries q (n, D) float64 (norms (n,)) after their proposed rows (n,) (each one's row of
+    lowest fine bound) are scored exactly: the lower of limit (n,) and 2 d + SLACK, where the proposal is not the
+    first row (n,) (whose distance the limit already holds)."""
+    new = torch.nonzero(proposal != first).flatten()  # (n',) proposals other than the first row
+    tight = limit.clone()
+    if len(new):
+        d = exact_distance(index, q[new].cpu().numpy(), norms[new].cpu().numpy(), proposal[new].cpu().numpy()[:, None])
+        tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d[:, 0] + SLACK).to(limit.device))
+    return tight
 
 
 def _fine_all(index: Index, queries: torch.Tensor, norms: torch.Tensor, which: torch.Tensor, limit: torch.Tensor,
@@ -526,16 +534,8 @@ def _fine_all(index: Index, queries: torch.Tensor, norms: torch.Tensor, which: t
     for i in which.split(DENSE_BATCH):
         q = queries[i].double()  # (n, D)
         zf = _project(index, q, norms[i], len(index.basis))  # (n, F + 1)
-        # L by expansion, less its rounding bound (gamma_(F+3) * 16 < 5e-13, as in _bound): (n, N)
-        zf_sq = (zf * zf).sum(dim=1)[:, None]
-        bound = torch.addmm(index.coord_sq[None] + zf_sq, zf, index.coords.T, alpha=-2.0) - 1e-12
-        proposal = bound.argmin(dim=1)  # (n,)
-        tight = limit[i].clone()
-        new = torch.nonzero(proposal != first[i]).flatten()
-        if len(new):
-            d = exact_distance(index, q[new].cpu().numpy(), norms[i][new].cpu().numpy(),
-                               proposal[new].cpu().numpy()[:, None])[:, 0]
-            tight[new] = torch.minimum(tight[new], torch.from_numpy(2.0 * d + SLACK).to(limit.device))
+        bound = _bound_every(zf, (zf * zf).sum(dim=1), index.coords, index.coord_sq)  # (n, N)
+        tight = _tightened(index, q, norms[i], limit[i], bound.argmin(dim=1), first[i])  # (n,)
         within = bound <= tight[:, None]  # (n, N)
         many = within.sum(dim=1) > CROWD * len(index.rows)  # (n,)
         crowded.append(i[many].cpu().numpy())
@@ -562,9 +562,7 @@ def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch
     keep = _bound(z[qb], zsq[qb], index.near[rows], index.near_sq[rows]) <= limit[qb][:, None]  # (P, G)
     qi, ri = [qb[:, None].expand_as(rows)[keep]], [rows[keep]]
     for i in torch.nonzero(dense).flatten().split(DENSE_BATCH):
-        # L by expansion, less its rounding bound (as in _bound): (n, N)
-        bound = torch.addmm(index.near_sq[None] + zsq[i, None], z[i], index.near.T, alpha=-2.0) - 1e-12
-        within = bound <= limit[i][:, None]  # (n, N)
+        within = _bound_every(z[i], zsq[i], index.near, index.near_sq) <= limit[i][:, None]  # (n, N)
         many = within.sum(dim=1) > SCREEN * n  # (n,)
         heavy[i[many]] = True
         qd, rd = torch.nonzero(within[~many], as_tuple=True)
@@ -574,6 +572,12 @@ def _candidates(index: Index, z: torch.Tensor, zsq: torch.Tensor, passing: torch
     heavy |= torch.bincount(qi, minlength=len(z)) > SCREEN * n  # ... and those the blocks left with as many
     light = ~heavy[qi]
     return qi[light], ri[light], heavy
+
+
+def _bound_every(zq: torch.Tensor, zq_sq: torch.Tensor, zu: torch.Tensor, zu_sq: torch.Tensor) -> torch.Tensor:
+    """L of queries zq (n, k + 1) (squared norms (n,)) to every row zu (N, k + 1) (squared norms (N,)) -> (n, N): by
+    expansion, one product, less 1e-12 for its rounding (as in _bound)."""
+    return torch.addmm(zu_sq[None] + zq_sq[:, None], zq, zu.T, alpha=-2.0) - 1e-12
 
 
 def _bound(zq: torch.Tensor, zq_sq: torch.Tensor, zu: torch.Tensor, zu_sq: torch.Tensor) -> torch.Tensor:
